@@ -1,0 +1,1 @@
+"""Sampling: SVD's Karras/Euler schedule, temporal windows, conditioning and the animation pipeline."""

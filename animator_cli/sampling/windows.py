@@ -1,0 +1,43 @@
+"""Temporal tiling: long videos are denoised as overlapping windows that all share frame 0 as an anchor.
+
+Window layout (as in the released pipeline, from MimicMotion): for each start ``i`` in
+``range(0, F − T + 1, T − O)`` the window is ``[0, i+1, …, min(i+T, F) − 1]``; when the last window stops short
+of frame F − 1, a tail window ``[0, F−T+1, …, F−1]`` is appended. Consecutive windows share O − 1 real frames plus
+the anchor. Fixed here: a video shorter than a window (F < T) gets the single window ``[0, …, F−1]`` (the reference
+produced no window and crashed with an IndexError), and an overlap of 0, which leaves frames in no window, is
+rejected instead of producing NaNs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from animator_cli.errors import InputError
+
+
+def window_indices(num_frames: int, tile: int, overlap: int) -> list[list[int]]:
+    """Frame indices of every window; frame 0 is slot 0 of each."""
+    if num_frames < 1:
+        raise InputError("there are no pose frames to animate", "check the POSES folder")
+    if tile < 2 or not 1 <= overlap < tile:
+        raise InputError(f"invalid tiling: tile {tile}, overlap {overlap}", "use tile >= 2 and 1 <= overlap < tile")
+    if num_frames <= tile:
+        return [list(range(num_frames))]
+    windows = [[0, *range(i + 1, min(i + tile, num_frames))] for i in range(0, num_frames - tile + 1, tile - overlap)]
+    if windows[-1][-1] < num_frames - 1:
+        windows.append([0, *range(num_frames - tile + 1, num_frames)])
+    return windows
+
+
+def blend_weights(size: int) -> torch.Tensor:
+    """Triangular per-slot weights w_p = min((p+½)·2/T, 2 − (p+½)·2/T), so window edges fade into neighbours."""
+    ramp = (torch.arange(size, dtype=torch.float32) + 0.5) * 2 / size
+    return torch.minimum(ramp, 2 - ramp)
+
+
+def periodic_noise(shape: tuple[int, int, int], num_frames: int, tile: int, generator: torch.Generator,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Initial noise (1, F, C, h, w): one draw of ``tile`` frames repeated along time, so every window starts
+    from the same noise; drawn as ``randn(1, tile, C, h, w)`` on the generator's device, like the reference."""
+    noise = torch.randn((1, tile, *shape), generator=generator, device=generator.device, dtype=dtype)
+    return noise.repeat(1, num_frames // tile + 1, 1, 1, 1)[:, :num_frames]
