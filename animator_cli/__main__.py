@@ -1,0 +1,3 @@
+from animator_cli.cli.app import main
+
+main()

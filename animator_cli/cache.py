@@ -1,0 +1,97 @@
+"""Stage cache: each stage's output lives in a directory keyed by what produced it.
+
+The key hashes the content of the stage's input files, its parameters and the package version.
+A finished entry holds ``manifest.json``; an entry is built in a temporary directory and renamed
+into place only when complete, so an interrupted run never leaves a result a rerun would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from animator_cli import __version__
+from animator_cli.errors import InputError
+from animator_cli.fileio import atomic_dir
+
+MANIFEST = "manifest.json"
+_CHUNK = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    """``$ANIMATOR_CACHE``, else ``$XDG_CACHE_HOME/animator/stages``, else ``~/.cache/animator/stages``."""
+    if env := os.environ.get("ANIMATOR_CACHE"):
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "animator" / "stages"
+
+
+def hash_path(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of a directory's relative names and file contents."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(child.relative_to(path)).encode())
+            digest.update(hash_path(child).encode())
+        return digest.hexdigest()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(_CHUNK):
+                digest.update(block)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    return digest.hexdigest()
+
+
+def _canonical(params: Mapping[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    stage: str
+    key: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def done(self) -> bool:
+        return (self.path / MANIFEST).is_file()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Path]:
+        """Yield a scratch directory; on success it becomes this entry, manifest included."""
+        with atomic_dir(self.path) as tmp:
+            yield tmp
+            record = dict(self.manifest, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          files=sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()))
+            (tmp / MANIFEST).write_text(json.dumps(record, indent=2))
+
+    def read_manifest(self) -> dict[str, Any]:
+        return json.loads((self.path / MANIFEST).read_text())
+
+
+class StageCache:
+    """A directory of stage outputs, ``<root>/<stage>/<key>/``."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir()
+
+    def entry(self, stage: str, inputs: Iterable[Path], params: Mapping[str, Any]) -> CacheEntry:
+        hashed = {str(Path(p)): hash_path(Path(p)) for p in inputs}
+        digest = hashlib.sha256()
+        digest.update(f"{stage}\0{__version__}\0".encode())
+        digest.update("\0".join(hashed.values()).encode())  # order matters: roles differ
+        digest.update(_canonical(params).encode())
+        key = digest.hexdigest()[:24]
+        manifest = {"stage": stage, "key": key, "version": __version__,
+                    "inputs": hashed, "params": json.loads(_canonical(params))}
+        return CacheEntry(stage, key, self.root / stage / key, manifest)

@@ -1,0 +1,114 @@
+"""`animator`: the Typer application, global options and the exit-code contract.
+
+Exit codes: 0 ok, 1 internal error, 2 bad input or usage, 3 missing or incompatible weights,
+4 out of memory, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from animator_cli import __version__
+from animator_cli.cache import StageCache
+from animator_cli.cli import context
+from animator_cli.cli.context import configure_logging, settings, stderr
+from animator_cli.errors import AnimatorError, OutOfMemoryError
+from animator_cli.weights.home import WeightsHome
+
+# Typer ≥ 0.29 vendors click; take the exception classes from wherever its Exit lives.
+_click = importlib.import_module(typer.BadParameter.__module__)
+
+app = typer.Typer(
+    name="animator",
+    help="Pose-driven, identity-preserving human image animation (StableAnimator).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"animator {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def global_options(
+    weights: Annotated[Optional[Path], typer.Option(
+        "--weights", envvar="ANIMATOR_HOME", help="Weights home (default ~/.cache/animator).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        "--cache-dir", envvar="ANIMATOR_CACHE", help="Stage cache (default ~/.cache/animator/stages).")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="torch device, e.g. cuda, cuda:1, cpu (default: cuda when available).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and full tracebacks.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    settings.weights = WeightsHome.resolve(weights)
+    settings.cache = StageCache(cache_dir)
+    settings.device, settings.quiet, settings.verbose, settings.json = device, quiet, verbose, json_out
+    configure_logging(quiet, verbose)
+
+
+def _register_commands() -> None:
+    """Each command module adds itself to `app`; a subcommand appears only once it works."""
+    from animator_cli.cli import video_cmd, weights_cmd  # noqa: F401
+
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return False
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def _fail(message: str, code: int) -> int:
+    if settings.verbose:
+        traceback.print_exc(file=sys.stderr)
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code instead of raising (used by `main` and the tests)."""
+    _register_commands()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="animator", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        return _fail("interrupted", 130)
+    except _click.ClickException as exc:
+        exc.show(file=sys.stderr)
+        return 2 if exc.exit_code == 2 else exc.exit_code
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except AnimatorError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except Exception as exc:
+        if _is_oom(exc):
+            oom = OutOfMemoryError(f"out of memory on {settings.device or 'the device'}")
+            return _fail(str(oom), oom.exit_code)
+        hint = "" if settings.verbose else " (rerun with --verbose for the traceback)"
+        return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+__all__ = ["app", "context", "main", "run"]

@@ -1,0 +1,48 @@
+"""Global CLI settings shared by every subcommand, and how results and logs are printed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from animator_cli.cache import StageCache
+from animator_cli.weights.home import WeightsHome
+
+# Logs, tables and progress bars go to stderr; stdout carries only results.
+stderr = Console(stderr=True)
+log = logging.getLogger("animator")
+
+
+@dataclass
+class Settings:
+    weights: WeightsHome = field(default_factory=WeightsHome.resolve)
+    cache: StageCache = field(default_factory=StageCache)
+    device: str | None = None
+    quiet: bool = False
+    verbose: bool = False
+    json: bool = False
+
+
+settings = Settings()
+
+
+def configure_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    log.setLevel(level)
+
+
+def emit(result: dict[str, Any], paths: list[Path] | None = None) -> None:
+    """Print a command's result: written paths one per line, or the whole result as JSON."""
+    if settings.json:
+        print(json.dumps(result, default=str, indent=None))
+    else:
+        for path in paths or []:
+            print(path)

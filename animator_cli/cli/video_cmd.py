@@ -1,0 +1,60 @@
+"""`animator video ...`: inspect a video, split it into frames, encode frames (no ffmpeg needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import Progress
+
+from animator_cli.cli.app import app
+from animator_cli.cli.context import emit, stderr
+from animator_cli.fileio import atomic_dir
+from animator_cli.video import iter_frames, list_frames, probe, write_frame, write_video
+
+video_app = typer.Typer(help="Inspect, split and encode videos.", no_args_is_help=True)
+app.add_typer(video_app, name="video")
+
+
+@video_app.command("info")
+def info(video: Annotated[Path, typer.Argument(help="Video file.")]) -> None:
+    """Print size, fps, frame count, duration, rotation and audio presence."""
+    details = probe(video)
+    record = dataclasses.asdict(details)
+    for key, value in record.items():
+        stderr.print(f"{key:>12}: {value}", highlight=False)
+    emit(record)
+
+
+@video_app.command("frames")
+def frames(
+    video: Annotated[Path, typer.Argument(help="Video file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for frame_<i>.png.")],
+    max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1)] = None,
+) -> None:
+    """Split a video into frame_<i>.png (the reference's layout), written atomically."""
+    details = probe(video)
+    total = min(details.frame_count, max_frames or details.frame_count)
+    with atomic_dir(output) as tmp, Progress(console=stderr, transient=True) as progress:
+        task = progress.add_task("frames", total=total)
+        count = 0
+        for count, frame in enumerate(iter_frames(video, max_frames), start=1):
+            write_frame(tmp, count - 1, frame)
+            progress.advance(task)
+    emit({"output": str(output), "frames": count, "fps": details.fps}, [output])
+
+
+@video_app.command("encode")
+def encode(
+    frames_dir: Annotated[Path, typer.Argument(help="Folder of frame_<i>.png.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.")],
+    fps: Annotated[float, typer.Option("--fps", min=0.001)] = 25.0,
+    crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="H.264 quality, lower is better.")] = 18,
+    audio_from: Annotated[Optional[Path], typer.Option("--audio-from", help="Take this video's audio.")] = None,
+) -> None:
+    """Encode a frame folder to H.264 mp4, optionally with another video's audio."""
+    count = len(list_frames(frames_dir))
+    write_video(output, iter_frames(frames_dir), fps, crf, audio_from)
+    emit({"output": str(output), "frames": count, "fps": fps}, [output])

@@ -1,0 +1,40 @@
+"""One small exception hierarchy; the CLI maps each class to an exit code and prints one line."""
+
+from __future__ import annotations
+
+
+class AnimatorError(Exception):
+    """Base class: an error the user can act on. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class InputError(AnimatorError):
+    """Bad input or usage: a missing, unreadable or malformed file, an invalid option value."""
+
+    exit_code = 2
+
+
+class WeightsError(AnimatorError):
+    """Missing or incompatible model weights."""
+
+    exit_code = 3
+
+
+class OutOfMemoryError(AnimatorError):
+    """The device ran out of memory; the hint says what to reduce."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(
+            message, hint or "try fewer frames, --offload, a smaller --tile or a lower resolution"
+        )

@@ -1,0 +1,79 @@
+"""Atomic writes: results appear under their final name only when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from animator_cli.errors import InputError
+
+
+def ensure_writable_dir(directory: Path) -> Path:
+    """Create ``directory`` if needed and check it is writable, failing with an InputError."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"output path {directory} is a file, not a directory", "choose another output path")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output directory {directory}: {exc.strerror}") from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"output directory {directory} is not writable", "choose another -o path")
+    return directory
+
+
+def temp_sibling(target: Path, suffix: str | None = None) -> Path:
+    """A fresh, empty temporary file next to ``target`` (same filesystem, so a rename is atomic)."""
+    target = Path(target)
+    ensure_writable_dir(target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.stem}.", suffix=suffix if suffix is not None else target.suffix, dir=target.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write into {target.parent}: {exc.strerror}", "choose another output path") from exc
+    os.close(fd)
+    return Path(tmp_name)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary file path next to ``target``; rename it onto ``target`` on success.
+
+    On any exception the temporary file is removed and ``target`` is left untouched, so an
+    interrupted run never leaves a half-written result under the final name.
+    """
+    tmp = temp_sibling(target, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temporary directory next to ``target``; it replaces ``target`` on success."""
+    target = Path(target)
+    ensure_writable_dir(target.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write into {target.parent}: {exc.strerror}", "choose another output path") from exc
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)

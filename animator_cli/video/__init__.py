@@ -1,0 +1,12 @@
+"""Video and image I/O on PyAV and Pillow: streaming decode, H.264 encode, audio muxing, frame folders."""
+
+from animator_cli.video.audio import mux_audio
+from animator_cli.video.frames import iter_frames, list_frames, write_frame
+from animator_cli.video.images import load_image
+from animator_cli.video.probe import VideoInfo, probe
+from animator_cli.video.writer import VideoWriter, write_video
+
+__all__ = [
+    "VideoInfo", "VideoWriter", "iter_frames", "list_frames", "load_image", "mux_audio", "probe",
+    "write_frame", "write_video",
+]

@@ -1,0 +1,77 @@
+"""Frame sources: decode a video lazily, or read a folder of `frame_<i>.png` in numeric order."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from animator_cli.errors import InputError
+from animator_cli.fileio import atomic_path
+from animator_cli.video.images import IMAGE_SUFFIXES, load_image
+from animator_cli.video.probe import open_video
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _numeric_key(path: Path) -> tuple[int, str]:
+    """`frame_10.png` after `frame_9.png`: the last integer in the stem decides, then the name."""
+    numbers = _DIGITS.findall(path.stem)
+    return (int(numbers[-1]) if numbers else -1, path.name)
+
+
+def list_frames(folder: Path) -> list[Path]:
+    """Image files in ``folder`` sorted numerically (the reference's `frame_<i>.png` layout)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder of frames")
+    frames = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
+                    key=_numeric_key)
+    if not frames:
+        raise InputError(f"{folder} contains no image frames", "expected frame_0.png, frame_1.png, ...")
+    return frames
+
+
+def write_frame(folder: Path, index: int, rgb: np.ndarray) -> Path:
+    """Write ``rgb`` as ``folder/frame_<index>.png`` atomically."""
+    target = Path(folder) / f"frame_{index}.png"
+    with atomic_path(target) as tmp:
+        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG")
+    return target
+
+
+def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display rotation (degrees counter-clockwise) so frames look as players show them."""
+    turns = (round(rotation) // 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
+
+
+def _decode(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
+    with open_video(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        produced = 0
+        try:
+            for frame in container.decode(stream):
+                yield _rotate(frame.to_ndarray(format="rgb24"), frame.rotation)
+                produced += 1
+                if max_frames is not None and produced >= max_frames:
+                    return
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{path} is truncated or corrupt after frame {produced}: {exc.strerror or exc}",
+                             "re-export or re-download the video") from exc
+        if produced == 0:
+            raise InputError(f"{path} contains no decodable frames", "the file is truncated or corrupt")
+
+
+def iter_frames(source: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """RGB uint8 frames of a video file or a frame folder, one at a time (memory stays flat)."""
+    source = Path(source)
+    if source.is_dir():
+        paths = list_frames(source)
+        return (load_image(p) for p in paths[:max_frames])
+    return _decode(source, max_frames)

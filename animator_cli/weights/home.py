@@ -1,0 +1,154 @@
+"""Layout of the weights home, identical to the authors' release so an existing checkout works as is.
+
+    <home>/checkpoints/SVD/                 diffusers folder of stable-video-diffusion-img2vid-xt
+    <home>/checkpoints/Animation/           pose_net.pth, face_encoder.pth, unet.pth (+ .safetensors twins)
+    <home>/checkpoints/DWPose/              yolox_l.onnx, dw-ll_ucoco_384.onnx
+    <home>/models/antelopev2/               insightface antelopev2 (*.onnx)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from animator_cli.errors import WeightsError
+
+ANIMATION_CHECKPOINTS = ("pose_net", "face_encoder", "unet")
+SVD_SUBFOLDERS = ("unet", "vae", "image_encoder", "scheduler", "feature_extractor")
+DWPOSE_FILES = ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")
+ANTELOPEV2_FILES = (
+    "1k3d68.onnx", "2d106det.onnx", "genderage.onnx", "glintr100.onnx", "scrfd_10g_bnkps.onnx",
+)
+
+
+def default_home() -> Path:
+    """``$ANIMATOR_HOME``, else ``$XDG_CACHE_HOME/animator``, else ``~/.cache/animator``."""
+    if env := os.environ.get("ANIMATOR_HOME"):
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "animator"
+
+
+class ComponentStatus(str, Enum):
+    PRESENT = "present"
+    MISSING = "missing"
+    UNREADABLE = "unreadable"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One downloadable unit of the weights home."""
+
+    name: str
+    files: tuple[Path, ...]
+    required: bool  # needed by `animator generate`
+    fix: str  # the command that installs it
+    purpose: str
+
+
+def _readable_weight_file(path: Path) -> bool:
+    """Cheap format sniffing, so `weights check` stays fast on multi-GB files."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    if not head:
+        return False
+    if path.suffix in (".pth", ".pt", ".bin"):
+        return zipfile.is_zipfile(path)
+    if path.suffix == ".safetensors":
+        return len(head) == 8 and 0 < int.from_bytes(head, "little") < path.stat().st_size
+    if path.suffix == ".json":
+        try:
+            json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class WeightsHome:
+    root: Path
+
+    @classmethod
+    def resolve(cls, root: Path | str | None = None) -> WeightsHome:
+        return cls(Path(root).expanduser() if root else default_home())
+
+    # --- locations -------------------------------------------------------------------------
+    @property
+    def svd_dir(self) -> Path:
+        """The SVD diffusers folder; the release's extra `stable-video-diffusion-img2vid-xt/` level is accepted."""
+        base = self.root / "checkpoints" / "SVD"
+        nested = base / "stable-video-diffusion-img2vid-xt"
+        if not (base / "model_index.json").exists() and (nested / "model_index.json").exists():
+            return nested
+        return base
+
+    @property
+    def animation_dir(self) -> Path:
+        return self.root / "checkpoints" / "Animation"
+
+    @property
+    def dwpose_dir(self) -> Path:
+        return self.root / "checkpoints" / "DWPose"
+
+    @property
+    def antelopev2_dir(self) -> Path:
+        return self.root / "models" / "antelopev2"
+
+    def animation_checkpoint(self, name: str) -> Path:
+        """`<name>.safetensors` when present (faster, no pickle), else `<name>.pth`."""
+        st = self.animation_dir / f"{name}.safetensors"
+        return st if st.exists() else self.animation_dir / f"{name}.pth"
+
+    # --- inventory -------------------------------------------------------------------------
+    def components(self) -> list[Component]:
+        svd = self.svd_dir
+        svd_files = [svd / "model_index.json"] + [svd / sub / _config_name(sub) for sub in SVD_SUBFOLDERS]
+        return [
+            Component("SVD (stable-video-diffusion-img2vid-xt)", tuple(svd_files), True,
+                      "animator weights download --only svd", "video diffusion backbone"),
+            Component("StableAnimator checkpoints", tuple(self.animation_checkpoint(n) for n in ANIMATION_CHECKPOINTS),
+                      True, "animator weights download --only animation", "PoseNet, face encoder, UNet"),
+            Component("antelopev2 (insightface)", tuple(self.antelopev2_dir / f for f in ANTELOPEV2_FILES), True,
+                      "animator weights download --only antelopev2", "face detection and ArcFace identity"),
+            Component("DWPose", tuple(self.dwpose_dir / f for f in DWPOSE_FILES), False,
+                      "animator weights download --only dwpose", "pose extraction (MediaPipe is used without it)"),
+        ]
+
+    def status(self, component: Component) -> tuple[ComponentStatus, Path | None]:
+        """The component's status and the first offending file, if any."""
+        for path in component.files:
+            if not path.exists():
+                return ComponentStatus.MISSING, path
+        for path in component.files:
+            if not _readable_weight_file(path):
+                return ComponentStatus.UNREADABLE, path
+        if component.name.startswith("SVD"):
+            for sub in ("unet", "vae", "image_encoder"):
+                if not _has_weights(self.svd_dir / sub):
+                    return ComponentStatus.MISSING, self.svd_dir / sub / "diffusion_pytorch_model.safetensors"
+        return ComponentStatus.PRESENT, None
+
+    def can_generate(self) -> bool:
+        return all(self.status(c)[0] is ComponentStatus.PRESENT for c in self.components() if c.required)
+
+    def require(self, path: Path, what: str, fix: str = "animator weights download") -> Path:
+        """Return ``path`` if it exists, else raise a WeightsError naming the file and the fix."""
+        if not path.exists():
+            raise WeightsError(f"{what} not found at {path}", f"run `{fix}` or pass --weights DIR")
+        return path
+
+
+def _config_name(subfolder: str) -> str:
+    return {"scheduler": "scheduler_config.json", "feature_extractor": "preprocessor_config.json"}.get(
+        subfolder, "config.json")
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))

@@ -1,0 +1,60 @@
+"""Shared fixtures: real photos shipped in dependencies, a tiny weights home, an in-process CLI runner."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def astronaut_path() -> Path:
+    import skimage
+
+    return Path(skimage.__file__).parent / "data" / "astronaut.png"
+
+
+@pytest.fixture(scope="session")
+def t1_path() -> Path:
+    import insightface
+
+    return Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
+
+
+@pytest.fixture(scope="session")
+def tom_hanks_path() -> Path:
+    import insightface
+
+    return Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"
+
+
+@pytest.fixture(scope="session")
+def tiny_home(tmp_path_factory: pytest.TempPathFactory):
+    """A complete weights home of tiny seeded models, written once per test session."""
+    from animator_cli.weights.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny-home"), seed=0)
+
+
+@dataclasses.dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run `animator ARGS...` in-process; the stage cache defaults to a per-test folder."""
+    from animator_cli.cli.app import run
+
+    monkeypatch.setenv("ANIMATOR_CACHE", str(tmp_path / "stage-cache"))
+
+    def invoke(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return invoke

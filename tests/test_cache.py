@@ -1,0 +1,80 @@
+"""Stage cache: keys follow content and parameters; interrupted writes are never trusted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from animator_cli import __version__
+from animator_cli.cache import MANIFEST, StageCache
+
+
+def _build(entry, text: str) -> None:
+    with entry.writing() as tmp:
+        (tmp / "result.txt").write_text(text)
+
+
+def test_miss_then_hit(tmp_path: Path) -> None:
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"abc")
+    cache = StageCache(tmp_path / "cache")
+    entry = cache.entry("pose", [source], {"align": "global"})
+    assert not entry.done
+    _build(entry, "result")
+    again = cache.entry("pose", [source], {"align": "global"})
+    assert again.path == entry.path and again.done
+    manifest = json.loads((again.path / MANIFEST).read_text())
+    assert manifest["stage"] == "pose" and manifest["version"] == __version__
+    assert manifest["params"] == {"align": "global"} and manifest["files"] == ["result.txt"]
+
+
+def test_key_follows_content_params_and_roles(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"one")
+    b.write_bytes(b"two")
+    cache = StageCache(tmp_path / "cache")
+    key = cache.entry("s", [a, b], {"x": 1}).key
+    assert cache.entry("s", [a, b], {"x": 2}).key != key
+    assert cache.entry("s", [b, a], {"x": 1}).key != key  # reference and driving video are not interchangeable
+    assert cache.entry("t", [a, b], {"x": 1}).key != key
+    a.write_bytes(b"ONE")
+    assert cache.entry("s", [a, b], {"x": 1}).key != key
+    a.write_bytes(b"one")
+    a.rename(tmp_path / "renamed")  # content, not the path, decides
+    assert cache.entry("s", [tmp_path / "renamed", b], {"x": 1}).key == key
+
+
+def test_folder_inputs_hash_their_files(tmp_path: Path) -> None:
+    folder = tmp_path / "poses"
+    folder.mkdir()
+    (folder / "frame_0.png").write_bytes(b"0")
+    cache = StageCache(tmp_path / "cache")
+    key = cache.entry("gen", [folder], {}).key
+    (folder / "frame_1.png").write_bytes(b"1")
+    assert cache.entry("gen", [folder], {}).key != key
+
+
+def test_interrupted_write_is_not_trusted(tmp_path: Path) -> None:
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"abc")
+    cache = StageCache(tmp_path / "cache")
+    entry = cache.entry("face", [source], {})
+    with pytest.raises(KeyboardInterrupt):
+        with entry.writing() as tmp:
+            (tmp / "half.npz").write_bytes(b"partial")
+            raise KeyboardInterrupt
+    assert not entry.done and not entry.path.exists()
+    assert list((tmp_path / "cache" / "face").iterdir()) == []  # scratch folder removed too
+    _build(entry, "complete")
+    assert entry.done and (entry.path / "result.txt").read_text() == "complete"
+
+
+def test_force_rebuild_replaces_entry(tmp_path: Path) -> None:
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"abc")
+    entry = StageCache(tmp_path / "cache").entry("face", [source], {})
+    _build(entry, "first")
+    _build(entry, "second")  # what --force does: build again over a finished entry
+    assert (entry.path / "result.txt").read_text() == "second"
