@@ -164,3 +164,25 @@ def test_load_image_rejects_non_images(tmp_path: Path) -> None:
         load_image(tmp_path / "notes.png")
     with pytest.raises(InputError, match="does not exist"):
         load_image(tmp_path / "nope.png")
+
+
+def test_rotated_phone_video_is_decoded_upright(tmp_path: Path) -> None:
+    """Phones store portrait clips as landscape plus a display matrix; frames must come out as shown."""
+    path = tmp_path / "phone.mp4"
+    frame = np.zeros((32, 64, 3), np.uint8)
+    frame[:, :32] = (255, 0, 0)  # stored left half red
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(90)
+        for i in range(5):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts = i
+            container.mux(stream.encode(vf))
+        container.mux(stream.encode(None))
+    info = probe(path)
+    assert info.rotation == 90 and (info.width, info.height) == (32, 64)
+    upright = next(iter_frames(path))
+    assert upright.shape == (64, 32, 3)
+    # 90° counter-clockwise display rotation moves the stored left half to the bottom.
+    assert upright[-5, 16, 0] > 200 and upright[5, 16, 0] < 60
