@@ -1,0 +1,1 @@
+"""The StableAnimator networks (PoseNet, face encoder, ID-adapter UNet) and how they are loaded."""

@@ -1,0 +1,103 @@
+"""The StableAnimator UNet: diffusers' SVD UNet plus PoseNet features and the ID-adapter processors.
+
+Extended by subclassing, never copied: the diffusers module tree (and so every state-dict key of the released
+``unet.pth``) stays exactly SVD-xt's, and the two behaviour changes of the reference are hooked in:
+
+* ``pose_latents`` (PoseNet output) is added to the output of ``conv_in`` (a forward hook held for one call);
+* the 64 attention layers get the processors of :mod:`animator_cli.models.id_adapter`: 16 spatial
+  self-attention, 16 ID adapters on the spatial cross-attention, 32 temporal. The temporal processors drop
+  the trailing ID tokens from the context, which is the reference's ``time_context = E[:, :-4]`` change to
+  ``TransformerSpatioTemporalModel`` done without re-implementing that transformer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from diffusers import UNetSpatioTemporalConditionModel
+from diffusers.models.attention_processor import Attention
+
+from animator_cli.models.id_adapter import IDAttnProcessor, SpatialAttnProcessor, TemporalAttnProcessor
+
+NUM_ID_TOKENS = 4
+
+# stabilityai/stable-video-diffusion-img2vid-xt unet/config.json (diffusers' defaults plus the sample size).
+SVD_XT_UNET_CONFIG: dict = {
+    "sample_size": 96,
+    "in_channels": 8,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlockSpatioTemporal"] * 3 + ["DownBlockSpatioTemporal"],
+    "up_block_types": ["UpBlockSpatioTemporal"] + ["CrossAttnUpBlockSpatioTemporal"] * 3,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 768,
+    "layers_per_block": 2,
+    "cross_attention_dim": 1024,
+    "transformer_layers_per_block": 1,
+    "num_attention_heads": [5, 10, 20, 20],
+    "num_frames": 25,
+}
+
+
+class AnimatorUNet(UNetSpatioTemporalConditionModel):
+    """SVD UNet conditioned on pose features and on a context of [CLIP token; ID tokens].
+
+    Build it from SVD's ``unet/config.json``, call :meth:`install_processors`, then load ``unet.pth``.
+    """
+
+    def install_processors(self, num_id_tokens: int = NUM_ID_TOKENS) -> None:
+        """Install the StableAnimator processors on every attention layer (adds the ``processor.id_to_*`` keys).
+
+        The ID projections start as copies of the layer's ``to_k``/``to_v`` (IP-Adapter-style init, what
+        training starts from); loading ``unet.pth`` overwrites them. On the meta device nothing is copied.
+        """
+        processors = {}
+        for name, module in self.named_modules():
+            if not isinstance(module, Attention):
+                continue
+            if ".temporal_transformer_blocks." in name:
+                processors[f"{name}.processor"] = TemporalAttnProcessor(num_id_tokens)
+            elif name.endswith(".attn1"):
+                processors[f"{name}.processor"] = SpatialAttnProcessor()
+            else:
+                processors[f"{name}.processor"] = _id_processor(module, num_id_tokens)
+        self.set_attn_processor(processors)
+
+    def processor_counts(self) -> Counter:
+        """How many attention layers use each processor class (16/16/32 on SVD-xt)."""
+        return Counter(type(p).__name__ for p in self.attn_processors.values())
+
+    def set_id_scale(self, scale: float) -> None:
+        """Strength of the identity branch in every ID adapter (1.0 = the paper's setting)."""
+        for processor in self.attn_processors.values():
+            if isinstance(processor, IDAttnProcessor):
+                processor.scale = scale
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,
+                encoder_hidden_states: torch.Tensor, added_time_ids: torch.Tensor,
+                pose_latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoiser output (B, F, 4, h, w) for ``sample`` (B, F, 8, h, w).
+
+        ``encoder_hidden_states`` (B, 1 + 4, C) is [CLIP image embedding; face tokens]; ``pose_latents`` is the
+        PoseNet output, (B·F, C0, h, w) or (B, F, C0, h, w). Returns the tensor, not diffusers' output class.
+        """
+        if pose_latents is None:
+            return super().forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=False)[0]
+        pose = pose_latents.flatten(0, 1) if pose_latents.ndim == 5 else pose_latents
+        hook = self.conv_in.register_forward_hook(lambda _module, _args, output: output + pose)
+        try:
+            return super().forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=False)[0]
+        finally:
+            hook.remove()
+
+
+def _id_processor(attn: Attention, num_id_tokens: int) -> IDAttnProcessor:
+    to_k, to_v = attn.to_k, attn.to_v
+    processor = IDAttnProcessor(to_k.out_features, to_k.in_features, num_id_tokens,
+                                device=to_k.weight.device, dtype=to_k.weight.dtype)
+    if to_k.weight.device.type != "meta":
+        with torch.no_grad():
+            processor.id_to_k.weight.copy_(to_k.weight)
+            processor.id_to_v.weight.copy_(to_v.weight)
+    return processor
