@@ -61,10 +61,9 @@ def test_interrupted_write_is_not_trusted(tmp_path: Path) -> None:
     source.write_bytes(b"abc")
     cache = StageCache(tmp_path / "cache")
     entry = cache.entry("face", [source], {})
-    with pytest.raises(KeyboardInterrupt):
-        with entry.writing() as tmp:
-            (tmp / "half.npz").write_bytes(b"partial")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), entry.writing() as tmp:
+        (tmp / "half.npz").write_bytes(b"partial")
+        raise KeyboardInterrupt
     assert not entry.done and not entry.path.exists()
     assert list((tmp_path / "cache" / "face").iterdir()) == []  # scratch folder removed too
     _build(entry, "complete")

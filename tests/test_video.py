@@ -12,7 +12,14 @@ from PIL import Image
 
 from animator_cli.errors import InputError
 from animator_cli.video import (
-    VideoWriter, iter_frames, list_frames, load_image, mux_audio, probe, write_frame, write_video,
+    VideoWriter,
+    iter_frames,
+    list_frames,
+    load_image,
+    mux_audio,
+    probe,
+    write_frame,
+    write_video,
 )
 
 
@@ -52,7 +59,7 @@ def test_round_trip_keeps_frames_fps_and_size(tmp_path: Path) -> None:
     assert info.has_audio is False and info.rotation == 0
     decoded = list(iter_frames(out))
     assert len(decoded) == 30
-    for original, got in zip(frames, decoded):
+    for original, got in zip(frames, decoded, strict=True):
         assert got.shape == original.shape
         assert np.abs(got.astype(int) - original.astype(int)).mean() < 3.0  # lossy but close at crf 10
 
@@ -100,10 +107,9 @@ def test_streaming_decode_keeps_memory_flat(tmp_path: Path) -> None:
 def test_interrupted_writer_leaves_nothing(tmp_path: Path) -> None:
     target = tmp_path / "out.mp4"
     target.write_bytes(b"previous result")
-    with pytest.raises(RuntimeError):
-        with VideoWriter(target, fps=25) as writer:
-            writer.write(_gradient_frames(1)[0])
-            raise RuntimeError("killed mid-run")
+    with pytest.raises(RuntimeError), VideoWriter(target, fps=25) as writer:
+        writer.write(_gradient_frames(1)[0])
+        raise RuntimeError("killed mid-run")
     assert target.read_bytes() == b"previous result"
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
@@ -115,7 +121,7 @@ def test_frame_folder_sorted_numerically(tmp_path: Path) -> None:
     names = [p.name for p in list_frames(tmp_path)]
     assert names == [f"frame_{i}.png" for i in range(12)]  # frame_10 after frame_9, not after frame_1
     back = list(iter_frames(tmp_path))
-    assert all(np.array_equal(a, b) for a, b in zip(frames, back))
+    assert all(np.array_equal(a, b) for a, b in zip(frames, back, strict=True))
 
 
 @pytest.mark.parametrize("bad", ["missing.mp4", "text.mp4", "truncated.mp4", "folder"])

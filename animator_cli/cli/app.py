@@ -10,7 +10,7 @@ import importlib
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -42,11 +42,11 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def global_options(
-    weights: Annotated[Optional[Path], typer.Option(
+    weights: Annotated[Path | None, typer.Option(
         "--weights", envvar="ANIMATOR_HOME", help="Weights home (default ~/.cache/animator).")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(
+    cache_dir: Annotated[Path | None, typer.Option(
         "--cache-dir", envvar="ANIMATOR_CACHE", help="Stage cache (default ~/.cache/animator/stages).")] = None,
-    device: Annotated[Optional[str], typer.Option(
+    device: Annotated[str | None, typer.Option(
         "--device", help="torch device, e.g. cuda, cuda:1, cpu (default: cuda when available).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and full tracebacks.")] = False,
@@ -60,9 +60,16 @@ def global_options(
     configure_logging(quiet, verbose)
 
 
+# Each module adds its subcommands to `app`; a subcommand is listed here only once it works.
+COMMAND_MODULES = (
+    "weights_cmd",
+    "video_cmd",
+)
+
+
 def _register_commands() -> None:
-    """Each command module adds itself to `app`; a subcommand appears only once it works."""
-    from animator_cli.cli import video_cmd, weights_cmd  # noqa: F401
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"animator_cli.cli.{name}")
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import Progress
@@ -32,7 +32,7 @@ def info(video: Annotated[Path, typer.Argument(help="Video file.")]) -> None:
 def frames(
     video: Annotated[Path, typer.Argument(help="Video file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for frame_<i>.png.")],
-    max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1)] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", min=1)] = None,
 ) -> None:
     """Split a video into frame_<i>.png (the reference's layout), written atomically."""
     details = probe(video)
@@ -52,7 +52,7 @@ def encode(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.")],
     fps: Annotated[float, typer.Option("--fps", min=0.001)] = 25.0,
     crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="H.264 quality, lower is better.")] = 18,
-    audio_from: Annotated[Optional[Path], typer.Option("--audio-from", help="Take this video's audio.")] = None,
+    audio_from: Annotated[Path | None, typer.Option("--audio-from", help="Take this video's audio.")] = None,
 ) -> None:
     """Encode a frame folder to H.264 mp4, optionally with another video's audio."""
     count = len(list_frames(frames_dir))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -43,9 +43,9 @@ def check() -> None:
 
 @weights_app.command("download")
 def download(
-    only: Annotated[Optional[list[str]], typer.Option(
+    only: Annotated[list[str] | None, typer.Option(
         "--only", help=f"Component to fetch (repeatable): {', '.join(downloader.COMPONENTS)}.")] = None,
-    token: Annotated[Optional[str], typer.Option(
+    token: Annotated[str | None, typer.Option(
         "--token", envvar="HF_TOKEN", help="Hugging Face token (SVD-xt is a gated model).")] = None,
 ) -> None:
     """Fetch the weights from Hugging Face and insightface's model zoo (resumable)."""
