@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,6 +12,7 @@ from rich.table import Table
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings, stderr
 from animator_cli.errors import InputError
+from animator_cli.fileio import atomic_dir
 from animator_cli.weights import download as downloader
 from animator_cli.weights.home import ComponentStatus
 
@@ -54,3 +57,39 @@ def download(
             raise InputError(f"unknown component '{name}'", f"choose from {', '.join(downloader.COMPONENTS)}")
     fetched = downloader.download(settings.weights, only, token)
     emit({"weights": str(settings.weights.root), "downloaded": fetched}, [settings.weights.root])
+
+
+@weights_app.command("manifest")
+def manifest() -> None:
+    """Print every key and shape of the three checkpoints, from the full-size architecture (TSV: file, key, shape)."""
+    from animator_cli.models.manifest import format_manifest, manifest_rows
+
+    rows = manifest_rows()
+    if settings.json:
+        emit({"keys": [{"file": file, "key": key, "shape": list(shape)} for file, key, shape in rows]})
+    else:
+        sys.stdout.write(format_manifest(rows))
+
+
+@weights_app.command("convert")
+def convert() -> None:
+    """Write fp16 .safetensors twins of pose_net/face_encoder/unet.pth (loaded in preference: no pickle, faster)."""
+    from animator_cli.weights.convert import convert_checkpoints
+
+    written = convert_checkpoints(settings.weights)
+    emit({"weights": str(settings.weights.root), "written": [str(p) for p in written]}, written)
+
+
+@weights_app.command("make-tiny")
+def make_tiny(
+    directory: Annotated[Path, typer.Argument(help="New (or empty) folder for the tiny weights home.")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a complete weights home of tiny random models in the real formats (tests, smoke runs)."""
+    from animator_cli.weights.tiny import make_tiny as write_tiny_home
+
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise InputError(f"{directory} already exists and is not an empty folder", "choose a new folder")
+    with atomic_dir(directory) as tmp:
+        write_tiny_home(tmp, seed)
+    emit({"weights": str(directory), "seed": seed}, [directory])
