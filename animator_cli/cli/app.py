@@ -64,6 +64,7 @@ def global_options(
 COMMAND_MODULES = (
     "weights_cmd",
     "video_cmd",
+    "face_cmd",
 )
 
 
