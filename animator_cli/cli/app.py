@@ -65,6 +65,8 @@ COMMAND_MODULES = (
     "weights_cmd",
     "video_cmd",
     "face_cmd",
+    "pose_cmd",
+    "generate_cmd",
 )
 
 

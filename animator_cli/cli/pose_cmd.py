@@ -1,0 +1,42 @@
+"""`animator extract-pose`: driving video → folder of skeleton images (printed on stdout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from animator_cli.cli.app import app
+from animator_cli.cli.context import emit, settings, stderr
+from animator_cli.pose import extract_pose
+
+
+@app.command("extract-pose")
+def extract_pose_command(
+    source: Annotated[Path, typer.Argument(help="Driving video, or a folder of frame_<i>.png.")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Write the skeletons here (default: the stage cache).")] = None,
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", "-r", help="Reference image: poses are aligned to this person and drawn at its size.")] = None,
+    align: Annotated[str, typer.Option(
+        help="global: scale+shift fit (the paper's); limbs: also bone lengths of the reference; none.")] = "global",
+    backend: Annotated[str, typer.Option(
+        help="auto (DWPose if installed, else MediaPipe), dwpose or mediapipe.")] = "auto",
+    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="One Euro filter against jitter.")] = True,
+    max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Only the first N frames.")] = None,
+    fps: Annotated[Optional[float], typer.Option(
+        help="Frame rate of a frame folder (default 25) or override for a video.")] = None,
+    preview: Annotated[bool, typer.Option("--preview", help="Also write preview.mp4 (skeleton over video).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even if cached.")] = False,
+) -> None:
+    """Extract StableAnimator pose skeletons (frame_<i>.png, keypoints.npz, meta.json) from a driving video."""
+    columns = (TextColumn("pose"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=True, disable=settings.quiet or settings.json) as bar:
+        task = bar.add_task("pose", total=None)
+        folder = extract_pose(
+            source, output, reference, align=align, backend=backend, smooth=smooth, max_frames=max_frames,
+            preview=preview, fps=fps, weights=settings.weights, cache=settings.cache, device=settings.device,
+            force=force, progress=lambda done, total: bar.update(task, completed=done, total=total or None))
+    emit({"poses": str(folder)}, [folder])
