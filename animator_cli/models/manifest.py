@@ -12,7 +12,7 @@ from animator_cli.models.face_encoder import FaceEncoder
 from animator_cli.models.pose_net import PoseNet
 from animator_cli.models.unet import SVD_XT_UNET_CONFIG, AnimatorUNet
 
-HEADER = "# columns: checkpoint\tkey\tshape"
+HEADER = "# columns: checkpoint<TAB>key<TAB>shape"
 
 
 def full_size_modules() -> dict[str, torch.nn.Module]:
