@@ -26,7 +26,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """uint8 H×W×3 (or F×H×W×3) → float (1|F, 3, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).float().div(127.5).sub(1)
+    x = torch.tensor(rgb, dtype=torch.float32).div(127.5).sub(1)
     return x.permute(2, 0, 1)[None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
 
@@ -96,6 +96,9 @@ def reference_latent(vae: torch.nn.Module, reference: torch.Tensor, noise_aug: f
 def _fp32(module: torch.nn.Module) -> Iterator[None]:
     """Run a module in float32 for the duration of the block."""
     dtype = next(module.parameters()).dtype
+    if dtype == torch.float32:
+        yield
+        return
     module.to(torch.float32)
     try:
         yield

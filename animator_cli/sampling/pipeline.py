@@ -1,0 +1,188 @@
+"""`AnimationPipeline`: reference image + pose frames + identity embedding → video frames.
+
+One pass, in the order of the released StableAnimator pipeline (spec §2), with its weaknesses fixed:
+
+1. Encoders run once: CLIP embedding, face tokens, the noise-augmented reference latent and the PoseNet
+   features of every frame (the reference recomputed PoseNet for every window at every step).
+2. Initial noise: one ``randn(1, tile, 4, h, w)`` draw repeated along time, scaled by ``init_noise_sigma``.
+3. Each step denoises every temporal window (frame 0 is every window's anchor) and blends the windows'
+   v-predictions with triangular weights. Classifier-free guidance uses the reference's unconditional branch
+   (no pose, zero context, zero reference latent) with a per-frame scale ``linspace(min_g, max_g, F)``; both
+   branches go through the UNet as one batch unless ``batch_cfg`` is off (then two calls, less memory).
+   With every scale at 1 the unconditional branch is skipped.
+4. The Euler step runs on fp32 latents whatever the model dtype; decoding goes in chunks of frames.
+
+Random draws come from one generator in the reference's order and shapes: the reference-image noise
+``randn(1, 3, H, W)`` (fp32) first, then the initial latents ``randn(1, tile, 4, H/8, W/8)`` in the model dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from animator_cli.sampling.conditioning import (
+    added_time_ids, clip_embedding, context_tokens, reference_latent, to_tensor,
+)
+from animator_cli.sampling.schedule import karras_schedule
+from animator_cli.sampling.windows import blend_weights, periodic_noise, window_indices
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """What shapes the video (everything here goes into the generation cache key)."""
+
+    steps: int = 25
+    min_guidance: float = 3.0
+    max_guidance: float = 3.0
+    tile: int = 16
+    overlap: int = 4
+    noise_aug: float = 0.02
+    motion_bucket: int = 127
+    cond_fps: int = 7  # SVD micro-conditioning; StableAnimator was trained and released with 7
+    id_scale: float = 1.0
+    decode_chunk: int = 4
+
+
+class AnimationPipeline:
+    """Holds the models and where they run; ``__call__`` animates one reference.
+
+    ``offload`` keeps every model on the CPU and moves each one to ``device`` only while it runs;
+    ``vae_on_cpu`` runs the VAE on the CPU in fp32 (encode and decode), which saves its activations' memory.
+    """
+
+    def __init__(self, models: object, device: torch.device | str, dtype: torch.dtype = torch.float16,
+                 offload: bool = False, vae_on_cpu: bool = False, batch_cfg: bool = True) -> None:
+        self.models, self.device, self.dtype = models, torch.device(device), dtype
+        self.offload, self.vae_on_cpu, self.batch_cfg = offload, vae_on_cpu, batch_cfg
+        resting = torch.device("cpu") if offload else self.device
+        for name in ("unet", "image_encoder", "face_encoder", "pose_net"):
+            place(getattr(models, name), resting, dtype)
+        place(models.vae, *((torch.device("cpu"), torch.float32) if vae_on_cpu else (resting, dtype)))
+
+    @contextlib.contextmanager
+    def _running(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """The module on its compute device for the duration of the block (a no-op without offload)."""
+        move = self.offload and not (module is self.models.vae and self.vae_on_cpu)
+        if move:
+            module.to(self.device)
+        try:
+            yield module
+        finally:
+            if move:
+                module.to("cpu")
+
+    @torch.no_grad()
+    def __call__(self, reference: np.ndarray, poses: np.ndarray, identity: np.ndarray, options: SamplingOptions,
+                 generator: torch.Generator, progress: Progress | None = None) -> np.ndarray:
+        """Animate ``reference`` (H×W×3 uint8, already fitted to the output size) along ``poses`` (F×H×W×3
+        uint8, same size) with the 512-d ArcFace ``identity``; returns F×H×W×3 uint8 frames."""
+        models, num_frames = self.models, len(poses)
+        windows = window_indices(num_frames, options.tile, options.overlap)
+        image = to_tensor(reference)
+
+        # 1. Conditioning, computed once.
+        with self._running(models.image_encoder) as encoder:
+            clip = clip_embedding(encoder, image.to(self.device))
+        with self._running(models.face_encoder) as face_encoder:
+            context = context_tokens(face_encoder, clip, torch.from_numpy(np.asarray(identity, np.float32)))
+        with self._running(models.vae) as vae:
+            image_latent = reference_latent(vae, image, options.noise_aug, generator)
+        pose_features = self._pose_features(poses, options.tile)
+        time_ids = added_time_ids(options.cond_fps, options.motion_bucket, options.noise_aug)
+
+        # 2. Schedule and initial noise.
+        schedule = karras_schedule(models.scheduler, options.steps)
+        h, w = image_latent.shape[-2:]
+        latents = periodic_noise((image_latent.shape[1], h, w), num_frames, options.tile, generator, self.dtype)
+        latents = latents.to(self.device, torch.float32) * schedule.init_noise_sigma
+        guidance = torch.linspace(options.min_guidance, options.max_guidance, num_frames, device=self.device)
+        guidance = guidance.view(1, num_frames, 1, 1, 1)
+        guided = bool((guidance != 1).any())
+
+        # 3. Denoising loop over steps and windows.
+        models.unet.set_id_scale(options.id_scale)
+        branches = _Branches(image_latent.to(self.device, self.dtype), context.to(self.dtype),
+                             time_ids.to(self.device, self.dtype), guided, self.batch_cfg)
+        with self._running(models.unet) as unet:
+            for step, timestep in enumerate(schedule.timesteps.tolist()):
+                x_in = schedule.scale_input(latents, step).to(self.dtype)
+                cond, uncond = self._blend(unet, x_in, timestep, windows, pose_features, branches)
+                v = uncond + guidance * (cond - uncond) if guided else cond
+                latents = schedule.step(latents, v, step)
+                if progress is not None:
+                    progress(step + 1, len(schedule))
+
+        # 4. Decode.
+        return self._decode(latents, options.decode_chunk)
+
+    def _pose_features(self, poses: np.ndarray, chunk: int) -> torch.Tensor:
+        """PoseNet output (F, 320, h, w) for all frames, in chunks of ``chunk`` frames."""
+        with self._running(self.models.pose_net) as pose_net:
+            return torch.cat([pose_net(to_tensor(poses[i:i + chunk]).to(self.device, self.dtype))
+                              for i in range(0, len(poses), chunk)])
+
+    def _blend(self, unet: torch.nn.Module, x_in: torch.Tensor, timestep: float, windows: list[list[int]],
+               pose_features: torch.Tensor, branches: _Branches) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window-blended (cond, uncond) v-predictions, each (1, F, 4, h, w) fp32."""
+        num_frames = x_in.shape[1]
+        total = torch.zeros(2, *x_in.shape[1:], device=self.device)
+        weight_sum = torch.zeros(num_frames, device=self.device)
+        for window in windows:
+            weights = blend_weights(len(window)).to(self.device)
+            v = branches.predict(unet, x_in[:, window], timestep, pose_features[window])
+            total[:, window] += v.float() * weights.view(1, -1, 1, 1, 1)
+            weight_sum[window] += weights
+        total /= weight_sum.view(1, -1, 1, 1, 1)
+        return total[1:], total[:1]
+
+    def _decode(self, latents: torch.Tensor, chunk: int) -> np.ndarray:
+        """uint8 frames from latents (1, F, 4, h, w), ``chunk`` frames per VAE call."""
+        frames = []
+        with self._running(self.models.vae) as vae:
+            param = next(vae.parameters())
+            scaled = latents[0] / vae.config.scaling_factor
+            for i in range(0, len(scaled), chunk):
+                part = scaled[i:i + chunk].to(param.device, param.dtype)
+                pixels = vae.decode(part, num_frames=len(part)).sample
+                frames.append(((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu())
+        return torch.cat(frames).numpy()
+
+
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move a module for inference, casting only when its dtype differs (diffusers warns on every cast)."""
+    if next(module.parameters()).dtype != dtype:
+        module.to(dtype)
+    module.to(device).eval().requires_grad_(False)
+
+
+class _Branches:
+    """The conditional and unconditional UNet inputs of one window, built from tensors fixed for the run."""
+
+    def __init__(self, image_latent: torch.Tensor, context: torch.Tensor, time_ids: torch.Tensor,
+                 guided: bool, batched: bool) -> None:
+        self.image_latent, self.guided, self.batched = image_latent, guided, batched
+        self.context, self.time_ids = context.to(image_latent.device), time_ids
+        self.uncond_context = torch.zeros_like(self.context)
+
+    def predict(self, unet: torch.nn.Module, x: torch.Tensor, timestep: float, pose: torch.Tensor) -> torch.Tensor:
+        """v-predictions (2, n, 4, h, w): row 0 unconditional (zeros when unguided), row 1 conditional."""
+        n = x.shape[1]
+        ref = self.image_latent[:, None].expand(-1, n, -1, -1, -1)
+        cond_in = torch.cat([x, ref], dim=2)
+        if not self.guided:
+            cond = unet(cond_in, timestep, self.context, self.time_ids, pose_latents=pose)
+            return torch.cat([torch.zeros_like(cond), cond])
+        uncond_in = torch.cat([x, torch.zeros_like(ref)], dim=2)
+        if self.batched:
+            return unet(torch.cat([uncond_in, cond_in]), timestep, torch.cat([self.uncond_context, self.context]),
+                        self.time_ids.repeat(2, 1), pose_latents=torch.cat([torch.zeros_like(pose), pose]))
+        uncond = unet(uncond_in, timestep, self.uncond_context, self.time_ids)
+        cond = unet(cond_in, timestep, self.context, self.time_ids, pose_latents=pose)
+        return torch.cat([uncond, cond])
