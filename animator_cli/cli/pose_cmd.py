@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -16,17 +16,17 @@ from animator_cli.pose import extract_pose
 @app.command("extract-pose")
 def extract_pose_command(
     source: Annotated[Path, typer.Argument(help="Driving video, or a folder of frame_<i>.png.")],
-    output: Annotated[Optional[Path], typer.Option(
+    output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the skeletons here (default: the stage cache).")] = None,
-    reference: Annotated[Optional[Path], typer.Option(
+    reference: Annotated[Path | None, typer.Option(
         "--reference", "-r", help="Reference image: poses are aligned to this person and drawn at its size.")] = None,
     align: Annotated[str, typer.Option(
         help="global: scale+shift fit (the paper's); limbs: also bone lengths of the reference; none.")] = "global",
     backend: Annotated[str, typer.Option(
         help="auto (DWPose if installed, else MediaPipe), dwpose or mediapipe.")] = "auto",
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="One Euro filter against jitter.")] = True,
-    max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Only the first N frames.")] = None,
-    fps: Annotated[Optional[float], typer.Option(
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames.")] = None,
+    fps: Annotated[float | None, typer.Option(
         help="Frame rate of a frame folder (default 25) or override for a video.")] = None,
     preview: Annotated[bool, typer.Option("--preview", help="Also write preview.mp4 (skeleton over video).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute even if cached.")] = False,

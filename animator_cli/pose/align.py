@@ -19,8 +19,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from animator_cli.errors import InputError
-from animator_cli.pose.keypoints import (FACE, KEYPOINT_THRESHOLD, L_ANKLE, L_ELBOW, L_WRIST, LEFT_HAND, NECK, NOSE,
-                                         R_ANKLE, R_ELBOW, R_WRIST, RIGHT_HAND, Pose, PoseTrack)
+from animator_cli.pose.keypoints import (
+    FACE,
+    KEYPOINT_THRESHOLD,
+    L_ANKLE,
+    L_ELBOW,
+    L_WRIST,
+    LEFT_HAND,
+    NECK,
+    NOSE,
+    R_ANKLE,
+    R_ELBOW,
+    R_WRIST,
+    RIGHT_HAND,
+    Pose,
+    PoseTrack,
+)
 
 ALIGN_MODES = ("global", "limbs", "none")
 ALIGN_KEYPOINTS = (0, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
@@ -92,18 +106,18 @@ def retarget_limbs(aligned: PoseTrack, reference: Pose, alignment: Alignment) ->
         medians = np.nanmedian(drv_lengths, axis=0)
     ratios = np.where(np.isfinite(ref_lengths) & (medians > 0), ref_lengths / np.where(medians > 0, medians, 1), 1.0)
     out = pixels.copy()
-    for (parent, child), ratio in zip(BONES, ratios):
+    for (parent, child), ratio in zip(BONES, ratios, strict=True):
         bone = pixels[:, child] - pixels[:, parent]
         visible = (aligned.scores[:, [parent, child]] > KEYPOINT_THRESHOLD).all(1)[:, None]
         out[:, child] = out[:, parent] + np.where(visible, bone * ratio, bone)
-    bone_ratio = {bone: ratio for bone, ratio in zip(BONES, ratios)}
+    bone_ratio = {bone: ratio for bone, ratio in zip(BONES, ratios, strict=True)}
     for part, anchor, carrier in ATTACHED:
         factor = bone_ratio[carrier] if carrier else 1.0
         out[:, part] = out[:, anchor, None] + (pixels[:, part] - pixels[:, anchor, None]) * factor
     used = (aligned.present | aligned.filled)[:, None, None]
     points = np.where(used, out / size, 0).astype(np.float32)
     alignment = Alignment("limbs", alignment.scale, alignment.shift,
-                          {f"{p}-{c}": round(float(r), 4) for (p, c), r in zip(BONES, ratios)})
+                          {f"{p}-{c}": round(float(r), 4) for (p, c), r in zip(BONES, ratios, strict=True)})
     return PoseTrack(points, aligned.scores, aligned.present, aligned.filled, aligned.size, aligned.fps), alignment
 
 

@@ -1,4 +1,4 @@
-"""Skeleton images exactly as StableAnimator's `draw_pose` renders them (spec §5), which is what PoseNet saw in training.
+"""Skeleton images drawn exactly as StableAnimator's `draw_pose` renders them (spec §5): what PoseNet saw.
 
 Everything is drawn on a black canvas whose short side is 2160 px and then resized to the target size with cv2's
 bilinear filter, so lines end up thin and anti-aliased. Colours are RGB as the reference's PNGs hold them.
@@ -40,7 +40,7 @@ def _scale(color: tuple[float, ...], factor: float) -> tuple[int, ...]:
 
 def _draw_body(canvas: np.ndarray, points: np.ndarray, scores: np.ndarray) -> None:
     height, width = canvas.shape[:2]
-    for (a, b), color in zip(LIMBS, COLORS):
+    for (a, b), color in zip(LIMBS, COLORS[: len(LIMBS)], strict=True):
         if scores[a] < KEYPOINT_THRESHOLD or scores[b] < KEYPOINT_THRESHOLD:
             continue
         xs, ys = points[[a, b], 0] * width, points[[a, b], 1] * height
@@ -59,19 +59,19 @@ def _draw_body(canvas: np.ndarray, points: np.ndarray, scores: np.ndarray) -> No
 def _draw_hand(canvas: np.ndarray, points: np.ndarray, scores: np.ndarray) -> None:
     height, width = canvas.shape[:2]
     pixels = [(int(x * width), int(y * height)) for x, y in points]
-    for (a, b), color in zip(HAND_EDGES, HAND_EDGE_COLORS):
+    for (a, b), color in zip(HAND_EDGES, HAND_EDGE_COLORS, strict=True):
         (x1, y1), (x2, y2) = pixels[a], pixels[b]
         if min(x1, y1, x2, y2) > EPS:
             cv2.line(canvas, (x1, y1), (x2, y2), _scale(color, int(scores[a] * scores[b] * 255)),
                      thickness=HAND_LINE_THICKNESS)
-    for (x, y), score in zip(pixels, scores):
+    for (x, y), score in zip(pixels, scores, strict=True):
         if x > EPS and y > EPS:
             cv2.circle(canvas, (x, y), HAND_RADIUS, (0, 0, int(score * 255)), thickness=-1)
 
 
 def _draw_face(canvas: np.ndarray, points: np.ndarray, scores: np.ndarray) -> None:
     height, width = canvas.shape[:2]
-    for (x, y), score in zip(points, scores):
+    for (x, y), score in zip(points, scores, strict=True):
         x, y = int(x * width), int(y * height)
         if x > EPS and y > EPS:
             grey = int(score * 255)

@@ -158,14 +158,14 @@ class DWPoseBackend:
         if not len(boxes):
             boxes = np.array([[0, 0, width, height]], np.float32)
         aspect = self.input_size[0] / self.input_size[1]
-        centers, scales = zip(*(box_to_center_scale(box, aspect) for box in boxes))
-        crops = np.stack([crop_person(rgb, c, s, self.input_size) for c, s in zip(centers, scales)])
+        centers, scales = zip(*(box_to_center_scale(box, aspect) for box in boxes), strict=True)
+        crops = np.stack([crop_person(rgb, c, s, self.input_size) for c, s in zip(centers, scales, strict=True)])
         locs, vals = decode_simcc(*self._simcc(np.ascontiguousarray(crops)))
         centers, scales = np.stack(centers)[:, None], np.stack(scales)[:, None]
         keypoints = locs / np.array(self.input_size, np.float32) * scales + centers - scales / 2
         points, scores = to_layout(keypoints, vals)
         points = points / np.array([width, height], np.float32)
-        return [Pose(p.astype(np.float32), s.astype(np.float32)) for p, s in zip(points, scores)]
+        return [Pose(p.astype(np.float32), s.astype(np.float32)) for p, s in zip(points, scores, strict=True)]
 
     def close(self) -> None:
         """Release both ONNX sessions (and their GPU memory) before the next stage runs."""

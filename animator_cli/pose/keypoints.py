@@ -125,7 +125,7 @@ def face_boxes(path: Path, width: int, height: int, min_score: float = KEYPOINT_
     """
     track = load_keypoints(path)
     boxes: list[tuple[int, int, int, int] | None] = []
-    for points, scores in zip(track.points[:, FACE], track.scores[:, FACE]):
+    for points, scores in zip(track.points[:, FACE], track.scores[:, FACE], strict=True):
         face = points[scores > min_score]
         if len(face) < 5:
             boxes.append(None)

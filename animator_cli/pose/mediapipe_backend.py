@@ -52,7 +52,7 @@ def holistic_to_pose(result) -> Pose | None:
             points[target], scores[target] = body[source, :2], body[source, 2]
     points[1] = body[[11, 12], :2].mean(0)
     scores[1] = body[[11, 12], 2].min()
-    for target, source in zip(range(FEET.start, FEET.stop), FEET_FROM_MEDIAPIPE):
+    for target, source in zip(range(FEET.start, FEET.stop), FEET_FROM_MEDIAPIPE, strict=True):
         if source is not None:
             points[target], scores[target] = body[source, :2], body[source, 2]
     if result.face_landmarks is not None:

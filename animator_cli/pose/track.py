@@ -69,7 +69,7 @@ def fill_gaps(track: PoseTrack, max_gap: int) -> PoseTrack:
     detected = np.flatnonzero(track.present)
     if not len(detected):
         return track
-    for start, end in zip(detected[:-1], detected[1:]):
+    for start, end in zip(detected[:-1], detected[1:], strict=True):
         gap = end - start - 1
         if 0 < gap <= max_gap:
             t = (np.arange(1, gap + 1) / (gap + 1))[:, None, None]
