@@ -65,6 +65,7 @@ COMMAND_MODULES = (
     "weights_cmd",
     "video_cmd",
     "face_cmd",
+    "evaluate_cmd",
     "pose_cmd",
     "generate_cmd",
 )
