@@ -11,8 +11,12 @@ import torch
 from diffusers.models.attention_processor import Attention
 
 from animator_cli.models.face_encoder import FaceEncoder, PerceiverAttention
-from animator_cli.models.id_adapter import (IDAttnProcessor, SpatialAttnProcessor, TemporalAttnProcessor,
-                                            match_statistics)
+from animator_cli.models.id_adapter import (
+    IDAttnProcessor,
+    SpatialAttnProcessor,
+    TemporalAttnProcessor,
+    match_statistics,
+)
 from animator_cli.models.manifest import full_size_modules
 from animator_cli.models.pose_net import PoseNet
 from animator_cli.models.unet import AnimatorUNet

@@ -111,7 +111,7 @@ def read_state_dict(path: Path, device: torch.device | str = "cpu",
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt", device="cpu") as handle:
-                return {key: _place(handle.get_tensor(key), device, dtype) for key in handle.keys()}
+                return {key: _place(handle.get_tensor(key), device, dtype) for key in handle.keys()}  # noqa: SIM118 (no __iter__)
         except (SafetensorError, OSError) as exc:
             raise WeightsError(f"cannot read {path}: {exc}", "delete it and run `animator weights convert` "
                                                               "again, or re-download the checkpoint") from exc

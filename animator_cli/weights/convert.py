@@ -27,7 +27,7 @@ def convert_checkpoints(home: WeightsHome, dtype: torch.dtype = torch.float16) -
     for name, source in sources.items():  # check all first (memory-mapped, cheap): all twins or none
         check_state_dict(read_state_dict(source), architecture[name], source)
     written = []
-    for name, source in sources.items():
+    for source in sources.values():
         state_dict = read_state_dict(source, "cpu", dtype)
         target = source.with_suffix(".safetensors")
         with atomic_path(target) as tmp:
