@@ -187,3 +187,17 @@ def test_cli_missing_weights(cli, tmp_path: Path, tom_hanks_path: Path) -> None:
 def test_load_identity_rejects_other_folders(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a face-stage folder"):
         load_identity(tmp_path)
+
+
+def test_cuda_provider_when_onnxruntime_offers_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    from animator_cli.face import onnx_providers
+
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: both)
+    assert onnx_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert onnx_providers("cuda:0") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert onnx_providers() == ["CPUExecutionProvider"]
