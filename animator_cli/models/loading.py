@@ -26,8 +26,10 @@ Loader behaviour:
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
 from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers.utils import logging as transformers_logging
 
 from animator_cli.errors import WeightsError
 from animator_cli.models.face_encoder import FaceEncoder
@@ -197,5 +200,18 @@ def _from_pretrained(cls, folder: Path, weights_name: str, dtype: torch.dtype):
         variant = "fp16"
     else:
         raise WeightsError(f"SVD weights not found: {folder / weights_name}", f"run `{_FIX_SVD}`")
-    return _read_config(lambda: cls.from_pretrained(str(folder), variant=variant, dtype=dtype,
-                                                    local_files_only=True), folder)
+    with no_progress_bars():
+        return _read_config(lambda: cls.from_pretrained(str(folder), variant=variant, dtype=dtype,
+                                                        local_files_only=True), folder)
+
+
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """transformers draws a bar for loading a few files; stderr is for the CLI's own progress."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()

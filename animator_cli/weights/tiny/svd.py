@@ -16,6 +16,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from animator_cli.fileio import atomic_dir, atomic_path
 from animator_cli.models.face_encoder import FaceEncoder
+from animator_cli.models.loading import no_progress_bars
 from animator_cli.models.pose_net import PoseNet
 from animator_cli.models.unet import SVD_XT_UNET_CONFIG, AnimatorUNet
 
@@ -106,7 +107,8 @@ def write(root: Path, seed: int) -> None:
         (svd / "model_index.json").write_text(_json(MODEL_INDEX))
         unet.save_pretrained(svd / "unet")
         vae.save_pretrained(svd / "vae")
-        image_encoder.save_pretrained(svd / "image_encoder")
+        with no_progress_bars():
+            image_encoder.save_pretrained(svd / "image_encoder")
         (svd / "scheduler").mkdir()
         (svd / "scheduler" / "scheduler_config.json").write_text(_json(SCHEDULER_CONFIG))
         (svd / "feature_extractor").mkdir()
