@@ -75,6 +75,6 @@ def test_hand_follows_the_wrist(backend, t1_path):
     pose = backend.detect(rgb)[0]
     hand = pose.points[RIGHT_HAND] * (400, 550) + (300, 150)
     assert (pose.scores[RIGHT_HAND] == 1.0).all() and (pose.scores[LEFT_HAND] == 0.0).all()
-    assert (hand[:, 0] > 600).all() and (hand[:, 0] < 700).all() and (hand[:, 1] > 370).all() and (hand[:, 1] < 520).all()
+    assert ((hand > (600, 370)) & (hand < (700, 520))).all()
     wrist = pose.points[4] * (400, 550) + (300, 150)
     assert np.hypot(*(hand[0] - wrist)) < 30

@@ -13,6 +13,12 @@ MediaPipe follows a single person, which is what StableAnimator animates.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
 import numpy as np
 
 from animator_cli.pose.keypoints import FACE, FEET, LEFT_HAND, NUM_POINTS, RIGHT_HAND, Pose
@@ -34,6 +40,25 @@ FACE_MESH_TO_68 = (
 )
 FACE_SCORE = 1.0
 HAND_SCORE = 1.0
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Hide the C++ warnings MediaPipe prints straight to file descriptor 2 while it loads its models and on the
+    first frames (TFLite delegate notices, "Feedback manager requires ...", "Using NORM_RECT without
+    IMAGE_DIMENSIONS ..."): noise to a user. Kept visible with --verbose."""
+    if logging.getLogger("animator").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _array(landmarks) -> np.ndarray:
@@ -79,13 +104,20 @@ class MediaPipeBackend:
             from mediapipe.python.solutions import holistic  # optional dependency: backend.py checks it is there
 
             # Our One Euro filter smooths (and --no-smooth must mean raw), so MediaPipe's own smoothing is off.
-            self._instances[video] = holistic.Holistic(static_image_mode=not video, model_complexity=1,
-                                                       smooth_landmarks=False, refine_face_landmarks=False)
+            with _quiet_native_stderr():
+                instance = holistic.Holistic(static_image_mode=not video, model_complexity=1,
+                                             smooth_landmarks=False, refine_face_landmarks=False)
+                # The first frame loads the models, which is when it warns; a blank frame leaves no track behind.
+                instance.process(np.zeros((64, 64, 3), np.uint8))
+            self._instances[video] = instance
         return self._instances[video]
 
     def detect(self, rgb: np.ndarray, video: bool = False) -> list[Pose]:
         """The one person MediaPipe follows (empty if none); ``video``: ``rgb`` is the next frame of a clip."""
-        pose = holistic_to_pose(self._holistic(video).process(np.ascontiguousarray(rgb)))
+        holistic = self._holistic(video)
+        with _quiet_native_stderr():
+            result = holistic.process(np.ascontiguousarray(rgb))
+        pose = holistic_to_pose(result)
         return [] if pose is None else [pose]
 
     def close(self) -> None:
