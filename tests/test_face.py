@@ -184,6 +184,15 @@ def test_cli_missing_weights(cli, tmp_path: Path, tom_hanks_path: Path) -> None:
     assert "animator weights download --only antelopev2" in result.stderr
 
 
+def test_cli_corrupt_weights(cli, tmp_path: Path, tiny_home: WeightsHome, tom_hanks_path: Path) -> None:
+    home = WeightsHome(tmp_path / "home")
+    antelopev2.write(home.root, seed=0)
+    (home.antelopev2_dir / "glintr100.onnx").write_bytes(b"not an onnx file")
+    result = cli("--weights", home.root, "face", tom_hanks_path)
+    assert result.exit_code == 3
+    assert "could not be loaded" in result.stderr and "--only antelopev2" in result.stderr
+
+
 def test_load_identity_rejects_other_folders(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a face-stage folder"):
         load_identity(tmp_path)

@@ -71,7 +71,7 @@ def _load(folder: Path, providers: tuple[str, ...]) -> FaceAnalyzer:
         # A directory passed as `name` is used as is: no lookup under `root`, no download.
         app = FaceAnalysis(name=str(folder), allowed_modules=["detection", "recognition"], providers=list(providers))
         app.prepare(ctx_id=0 if "CUDAExecutionProvider" in providers else -1, det_size=DET_SIZE)
-    except (AssertionError, RuntimeError, ValueError, OSError) as exc:
+    except Exception as exc:  # onnxruntime/onnx/insightface raise their own types for unusable files
         raise WeightsError(f"antelopev2 models in {folder} could not be loaded: {exc}", f"rerun `{FIX}`") from exc
     if "recognition" not in app.models:
         raise WeightsError(f"no ArcFace recognition model recognised in {folder}", f"rerun `{FIX}`")
