@@ -65,6 +65,15 @@ def test_tiny_home_loads_through_the_real_loader(home: WeightsHome) -> None:
     assert out.shape == (1, 16, 4, 8, 8) and torch.isfinite(out).all()
 
 
+def test_unet_built_from_the_svd_folder_has_the_checkpoint_keys(home: WeightsHome) -> None:
+    """The training start point: SVD's UNet weights plus processors whose ID projections copy to_k/to_v."""
+    unet = AnimatorUNet.from_pretrained(home.svd_dir / "unet", local_files_only=True)
+    unet.install_processors()
+    released = torch.load(home.animation_dir / "unet.pth", weights_only=True)
+    assert {k: v.shape for k, v in unet.state_dict().items()} == {k: v.shape for k, v in released.items()}
+    assert torch.equal(unet.state_dict()["conv_in.weight"], released["conv_in.weight"])
+
+
 def test_tiny_scheduler_is_svd_xt_karras_v_prediction(home: WeightsHome) -> None:
     scheduler = load_models(home, "cpu", torch.float32).scheduler
     assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.use_karras_sigmas

@@ -230,3 +230,17 @@ def test_face_tokens_reach_the_unet_only_through_the_id_adapters(tiny_unet: Anim
             assert torch.equal(tiny_unet(sample, t, context, time_ids), tiny_unet(sample, t, other, time_ids))
         finally:
             tiny_unet.set_id_scale(1.0)
+
+
+def test_training_path_with_gradient_checkpointing_reaches_adapters_and_pose() -> None:
+    torch.manual_seed(0)
+    unet = AnimatorUNet(**UNET_CONFIG)
+    unet.install_processors()
+    unet.train()
+    unet.enable_gradient_checkpointing()
+    sample, t, context, time_ids = _unet_inputs()
+    pose = torch.randn(2 * 3, UNET_CONFIG["block_out_channels"][0], 8, 8, requires_grad=True)
+    unet(sample, t, context, time_ids, pose_latents=pose).square().mean().backward()
+    adapter = unet.up_blocks[3].attentions[2].transformer_blocks[0].attn2.processor
+    assert adapter.id_to_k.weight.grad.abs().sum() > 0 and adapter.id_to_v.weight.grad.abs().sum() > 0
+    assert pose.grad.abs().sum() > 0
