@@ -12,10 +12,12 @@ folders written by `animator extract-pose`), else 25.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from animator_cli.cache import StageCache
 from animator_cli.errors import InputError
 from animator_cli.face import face_stage, load_identity
 from animator_cli.fileio import atomic_path, ensure_writable_dir
+from animator_cli.pose import extract_pose
 from animator_cli.sampling.fit import Fit, fit_image
 from animator_cli.sampling.pipeline import AnimationPipeline, Progress, SamplingOptions
 from animator_cli.video import list_frames, load_image, mux_audio, write_frame, write_video
@@ -39,6 +42,7 @@ DEFAULT_SEED = 23123134  # the released scripts' fixed seed
 RESOLUTIONS = {"512x512": (512, 512), "576x1024": (576, 1024), "1024x576": (1024, 576)}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 VIDEO_FILE = "video.mp4"
+_SAMPLING = SamplingOptions()
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,32 @@ class GenerateResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
+PipelineLoader = Callable[[], AnimationPipeline]
+
+
+def make_options(resolution: str = "512x512", width: int | None = None, height: int | None = None,
+                  seed: int = DEFAULT_SEED, steps: int = _SAMPLING.steps, guidance: float = _SAMPLING.max_guidance,
+                  min_guidance: float | None = None, tile: int = _SAMPLING.tile, overlap: int = _SAMPLING.overlap,
+                  noise_aug: float = _SAMPLING.noise_aug, motion_bucket: int = _SAMPLING.motion_bucket,
+                  fps: float | None = None, id_scale: float = _SAMPLING.id_scale, crf: int = 18, fit: Fit = Fit.COVER,
+                  decode_chunk: int = _SAMPLING.decode_chunk, legacy_rgb_id: bool = False,
+                  allow_no_face: bool = False) -> GenerateOptions:
+    """GenerateOptions from the CLI's values (`batch` job entries use the same names)."""
+    if resolution not in RESOLUTIONS:
+        raise InputError(f"unknown --resolution {resolution}", f"choose from {', '.join(RESOLUTIONS)}")
+    if fit not in list(Fit):
+        raise InputError(f"unknown --fit {fit}", f"choose from {', '.join(f.value for f in Fit)}")
+    preset_w, preset_h = RESOLUTIONS[resolution]
+    sampling = SamplingOptions(steps=steps, min_guidance=guidance if min_guidance is None else min_guidance,
+                               max_guidance=guidance, tile=tile, overlap=overlap, noise_aug=noise_aug,
+                               motion_bucket=motion_bucket, id_scale=id_scale, decode_chunk=decode_chunk)
+    options = GenerateOptions(width=width or preset_w, height=height or preset_h, seed=seed, sampling=sampling,
+                              fit=Fit(fit), fps=fps, crf=crf, legacy_rgb_id=legacy_rgb_id,
+                              allow_no_face=allow_no_face)
+    options.validate()
+    return options
+
+
 def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
     """Load every network once (on the CPU, then placed as ``runtime`` says)."""
     from animator_cli.models.loading import load_models
@@ -117,20 +147,35 @@ def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
                              vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg)
 
 
-def load_poses(folder: Path, width: int, height: int, fit: Fit) -> tuple[np.ndarray, float | None]:
-    """Pose frames (F, H, W, 3) fitted to the output size, and the fps recorded in ``meta.json`` if any."""
+def lazy_pipeline(weights: WeightsHome, runtime: Runtime) -> PipelineLoader:
+    """A loader that reads the models on its first call only, so cached runs never load them and many runs
+    (``animator batch``) share one copy."""
+    return functools.cache(lambda: load_pipeline(weights, runtime))
+
+
+def pose_frames(folder: Path) -> list[Path]:
+    """The skeleton images of a pose folder, in frame order."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"pose folder {folder} does not exist",
                          "pass a folder written by `animator extract-pose`, or a folder of skeleton frames")
-    frames = np.stack([fit_image(load_image(p), width, height, fit, pose=True) for p in list_frames(folder)])
-    fps = None
-    if (meta := folder / "meta.json").is_file():
-        try:
-            fps = float(json.loads(meta.read_text()).get("fps") or 0) or None
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise InputError(f"{meta} is not valid JSON ({exc})", "rerun `animator extract-pose`") from exc
-    return frames, fps
+    return list_frames(folder)
+
+
+def pose_fps(folder: Path) -> float | None:
+    """The frame rate recorded in a pose folder's ``meta.json`` (the driving video's), if any."""
+    meta = Path(folder) / "meta.json"
+    if not meta.is_file():
+        return None
+    try:
+        return float(json.loads(meta.read_text()).get("fps") or 0) or None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InputError(f"{meta} is not a valid pose meta.json ({exc})", "rerun `animator extract-pose`") from exc
+
+
+def load_poses(paths: list[Path], width: int, height: int, fit: Fit) -> np.ndarray:
+    """Pose frames (F, H, W, 3) uint8 fitted to the output size like the reference."""
+    return np.stack([fit_image(load_image(p), width, height, fit, pose=True) for p in paths])
 
 
 def weights_signature(weights: WeightsHome, checkpoint_dir: Path | None) -> dict[str, list[int]]:
@@ -143,12 +188,13 @@ def weights_signature(weights: WeightsHome, checkpoint_dir: Path | None) -> dict
 
 def generate(reference: Path, poses: Path, output: Path, options: GenerateOptions = GenerateOptions(),
              runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
-             pipeline: AnimationPipeline | None = None, audio_from: Path | None = None,
+             pipeline: PipelineLoader | None = None, audio_from: Path | None = None,
              frames_dir: Path | None = None, force: bool = False, progress: Progress | None = None) -> GenerateResult:
     """Animate ``reference`` along the skeleton frames in ``poses`` and write an H.264 mp4 to ``output``.
 
     ``audio_from`` muxes that video's audio; ``frames_dir`` also writes each frame as `frame_<i>.png` (this
-    renders even when the video is cached). ``pipeline`` reuses loaded models (see `load_pipeline`).
+    renders even when the video is cached). ``pipeline`` returns loaded models (see `lazy_pipeline`); it is
+    called only when the video must be rendered.
     """
     options.validate()
     reference, poses, output = Path(reference), Path(poses), Path(output)
@@ -157,8 +203,8 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     if audio_from is not None and not Path(audio_from).is_file():
         raise InputError(f"--audio-from {audio_from} does not exist")
     rgb = fit_image(load_image(reference), options.width, options.height, options.fit)
-    pose_frames, pose_fps = load_poses(poses, options.width, options.height, options.fit)
-    fps = options.fps or pose_fps or DEFAULT_FPS
+    frame_paths = pose_frames(poses)
+    fps = options.fps or pose_fps(poses) or DEFAULT_FPS
     face_dir, _ = face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
                              allow_no_face=options.allow_no_face, device=runtime.device, force=force)
     identity = load_identity(face_dir).embedding
@@ -171,18 +217,35 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     if cached:
         log.info("generation cached: %s", entry.path)
     else:
-        pipeline = pipeline or load_pipeline(weights, runtime)
-        generator = torch.Generator(device=pipeline.device).manual_seed(options.seed)
-        frames = pipeline(rgb, pose_frames, identity, options.sampling, generator, progress)
+        animation = (pipeline or lazy_pipeline(weights, runtime))()
+        frames = load_poses(frame_paths, options.width, options.height, options.fit)
+        generator = torch.Generator(device=animation.device).manual_seed(options.seed)
+        video = animation(rgb, frames, identity, options.sampling, generator, progress)
         with entry.writing() as tmp:
-            write_video(tmp / VIDEO_FILE, frames, fps, options.crf)
+            write_video(tmp / VIDEO_FILE, video, fps, options.crf)
         if frames_dir is not None:
             ensure_writable_dir(frames_dir)
-            for i, frame in enumerate(frames):
+            for i, frame in enumerate(video):
                 write_frame(frames_dir, i, frame)
     _export(entry.path / VIDEO_FILE, output, audio_from)
-    return GenerateResult(output, len(pose_frames), fps, options.width, options.height, cached,
+    return GenerateResult(output, len(frame_paths), fps, options.width, options.height, cached,
                           Path(audio_from) if audio_from else None)
+
+
+def animate(reference: Path, driving: Path, output: Path, options: GenerateOptions = GenerateOptions(),
+            runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
+            pipeline: PipelineLoader | None = None, align: str = "global", pose_backend: str = "auto",
+            max_frames: int | None = None, force: bool = False, progress: Progress | None = None) -> GenerateResult:
+    """Animate ``reference`` with the motion of the ``driving`` video: pose extraction aligned to the
+    reference, identity, generation, the driving audio muxed in. Each stage is cached."""
+    options.validate()
+    if not Path(driving).exists():
+        raise InputError(f"driving video {driving} does not exist")
+    poses = extract_pose(Path(driving), reference=Path(reference), align=align, backend=pose_backend,
+                         max_frames=max_frames, weights=weights, cache=cache, device=runtime.device, force=force)
+    audio = Path(driving) if Path(driving).is_file() else None
+    return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
+                    audio_from=audio, force=force, progress=progress)
 
 
 def _export(video: Path, output: Path, audio_from: Path | None) -> None:

@@ -5,41 +5,43 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from animator_cli.batch import JobOutcome, parse_shard, run_batch
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings, stderr
 from animator_cli.errors import InputError
-from animator_cli.generate import (
-    DEFAULT_SEED, DTYPES, RESOLUTIONS, GenerateOptions, Runtime, generate as generate_stage,
-)
+from animator_cli.generate import DEFAULT_SEED, DTYPES, RESOLUTIONS, Runtime, make_options
+from animator_cli.generate import animate as animate_stage
+from animator_cli.generate import generate as generate_stage
 from animator_cli.sampling.fit import Fit
-from animator_cli.sampling.pipeline import Progress as ProgressFn, SamplingOptions
+from animator_cli.sampling.pipeline import Progress as ProgressFn
+from animator_cli.sampling.pipeline import SamplingOptions
 
 _S = SamplingOptions()
 
 Resolution = Annotated[str, typer.Option("--resolution", "-r", help=f"Preset W×H: {', '.join(RESOLUTIONS)}.")]
-Width = Annotated[Optional[int], typer.Option("--width", help="Output width (multiple of 64); overrides -r.")]
-Height = Annotated[Optional[int], typer.Option("--height", help="Output height (multiple of 64); overrides -r.")]
+Width = Annotated[int | None, typer.Option("--width", help="Output width (multiple of 64); overrides -r.")]
+Height = Annotated[int | None, typer.Option("--height", help="Output height (multiple of 64); overrides -r.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same video.")]
 Steps = Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")]
 Guidance = Annotated[float, typer.Option("--guidance", help="Guidance scale of the last frame.")]
-MinGuidance = Annotated[Optional[float], typer.Option(
+MinGuidance = Annotated[float | None, typer.Option(
     "--min-guidance", help="Guidance scale of the first frame (default: --guidance); linear in between.")]
 Tile = Annotated[int, typer.Option("--tile", min=2, help="Frames per temporal window.")]
 Overlap = Annotated[int, typer.Option("--overlap", min=1, help="Window overlap, counting the shared frame 0.")]
 NoiseAug = Annotated[float, typer.Option("--noise-aug", help="Noise added to the reference before encoding.")]
 MotionBucket = Annotated[int, typer.Option("--motion-bucket", help="SVD motion bucket id.")]
-Fps = Annotated[Optional[float], typer.Option(
+Fps = Annotated[float | None, typer.Option(
     "--fps", help="Output frame rate (default: the pose folder's meta.json / driving video, else 25).")]
 IdScale = Annotated[float, typer.Option("--id-scale", help="Identity strength of the ID adapter (1.0 = paper).")]
 Crf = Annotated[int, typer.Option("--crf", min=0, max=51, help="H.264 quality, lower is better.")]
 FitOpt = Annotated[Fit, typer.Option("--fit", help="How images of another aspect ratio fit W×H.")]
 DecodeChunk = Annotated[int, typer.Option("--decode-chunk", min=1, help="Frames per VAE decode call.")]
-Dtype = Annotated[Optional[str], typer.Option(
+Dtype = Annotated[str | None, typer.Option(
     "--dtype", help=f"{'|'.join(DTYPES)} (default: fp16 on GPU, fp32 on CPU).")]
 Offload = Annotated[bool, typer.Option("--offload", help="Keep idle models on the CPU (less GPU memory).")]
 VaeOnCpu = Annotated[bool, typer.Option("--vae-on-cpu", help="Run the VAE on the CPU in fp32.")]
@@ -48,31 +50,10 @@ SplitCfg = Annotated[bool, typer.Option(
 LegacyRgb = Annotated[bool, typer.Option(
     "--legacy-rgb-id", help="Give insightface RGB like the released scripts (training used BGR).")]
 AllowNoFace = Annotated[bool, typer.Option("--allow-no-face", help="Use a zero identity if no face is found.")]
-Checkpoint = Annotated[Optional[Path], typer.Option(
+Checkpoint = Annotated[Path | None, typer.Option(
     "--checkpoint", help="Folder with pose_net/face_encoder/unet .pth to use instead of the released ones.")]
 Force = Annotated[bool, typer.Option("--force", help="Recompute every stage even when cached.")]
 Output = Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.")]
-
-
-def build_options(resolution: str = "512x512", width: int | None = None, height: int | None = None,
-                  seed: int = DEFAULT_SEED, steps: int = _S.steps, guidance: float = _S.max_guidance,
-                  min_guidance: float | None = None, tile: int = _S.tile, overlap: int = _S.overlap,
-                  noise_aug: float = _S.noise_aug, motion_bucket: int = _S.motion_bucket, fps: float | None = None,
-                  id_scale: float = _S.id_scale, crf: int = 18, fit: Fit = Fit.COVER,
-                  decode_chunk: int = _S.decode_chunk, legacy_rgb_id: bool = False,
-                  allow_no_face: bool = False) -> GenerateOptions:
-    """GenerateOptions from CLI-style values (also used for `batch` job entries)."""
-    if resolution not in RESOLUTIONS:
-        raise InputError(f"unknown --resolution {resolution}", f"choose from {', '.join(RESOLUTIONS)}")
-    preset_w, preset_h = RESOLUTIONS[resolution]
-    sampling = SamplingOptions(steps=steps, min_guidance=guidance if min_guidance is None else min_guidance,
-                               max_guidance=guidance, tile=tile, overlap=overlap, noise_aug=noise_aug,
-                               motion_bucket=motion_bucket, id_scale=id_scale, decode_chunk=decode_chunk)
-    options = GenerateOptions(width=width or preset_w, height=height or preset_h, seed=seed, sampling=sampling,
-                              fit=Fit(fit), fps=fps, crf=crf, legacy_rgb_id=legacy_rgb_id,
-                              allow_no_face=allow_no_face)
-    options.validate()
-    return options
 
 
 def build_runtime(dtype: str | None = None, offload: bool = False, vae_on_cpu: bool = False,
@@ -105,14 +86,14 @@ def generate(
     tile: Tile = _S.tile, overlap: Overlap = _S.overlap, noise_aug: NoiseAug = _S.noise_aug,
     motion_bucket: MotionBucket = _S.motion_bucket, fps: Fps = None, id_scale: IdScale = _S.id_scale,
     crf: Crf = 18, fit: FitOpt = Fit.COVER, decode_chunk: DecodeChunk = _S.decode_chunk,
-    frames_dir: Annotated[Optional[Path], typer.Option("--frames-dir", help="Also write frame_<i>.png here.")] = None,
-    audio_from: Annotated[Optional[Path], typer.Option("--audio-from", help="Mux this video's audio.")] = None,
+    frames_dir: Annotated[Path | None, typer.Option("--frames-dir", help="Also write frame_<i>.png here.")] = None,
+    audio_from: Annotated[Path | None, typer.Option("--audio-from", help="Mux this video's audio.")] = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
     legacy_rgb_id: LegacyRgb = False, allow_no_face: AllowNoFace = False, checkpoint: Checkpoint = None,
     force: Force = False,
 ) -> None:
     """Animate REFERENCE along the skeleton frames in POSES; writes an H.264 mp4."""
-    options = build_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
+    options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
                             noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
                             allow_no_face)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
@@ -121,3 +102,64 @@ def generate(
                                 cache=settings.cache, audio_from=audio_from, frames_dir=frames_dir, force=force,
                                 progress=progress)
     emit(result.as_dict(), [result.output])
+
+
+@app.command("animate")
+def animate(
+    reference: Annotated[Path, typer.Argument(help="Reference image (the person to animate).")],
+    driving: Annotated[Path, typer.Argument(help="Driving video (or frame folder) whose motion is copied.")],
+    output: Output,
+    resolution: Resolution = "512x512", width: Width = None, height: Height = None, seed: Seed = DEFAULT_SEED,
+    steps: Steps = _S.steps, guidance: Guidance = _S.max_guidance, min_guidance: MinGuidance = None,
+    tile: Tile = _S.tile, overlap: Overlap = _S.overlap, noise_aug: NoiseAug = _S.noise_aug,
+    motion_bucket: MotionBucket = _S.motion_bucket, fps: Fps = None, id_scale: IdScale = _S.id_scale,
+    crf: Crf = 18, fit: FitOpt = Fit.COVER, decode_chunk: DecodeChunk = _S.decode_chunk,
+    align: Annotated[str, typer.Option("--align", help="Pose alignment to the reference: global, limbs, none.")]
+    = "global",
+    pose_backend: Annotated[str, typer.Option("--pose-backend", help="auto, dwpose or mediapipe.")] = "auto",
+    max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Use only the first N frames.")]
+    = None,
+    dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
+    legacy_rgb_id: LegacyRgb = False, allow_no_face: AllowNoFace = False, checkpoint: Checkpoint = None,
+    force: Force = False,
+) -> None:
+    """Extract poses from DRIVING (aligned to REFERENCE), then generate; the driving audio is kept."""
+    options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
+                           noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
+                           allow_no_face)
+    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    with step_progress("animate") as progress:
+        result = animate_stage(reference, driving, output, options, runtime, weights=settings.weights,
+                               cache=settings.cache, align=align, pose_backend=pose_backend, max_frames=max_frames,
+                               force=force, progress=progress)
+    emit(result.as_dict(), [result.output])
+
+
+@app.command("batch")
+def batch(
+    jobs: Annotated[Path, typer.Argument(help="YAML file: `defaults:` and a `jobs:` list (see below).")],
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="Run only jobs i, i+N, ... as I/N (default: RANK/WORLD_SIZE, else all).")] = None,
+    dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
+    checkpoint: Checkpoint = None, force: Force = False,
+) -> None:
+    """Run many generate/animate jobs with the models loaded once; exit 1 if any job failed.
+
+    Each job has reference, output and either driving (a video: animate) or poses (a folder: generate), plus
+    any generate option by its long name (steps, seed, resolution, ...). Paths are relative to the YAML file.
+    """
+    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+
+    def report(outcome: JobOutcome) -> None:
+        status = "[green]ok[/]" if outcome.ok else f"[red]failed:[/] {outcome.error}"
+        stderr.print(f"job {outcome.index}: {outcome.output} {status}", highlight=False, soft_wrap=True)
+
+    outcomes = run_batch(jobs, runtime, weights=settings.weights, cache=settings.cache, shard=parse_shard(shard),
+                         force=force, on_done=report)
+    failed = [o for o in outcomes if not o.ok]
+    emit({"jobs": [{"index": o.index, "output": o.output, "ok": o.ok, "error": o.error,
+                    "cached": o.result.cached if o.result else None} for o in outcomes],
+          "failed": len(failed)}, [o.result.output for o in outcomes if o.ok])
+    if failed:
+        stderr.print(f"[bold red]{len(failed)} of {len(outcomes)} jobs failed[/]")
+        raise typer.Exit(1)

@@ -41,7 +41,7 @@ def antialiased_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     σ = max((scale − 1)/2, 0.001) and an odd kernel of about 4σ (reflect padding), then bicubic with
     align_corners=True."""
     blurred = image
-    for axis, (length, target) in enumerate(zip(image.shape[-2:], size)):
+    for axis, (length, target) in enumerate(zip(image.shape[-2:], size, strict=True)):
         sigma = max((length / target - 1) / 2, 0.001)
         ksize = int(max(4 * sigma, 3)) | 1
         ksize = min(ksize, 2 * length - 1 | 1) if length > 1 else 1  # reflect padding needs pad < length

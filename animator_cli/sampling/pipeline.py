@@ -26,7 +26,11 @@ import numpy as np
 import torch
 
 from animator_cli.sampling.conditioning import (
-    added_time_ids, clip_embedding, context_tokens, reference_latent, to_tensor,
+    added_time_ids,
+    clip_embedding,
+    context_tokens,
+    reference_latent,
+    to_tensor,
 )
 from animator_cli.sampling.schedule import karras_schedule
 from animator_cli.sampling.windows import blend_weights, periodic_noise, window_indices

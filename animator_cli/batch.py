@@ -1,0 +1,153 @@
+"""`animator batch`: many (reference, driving) jobs from one YAML file, the models loaded once.
+
+File format (paths are relative to the YAML file's folder)::
+
+    defaults:                 # optional; any generate/animate option, CLI spelling with - or _
+      resolution: 576x1024
+      steps: 25
+    jobs:
+      - reference: alice.png
+        driving: dance.mp4    # a driving video (animate) ...
+        output: out/alice.mp4
+      - reference: bob.jpg
+        poses: poses/wave     # ... or a pose folder (generate)
+        output: out/bob.mp4
+        seed: 7               # per-job override
+        audio_from: wave.mp4
+
+Sharding: ``shard=(i, n)`` runs jobs i, i+n, i+2n, …; without it the RANK / WORLD_SIZE variables set by
+torchrun or accelerate are used, so ``torchrun --nproc-per-node 4 -m animator_cli batch jobs.yaml`` splits the
+jobs over four GPUs (each process also takes ``cuda:$LOCAL_RANK`` unless ``--device`` is given).
+A failing job is recorded and the others still run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from animator_cli.cache import StageCache
+from animator_cli.errors import AnimatorError, InputError
+from animator_cli.generate import GenerateResult, Runtime, animate, generate, lazy_pipeline, make_options
+from animator_cli.weights.home import WeightsHome
+
+PATH_KEYS = ("reference", "driving", "poses", "output", "audio_from")
+ANIMATE_KEYS = ("align", "pose_backend", "max_frames")
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    index: int
+    output: str | None
+    result: GenerateResult | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/N"``, else RANK/WORLD_SIZE from the environment, else (0, 1)."""
+    if text is None:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(f"invalid --shard {text!r}", "use I/N, e.g. 0/4") from None
+    if not 0 <= index < count:
+        raise InputError(f"invalid --shard {text!r}", "I must be between 0 and N-1")
+    return index, count
+
+
+def shard_runtime(runtime: Runtime) -> Runtime:
+    """Under torchrun/accelerate each process takes its own GPU (``cuda:$LOCAL_RANK``) unless told otherwise."""
+    if runtime.device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        return replace(runtime, device=f"cuda:{int(os.environ['LOCAL_RANK'])}")
+    return runtime
+
+
+def read_jobs(path: Path) -> list[dict[str, Any]]:
+    """The job entries with defaults merged in, keys normalised to snake_case and paths resolved."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read jobs file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("jobs"), list) or not document["jobs"]:
+        raise InputError(f"{path} has no job list", "expected a top-level `jobs:` list (see `animator batch -h`)")
+    defaults = document.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise InputError(f"{path}: `defaults` must be a mapping")
+    jobs = []
+    for raw in document["jobs"]:
+        job = {**_normalise(defaults), **_normalise(raw if isinstance(raw, dict) else {"invalid": raw})}
+        for key in PATH_KEYS:
+            if job.get(key) is not None:
+                job[key] = path.parent / Path(str(job[key])).expanduser()
+        jobs.append(job)
+    return jobs
+
+
+def _normalise(entry: dict[str, Any]) -> dict[str, Any]:
+    return {str(k).replace("-", "_"): v for k, v in entry.items()}
+
+
+def run_job(job: dict[str, Any], runtime: Runtime, weights: WeightsHome, cache: StageCache, pipeline: Callable,
+            force: bool) -> GenerateResult:
+    """One job: `animate` when it has ``driving``, `generate` when it has ``poses``."""
+    job = dict(job)
+    if "invalid" in job:
+        raise InputError(f"job entry {job['invalid']!r} is not a mapping")
+    missing = [key for key in ("reference", "output") if job.get(key) is None]
+    if missing or ("driving" in job) == ("poses" in job):
+        raise InputError("a job needs reference, output and exactly one of driving or poses")
+    reference, output = job.pop("reference"), job.pop("output")
+    animate_args = {key: job.pop(key) for key in ANIMATE_KEYS if key in job}
+    driving, poses, audio_from = job.pop("driving", None), job.pop("poses", None), job.pop("audio_from", None)
+    try:
+        options = make_options(**job)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"invalid job options ({exc})", "use the long option names and values of "
+                                                         "`animator generate`") from exc
+    if driving is not None:
+        if audio_from is not None:
+            raise InputError("audio_from is only for pose-folder jobs; animate jobs take the driving audio")
+        return animate(reference, driving, output, options, runtime, weights=weights, cache=cache,
+                       pipeline=pipeline, force=force, **animate_args)
+    if animate_args:
+        raise InputError(f"{', '.join(animate_args)} only apply to jobs with a driving video")
+    return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
+                    audio_from=audio_from, force=force)
+
+
+def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache: StageCache,
+              shard: tuple[int, int] = (0, 1), force: bool = False,
+              on_done: Callable[[JobOutcome], None] | None = None) -> list[JobOutcome]:
+    """Run this shard's jobs; each outcome holds the result or the one-line error of a failed job."""
+    jobs = read_jobs(jobs_file)
+    runtime = shard_runtime(runtime)
+    pipeline = lazy_pipeline(weights, runtime)
+    index, count = shard
+    outcomes = []
+    for number in range(index, len(jobs), count):
+        job = jobs[number]
+        output = str(job["output"]) if job.get("output") is not None else None
+        try:
+            outcome = JobOutcome(number, output, result=run_job(job, runtime, weights, cache, pipeline, force))
+        except AnimatorError as exc:
+            outcome = JobOutcome(number, output, error=str(exc))
+        except (RuntimeError, ValueError, OSError) as exc:  # e.g. CUDA out of memory on one long video
+            outcome = JobOutcome(number, output, error=f"{type(exc).__name__}: {exc}")
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes

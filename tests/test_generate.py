@@ -1,0 +1,306 @@
+"""`generate`, `animate`, `batch` end to end on the tiny weights home, on CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import animator_cli.generate as generation
+from animator_cli.cache import StageCache
+from animator_cli.generate import GenerateOptions, Runtime, generate, load_pipeline, make_options
+from animator_cli.sampling.conditioning import reference_latent, to_tensor
+from animator_cli.sampling.fit import fit_image
+from animator_cli.sampling.pipeline import AnimationPipeline, SamplingOptions
+from animator_cli.video import iter_frames, load_image, probe
+
+FAST = dict(width=64, height=64, steps=1)
+
+
+def _skeletons(folder: Path, count: int, fps: float | None = 12.0, size: tuple[int, int] = (64, 96)) -> Path:
+    """A pose folder: a stick figure whose arm swings, drawn on black like DWPose skeletons."""
+    folder.mkdir(parents=True)
+    w, h = size
+    for i in range(count):
+        image = np.zeros((h, w, 3), np.uint8)
+        cv2.line(image, (w // 2, h // 5), (w // 2, h * 3 // 5), (255, 0, 85), 3)
+        angle = i * 0.4
+        cv2.line(image, (w // 2, h // 3), (int(w / 2 + 20 * np.cos(angle)), int(h / 3 + 20 * np.sin(angle))),
+                 (0, 255, 0), 3)
+        cv2.circle(image, (w // 2, h // 6), 5, (0, 0, 255), -1)
+        cv2.imwrite(str(folder / f"frame_{i}.png"), image)
+    if fps is not None:
+        (folder / "meta.json").write_text(json.dumps({"fps": fps}))
+    return folder
+
+
+def _driving_clip(path: Path, frames: int = 6, fps: int = 10, sr: int = 16000) -> Path:
+    """An mp4 of a moving gradient with a 440 Hz mono AAC track."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        audio = container.add_stream("aac", rate=sr, layout="mono")
+        yy, xx = np.mgrid[0:64, 0:64]
+        for i in range(frames):
+            rgb = np.stack([(xx * 3 + i * 9) % 256, (yy * 3) % 256, np.full_like(xx, 90)], -1).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        n = sr * frames // fps
+        tone = (0.3 * np.sin(np.arange(n) * 2 * np.pi * 440 / sr)).astype(np.float32)[None]
+        for start in range(0, n, 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[:, start:start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = sr, start
+            container.mux(audio.encode(chunk))
+        container.mux(audio.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_home) -> AnimationPipeline:
+    return load_pipeline(tiny_home, Runtime(device="cpu"))
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> StageCache:
+    return StageCache(tmp_path / "cache")
+
+
+def _frames(path: Path) -> np.ndarray:
+    return np.stack(list(iter_frames(path)))
+
+
+@pytest.mark.parametrize("count", [5, 16, 40])
+def test_generate_writes_one_frame_per_pose(tiny_home, pipeline, cache, tmp_path, astronaut_path, count):
+    """5 frames (shorter than a window: the reference crashed), one window, and three windows."""
+    poses = _skeletons(tmp_path / "poses", count)
+    calls = []
+    unet_forward = pipeline.models.unet.forward
+    pipeline.models.unet.forward = lambda *a, **k: calls.append(a[0].shape) or unet_forward(*a, **k)
+    try:
+        result = generate(astronaut_path, poses, tmp_path / "out.mp4", make_options(**FAST), weights=tiny_home,
+                          cache=cache, pipeline=lambda: pipeline)
+    finally:
+        del pipeline.models.unet.forward
+    info = probe(tmp_path / "out.mp4")
+    assert (info.frame_count, info.width, info.height, info.fps) == (count, 64, 64, 12.0)
+    assert not info.has_audio and result.frames == count and not result.cached
+    # one batched (uncond + cond) UNet call per window and step: 1, 1 and 3 windows
+    windows = {5: 1, 16: 1, 40: 3}[count]
+    assert [shape[:3] for shape in calls] == [(2, min(count, 16), 8)] * windows
+
+
+def test_cli_generate_fps_audio_and_cache(cli, tiny_home, tmp_path, astronaut_path):
+    poses = _skeletons(tmp_path / "poses", 6, fps=None)
+    clip = _driving_clip(tmp_path / "music.mp4")
+    out = tmp_path / "out.mp4"
+    args = ["--weights", tiny_home.root, "--json", "generate", astronaut_path, poses, "-o", out, "-r", "512x512",
+            "--width", 64, "--height", 64, "--steps", 1, "--audio-from", clip]
+    first = cli(*args)
+    assert first.exit_code == 0, first.stderr
+    info = probe(out)
+    assert info.has_audio and info.frame_count == 6 and info.fps == 25.0  # no meta.json, no --fps: 25
+    assert json.loads(first.stdout)["cached"] is False
+    second = cli(*args, "--fps", 8)
+    assert second.exit_code == 0 and probe(out).fps == 8.0
+    frames = _frames(out)
+    third = cli(*args, "--fps", 8)
+    assert json.loads(third.stdout)["cached"] is True
+    np.testing.assert_array_equal(_frames(out), frames)
+
+
+def test_cli_generate_frames_dir_and_defaults(cli, tiny_home, tmp_path, astronaut_path):
+    poses = _skeletons(tmp_path / "poses", 3)
+    result = cli("--weights", tiny_home.root, "generate", astronaut_path, poses, "-o", tmp_path / "o.mp4",
+                 "--width", 64, "--height", 128, "--steps", 1, "--crf", 0, "--frames-dir", tmp_path / "frames")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "o.mp4")
+    pngs = sorted((tmp_path / "frames").glob("frame_*.png"))
+    assert len(pngs) == 3 and load_image(pngs[0]).shape == (128, 64, 3)
+    video = _frames(tmp_path / "o.mp4")
+    assert video.shape == (3, 128, 64, 3)
+    pictures = np.stack([load_image(p) for p in pngs]).astype(int)
+    error = np.abs(video.astype(int)[:, None] - pictures[None]).mean(axis=(2, 3, 4))  # video frame × png
+    assert (error.argmin(axis=1) == [0, 1, 2]).all() and error.diagonal().max() < 10  # yuv420p chroma loss
+
+
+@pytest.mark.parametrize("args", [("--width", 100), ("--height", 32), ("-r", "640x480"), ("--dtype", "fp8"),
+                                  ("--overlap", 16), ("--noise-aug", -1)])
+def test_cli_bad_options_exit_2(cli, tiny_home, tmp_path, astronaut_path, args):
+    poses = _skeletons(tmp_path / "poses", 3)
+    result = cli("--weights", tiny_home.root, "generate", astronaut_path, poses, "-o", tmp_path / "o.mp4",
+                 "--steps", 1, *args)
+    assert result.exit_code == 2, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o.mp4").exists()
+
+
+def test_cli_missing_inputs_exit_2(cli, tiny_home, tmp_path, astronaut_path):
+    poses = _skeletons(tmp_path / "poses", 3)
+    missing = cli("--weights", tiny_home.root, "generate", tmp_path / "nope.png", poses, "-o", tmp_path / "o.mp4")
+    assert missing.exit_code == 2 and "nope.png" in missing.stderr
+    no_poses = cli("--weights", tiny_home.root, "generate", astronaut_path, tmp_path / "none", "-o", tmp_path / "o.mp4")
+    assert no_poses.exit_code == 2 and "none" in no_poses.stderr
+    no_weights = cli("--weights", tmp_path / "empty", "generate", astronaut_path, poses, "-o", tmp_path / "o.mp4",
+                     "--width", 64, "--height", 64)
+    assert no_weights.exit_code == 3, no_weights.stderr
+
+
+def test_same_seed_same_video_and_seed_matters(pipeline):
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    poses = rng.integers(0, 255, (5, 64, 64, 3), dtype=np.uint8)
+    identity = rng.standard_normal(512).astype(np.float32)
+    options = SamplingOptions(steps=2)
+
+    def run(seed: int, **changes) -> np.ndarray:
+        args = dict(reference=reference, poses=poses, identity=identity, options=options)
+        args.update(changes)
+        return pipeline(generator=torch.Generator().manual_seed(seed), **args)
+
+    first = run(1)
+    np.testing.assert_array_equal(first, run(1))
+    assert not np.array_equal(first, run(2))
+    # the pose, the identity and the ID strength all reach the output
+    assert not np.array_equal(first, run(1, poses=poses[::-1].copy()))
+    assert not np.array_equal(first, run(1, identity=-identity))
+    assert not np.array_equal(first, run(1, options=SamplingOptions(steps=2, id_scale=0.0)))
+
+
+def test_batched_guidance_equals_two_calls_and_offload(tiny_home):
+    models = generation.load_pipeline(tiny_home, Runtime(device="cpu")).models
+    rng = np.random.default_rng(1)
+    reference = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    poses = rng.integers(0, 255, (20, 64, 64, 3), dtype=np.uint8)
+    identity = rng.standard_normal(512).astype(np.float32)
+    options = SamplingOptions(steps=2, min_guidance=1.5, max_guidance=3.0, tile=8, overlap=3)
+    outputs = []
+    for kwargs in ({}, {"batch_cfg": False}, {"offload": True, "vae_on_cpu": True}):
+        pipe = AnimationPipeline(models, "cpu", torch.float32, **kwargs)
+        outputs.append(pipe(reference, poses, identity, options, torch.Generator().manual_seed(3)).astype(int))
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1
+    assert np.abs(outputs[0] - outputs[2]).max() <= 1
+
+
+def test_unguided_run_skips_the_unconditional_branch(pipeline):
+    calls = []
+    unet_forward = pipeline.models.unet.forward
+    pipeline.models.unet.forward = lambda *a, **k: calls.append(a[0].shape[0]) or unet_forward(*a, **k)
+    try:
+        frames = pipeline(np.zeros((64, 64, 3), np.uint8), np.zeros((3, 64, 64, 3), np.uint8),
+                          np.zeros(512, np.float32), SamplingOptions(steps=2, min_guidance=1, max_guidance=1),
+                          torch.Generator().manual_seed(0))
+    finally:
+        del pipeline.models.unet.forward
+    assert calls == [1, 1] and frames.shape == (3, 64, 64, 3)
+
+
+def test_random_draws_follow_the_reference_order(pipeline, astronaut_path):
+    """Noise augmentation draws randn(1, 3, H, W) first, then the initial latents randn(1, tile, 4, h, w),
+    from the same generator, as the released pipeline does; checked on the UNet's first input."""
+    reference = fit_image(load_image(astronaut_path), 64, 64)
+    poses = np.zeros((5, 64, 64, 3), np.uint8)
+    seen = []
+    unet_forward = pipeline.models.unet.forward
+    pipeline.models.unet.forward = lambda *a, **k: seen.append(a[0].clone()) or unet_forward(*a, **k)
+    try:
+        pipeline(reference, poses, np.ones(512, np.float32), SamplingOptions(steps=1, noise_aug=0.05),
+                 torch.Generator().manual_seed(23123134))
+    finally:
+        del pipeline.models.unet.forward
+    generator = torch.Generator().manual_seed(23123134)
+    latent = reference_latent(pipeline.models.vae, to_tensor(reference), 0.05, generator)
+    noise = torch.randn(1, 16, 4, 8, 8, generator=generator)[:, :5]
+    scale = (700.0**2 + 1) ** 0.5 / (700.0**2 + 1) ** 0.5  # init_noise_sigma × c_in(σ_max) = 1
+    first = seen[0]
+    torch.testing.assert_close(first[1:, :, :4], noise * scale, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(first[1:, :, 4:], latent[:, None].expand(-1, 5, -1, -1, -1), rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(first[:1, :, 4:]) == 0  # the unconditional branch has no reference latent
+
+
+def test_interrupted_generation_leaves_no_video(tiny_home, pipeline, cache, tmp_path, astronaut_path):
+    poses = _skeletons(tmp_path / "poses", 3)
+
+    def interrupt(step: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(astronaut_path, poses, tmp_path / "out" / "o.mp4", make_options(**FAST), weights=tiny_home,
+                 cache=cache, pipeline=lambda: pipeline, progress=interrupt)
+    assert not (tmp_path / "out" / "o.mp4").exists()
+    assert not list((cache.root / "generate").glob("*/manifest.json")) if (cache.root / "generate").exists() else True
+
+
+def test_cli_animate_real_photo_with_audio_then_cached(cli, tiny_home, tmp_path, t1_path, monkeypatch):
+    clip = _driving_clip(tmp_path / "driving.mp4", frames=6, fps=10)
+    out = tmp_path / "animated.mp4"
+    args = ["--weights", tiny_home.root, "--json", "animate", t1_path, clip, "-o", out, "--width", 64,
+            "--height", 64, "--steps", 1]
+    first = cli(*args)
+    assert first.exit_code == 0, first.stderr
+    info = probe(out)
+    assert (info.frame_count, info.fps, info.has_audio) == (6, 10.0, True)
+    assert json.loads(first.stdout)["cached"] is False
+    frames = _frames(out)
+    out.unlink()
+
+    def no_models(*_args, **_kwargs):
+        raise AssertionError("a cached animate must not load the models")
+
+    monkeypatch.setattr(generation, "load_pipeline", no_models)
+    second = cli(*args)
+    assert second.exit_code == 0, second.stderr
+    assert json.loads(second.stdout)["cached"] is True
+    np.testing.assert_array_equal(_frames(out), frames)
+    assert probe(out).has_audio
+
+
+def test_cli_batch_loads_models_once_and_reports_failures(cli, tiny_home, tmp_path, astronaut_path, t1_path,
+                                                          monkeypatch):
+    _skeletons(tmp_path / "poses", 4)
+    _driving_clip(tmp_path / "drive.mp4", frames=5, fps=10)
+    jobs = {
+        "defaults": {"width": 64, "height": 64, "steps": 1},
+        "jobs": [
+            {"reference": str(astronaut_path), "poses": "poses", "output": "out/a.mp4", "seed": 5},
+            {"reference": "missing.png", "poses": "poses", "output": "out/b.mp4"},
+            {"reference": str(t1_path), "driving": "drive.mp4", "output": "out/c.mp4", "noise-aug": 0.0},
+            {"reference": str(astronaut_path), "poses": "poses", "output": "out/d.mp4", "bogus": 1},
+        ],
+    }
+    (tmp_path / "jobs.yaml").write_text(json.dumps(jobs))  # JSON is YAML
+    loads = []
+    real_load = generation.load_pipeline
+    monkeypatch.setattr(generation, "load_pipeline", lambda *a: loads.append(1) or real_load(*a))
+    result = cli("--weights", tiny_home.root, "batch", tmp_path / "jobs.yaml")
+    assert result.exit_code == 1
+    assert (tmp_path / "out/a.mp4").exists() and (tmp_path / "out/c.mp4").exists()
+    assert not (tmp_path / "out/b.mp4").exists() and not (tmp_path / "out/d.mp4").exists()
+    assert probe(tmp_path / "out/c.mp4").has_audio and probe(tmp_path / "out/a.mp4").frame_count == 4
+    assert "missing.png" in result.stderr and "bogus" in result.stderr and "2 of 4 jobs failed" in result.stderr
+    assert len(loads) == 1
+
+    # shard 1/2 runs jobs 1 and 3 only (both fail); RANK/WORLD_SIZE give the same split
+    shard = cli("--weights", tiny_home.root, "--json", "batch", tmp_path / "jobs.yaml", "--shard", "1/2")
+    assert shard.exit_code == 1 and [j["index"] for j in json.loads(shard.stdout)["jobs"]] == [1, 3]
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    env = cli("--weights", tiny_home.root, "--json", "batch", tmp_path / "jobs.yaml")
+    assert env.exit_code == 0 and [j["index"] for j in json.loads(env.stdout)["jobs"]] == [0, 2]
+    assert all(j["cached"] for j in json.loads(env.stdout)["jobs"])
+    assert cli("--weights", tiny_home.root, "batch", tmp_path / "jobs.yaml", "--shard", "2/2").exit_code == 2
+
+
+def test_options_defaults_match_the_release():
+    options = GenerateOptions()
+    assert (options.width, options.height, options.seed) == (512, 512, 23123134)
+    s = options.sampling
+    assert (s.steps, s.min_guidance, s.max_guidance, s.tile, s.overlap, s.noise_aug, s.motion_bucket, s.cond_fps,
+            s.decode_chunk) == (25, 3.0, 3.0, 16, 4, 0.02, 127, 7, 4)
+    portrait = make_options(resolution="576x1024")
+    assert (portrait.width, portrait.height) == (576, 1024)
