@@ -79,6 +79,7 @@ def test_limbs_gives_the_reference_bone_lengths():
             length = np.linalg.norm(REF_BODY[child] - REF_BODY[parent]) * factors.get(child, factors.get(parent, 1.1))
             angle = rng.uniform(0, 2 * np.pi)
             body[child] = body[parent] + length * np.array([np.cos(angle), np.sin(angle)])
+        body[14:18] = body[0] + (REF_BODY[14:18] - REF_BODY[0]) * 0.8
         poses.append(_pose(body, (640, 480)))
     track = _track(poses, (640, 480))
     globally, _ = align_track(track, "global", reference, REF_SIZE)
@@ -88,10 +89,12 @@ def test_limbs_gives_the_reference_bone_lengths():
     for frame in range(4):
         np.testing.assert_allclose(_bone_lengths(limbs.points[frame, :18] * REF_SIZE), ref_lengths, rtol=1e-4)
         np.testing.assert_allclose(limbs.points[frame, 1], globally.points[frame, 1], atol=1e-6)  # neck trajectory
-        # The face moves with the nose.
-        offset = (limbs.points[frame, 0] - globally.points[frame, 0])
-        np.testing.assert_allclose(limbs.points[frame, FACE].mean(0) - globally.points[frame, FACE].mean(0),
-                                   offset, atol=0.02)
+        # The head (eyes, ears, face) moves rigidly with the nose, scaled like the neck-nose bone.
+        head_ratio = alignment.bone_ratios["1-0"]
+        for part in (slice(14, 18), FACE):
+            np.testing.assert_allclose(
+                (limbs.points[frame, part] - limbs.points[frame, 0]) * REF_SIZE,
+                (globally.points[frame, part] - globally.points[frame, 0]) * REF_SIZE * head_ratio, atol=1e-3)
 
 
 def test_tracker_keeps_the_same_person():

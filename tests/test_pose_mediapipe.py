@@ -52,6 +52,15 @@ def test_body_points_in_measured_regions(backend, request, photo, expected):
     np.testing.assert_allclose(neck, pose.points[[2, 5]].mean(0), atol=1e-6)
 
 
+def test_joints_beyond_the_frame_are_invisible(backend, astronaut_path):
+    """The astronaut photo ends at the waist: BlazePose extrapolates the legs below it, we drop them."""
+    pose = backend.detect(load_image(astronaut_path))[0]
+    knees_ankles = [9, 10, 12, 13]
+    assert (pose.points[knees_ankles, 1] > 1).all() and (pose.scores[knees_ankles] == 0).all()
+    outside = ((pose.points[:18] < 0) | (pose.points[:18] > 1)).any(1)
+    assert (pose.scores[:18][outside] == 0).all()
+
+
 def test_face_mesh_mapped_to_68_points(backend, astronaut_path):
     pose = backend.detect(load_image(astronaut_path))[0]
     face = pose.points[FACE] * 512

@@ -8,7 +8,8 @@
 `limbs` then retargets bone by bone along the kinematic tree (as UniAnimate / Wan-Animate do): every bone keeps its
   direction in each frame but is scaled to the reference's length (by the ratio of the reference bone to the
   driving bone's median length), hanging from its already retargeted parent; the neck keeps the `global`
-  trajectory. Face points follow the nose and hands the wrists, scaled like the bone that carries them.
+  trajectory. The head (eyes, ears, face) follows the nose rigidly, scaled like the neck-nose bone; the hands
+  follow the wrists, scaled like the forearms; the feet follow the ankles.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from animator_cli.pose.keypoints import (
     FACE,
     KEYPOINT_THRESHOLD,
     L_ANKLE,
+    L_EAR,
     L_ELBOW,
     L_WRIST,
     LEFT_HAND,
@@ -30,6 +32,7 @@ from animator_cli.pose.keypoints import (
     NOSE,
     R_ANKLE,
     R_ELBOW,
+    R_EYE,
     R_WRIST,
     RIGHT_HAND,
     Pose,
@@ -38,12 +41,15 @@ from animator_cli.pose.keypoints import (
 
 ALIGN_MODES = ("global", "limbs", "none")
 ALIGN_KEYPOINTS = (0, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
-# Kinematic tree rooted at the neck, parents before children.
-BONES = ((1, 0), (1, 2), (1, 5), (1, 8), (1, 11), (0, 14), (0, 15), (2, 3), (5, 6), (8, 9), (11, 12),
-         (14, 16), (15, 17), (3, 4), (6, 7), (9, 10), (12, 13))
-# Extra point groups and the body point and bone they hang from.
-ATTACHED = ((FACE, NOSE, (NECK, NOSE)), (LEFT_HAND, L_WRIST, (L_ELBOW, L_WRIST)),
-            (RIGHT_HAND, R_WRIST, (R_ELBOW, R_WRIST)), (slice(18, 21), L_ANKLE, None), (slice(21, 24), R_ANKLE, None))
+# Kinematic tree rooted at the neck, parents before children. The head is not split into bones: eyes, ears and
+# the face move rigidly with the nose, so the drawn eyes stay on the face.
+BONES = ((1, 0), (1, 2), (1, 5), (1, 8), (1, 11), (2, 3), (5, 6), (8, 9), (11, 12), (3, 4), (6, 7), (9, 10),
+         (12, 13))
+HEAD = np.r_[R_EYE:L_EAR + 1, FACE.start:FACE.stop]
+# Point groups, the body point they hang from, and the bone whose ratio scales them (None: translate only).
+ATTACHED = ((HEAD, NOSE, (NECK, NOSE)), (np.r_[LEFT_HAND], L_WRIST, (L_ELBOW, L_WRIST)),
+            (np.r_[RIGHT_HAND], R_WRIST, (R_ELBOW, R_WRIST)), (np.r_[18:21], L_ANKLE, None),
+            (np.r_[21:24], R_ANKLE, None))
 
 
 @dataclass
@@ -117,7 +123,7 @@ def retarget_limbs(aligned: PoseTrack, reference: Pose, alignment: Alignment) ->
     used = (aligned.present | aligned.filled)[:, None, None]
     points = np.where(used, out / size, 0).astype(np.float32)
     alignment = Alignment("limbs", alignment.scale, alignment.shift,
-                          {f"{p}-{c}": round(float(r), 4) for (p, c), r in zip(BONES, ratios, strict=True)})
+                          {f"{p}-{c}": float(r) for (p, c), r in zip(BONES, ratios, strict=True)})
     return PoseTrack(points, aligned.scores, aligned.present, aligned.filled, aligned.size, aligned.fps), alignment
 
 

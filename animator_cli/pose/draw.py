@@ -32,6 +32,7 @@ COLORS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0)
 HAND_EDGES = ((0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11), (11, 12),
               (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20))
 HAND_EDGE_COLORS = tuple(colorsys.hsv_to_rgb(i / len(HAND_EDGES), 1.0, 1.0) for i in range(len(HAND_EDGES)))
+_DIM_TABLE = (np.arange(256) * LIMB_DIM).astype(np.uint8)  # (canvas * 0.6).astype(uint8), as a fast lookup
 
 
 def _scale(color: tuple[float, ...], factor: float) -> tuple[int, ...]:
@@ -40,6 +41,7 @@ def _scale(color: tuple[float, ...], factor: float) -> tuple[int, ...]:
 
 def _draw_body(canvas: np.ndarray, points: np.ndarray, scores: np.ndarray) -> None:
     height, width = canvas.shape[:2]
+    drawn = []
     for (a, b), color in zip(LIMBS, COLORS[: len(LIMBS)], strict=True):
         if scores[a] < KEYPOINT_THRESHOLD or scores[b] < KEYPOINT_THRESHOLD:
             continue
@@ -49,7 +51,13 @@ def _draw_body(canvas: np.ndarray, points: np.ndarray, scores: np.ndarray) -> No
         polygon = cv2.ellipse2Poly((int(xs.mean()), int(ys.mean())), (int(length / 2), STICK_HALF_WIDTH),
                                    int(angle), 0, 360, 1)
         cv2.fillConvexPoly(canvas, polygon, _scale(color, scores[a] * scores[b]))
-    canvas[:] = (canvas * LIMB_DIM).astype(np.uint8)
+        drawn.append(polygon)
+    if drawn:  # dim only where limbs were drawn: the rest is black, and 0 · 0.6 = 0
+        x, y, w, h = cv2.boundingRect(np.concatenate(drawn))
+        x0, y0 = max(x, 0), max(y, 0)
+        region = canvas[y0:max(y + h, 0), x0:max(x + w, 0)]
+        if region.size:
+            cv2.LUT(region, _DIM_TABLE, dst=region)
     for i, color in enumerate(COLORS):
         if scores[i] > KEYPOINT_THRESHOLD:
             center = (int(points[i, 0] * width), int(points[i, 1] * height))

@@ -3,7 +3,7 @@
 The `mediapipe` wheel bundles the pose, face-mesh and hand models, so `animator extract-pose` runs out of the box.
 Its landmarks are mapped onto the DWPose 134-point layout (keypoints.py):
 - body: the 33 BlazePose points → OpenPose-18 (``BODY_FROM_MEDIAPIPE``), the neck being the shoulders' mean with
-  the smaller shoulder visibility; scores are BlazePose visibilities;
+  the smaller shoulder visibility; scores are BlazePose visibilities, 0 for joints outside the frame;
 - feet: big toe ← foot index, heel ← heel; small toes do not exist in BlazePose and stay at score 0;
 - face: 68 of the 468 face-mesh vertices, chosen to sit where the iBUG-68 points do (``FACE_MESH_TO_68``);
 - hands: MediaPipe's 21 hand points already follow the OpenPose / COCO-WholeBody hand order.
@@ -70,6 +70,9 @@ def holistic_to_pose(result) -> Pose | None:
     if result.pose_landmarks is None:
         return None
     body = _array(result.pose_landmarks)
+    # BlazePose extrapolates joints beyond the frame (hips and legs of a half-body shot) with high visibility;
+    # DWPose would not report them, and drawn they would be guesses, so they become invisible.
+    body[((body[:, :2] < 0) | (body[:, :2] > 1)).any(1), 2] = 0.0
     points = np.zeros((NUM_POINTS, 2), np.float32)
     scores = np.zeros(NUM_POINTS, np.float32)
     for target, source in enumerate(BODY_FROM_MEDIAPIPE):
