@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -39,4 +40,5 @@ def extract_pose_command(
             source, output, reference, align=align, backend=backend, smooth=smooth, max_frames=max_frames,
             preview=preview, fps=fps, weights=settings.weights, cache=settings.cache, device=settings.device,
             force=force, progress=lambda done, total: bar.update(task, completed=done, total=total or None))
-    emit({"poses": str(folder)}, [folder])
+    meta = json.loads((folder / "meta.json").read_text())
+    emit({"poses": str(folder), **meta}, [folder])

@@ -8,7 +8,7 @@ from animator_cli.errors import WeightsError
 
 
 def open_session(path: Path, device: str | None = None):
-    """An InferenceSession on CUDA when ONNX Runtime offers it (and ``device`` is not cpu), else on the CPU.
+    """An InferenceSession on CUDA (``device`` cuda:N picks the GPU) when ONNX Runtime offers it, else on the CPU.
 
     Only providers that `get_available_providers()` lists are requested, and the log severity is set to errors,
     so a CPU machine does not print CUDA-library warnings. A corrupt file becomes a WeightsError.
@@ -16,9 +16,10 @@ def open_session(path: Path, device: str | None = None):
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    providers = ["CPUExecutionProvider"]
+    providers: list = ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in available and not (device or "").startswith("cpu"):
-        providers.insert(0, "CUDAExecutionProvider")
+        index = int(device.split(":")[1]) if device and ":" in device else 0
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
