@@ -115,3 +115,15 @@ def test_library_call_returns_the_cache_entry(clip, tmp_path):
     assert first.parent.parent == cache.root and (first / "manifest.json").exists()
     other = extract_pose(clip, max_frames=2, smooth=True, weights=WeightsHome(tmp_path / "w"), cache=cache)
     assert other != first  # options are part of the key
+
+
+def test_align_none_draws_unaligned_at_the_reference_size(clip, tmp_path):
+    from animator_cli.weights.home import WeightsHome
+
+    reference = tmp_path / "ref.png"
+    cv2.imwrite(str(reference), np.zeros((300, 200, 3), np.uint8))  # no person needed without alignment
+    folder = extract_pose(clip, tmp_path / "out", reference, align="none", max_frames=1,
+                          weights=WeightsHome(tmp_path / "w"))
+    assert load_image(folder / "frame_0.png").shape == (300, 200, 3)
+    source, drawn = np.load(folder / "keypoints.npz")["source_points"], load_keypoints(folder).points
+    np.testing.assert_array_equal(source, drawn)

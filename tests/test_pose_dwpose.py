@@ -128,3 +128,15 @@ def test_non_square_image_and_unbatched_model(backend):
         backend.batched = True
     for a, b in zip(batched, single, strict=True):
         np.testing.assert_allclose(a.points, b.points)
+
+
+def test_corrupt_model_is_a_weights_error(tmp_path, tiny_home):
+    import shutil
+
+    from animator_cli.errors import WeightsError
+
+    folder = tmp_path / "DWPose"
+    shutil.copytree(tiny_home.dwpose_dir, folder)
+    (folder / "dw-ll_ucoco_384.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(WeightsError, match="dw-ll_ucoco_384.onnx"):
+        DWPoseBackend(folder)

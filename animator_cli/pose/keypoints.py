@@ -88,7 +88,13 @@ class PoseTrack:
 
 
 def save_keypoints(path: Path, drawn: PoseTrack, source: PoseTrack) -> None:
-    """Write ``keypoints.npz``: the drawn (aligned) poses normalised to the canvas, and the tracked source poses."""
+    """Write ``keypoints.npz`` (F frames, float32 unless noted):
+
+    points (F, 134, 2), scores (F, 134), present (F,) bool, canvas_size (2,) int [W, H]: the drawn (aligned) poses,
+    normalised to the canvas, i.e. to the skeleton PNGs and so to any output they are resized to;
+    source_points, source_scores, source_present, source_size: the tracked poses normalised to the driving video;
+    fps.
+    """
     np.savez_compressed(
         path,
         points=drawn.points.astype(np.float32), scores=drawn.scores.astype(np.float32),
