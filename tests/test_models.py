@@ -225,7 +225,7 @@ def test_unet_adds_pose_latents_after_conv_in(tiny_unet: AnimatorUNet) -> None:
             tiny_unet.conv_in.bias.copy_(bias)
     assert plain.shape == (2, 3, 4, 8, 8)
     assert not torch.allclose(plain, posed)
-    assert torch.allclose(posed, folded, atol=1e-5) and torch.equal(posed, posed_5d)
+    assert torch.allclose(posed, folded, atol=1e-4) and torch.equal(posed, posed_5d)
 
 
 def test_face_tokens_reach_the_unet_only_through_the_id_adapters(tiny_unet: AnimatorUNet) -> None:
