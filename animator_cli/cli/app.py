@@ -68,6 +68,7 @@ COMMAND_MODULES = (
     "evaluate_cmd",
     "pose_cmd",
     "generate_cmd",
+    "train_cmd",
 )
 
 

@@ -1,0 +1,73 @@
+"""`animator prepare-data` (videos → training dataset) and `animator train` (accelerate training loop).
+
+Multi-GPU / multi-node: launch the same command through accelerate, e.g.
+    accelerate launch --multi_gpu --num_processes 4 -m animator_cli train --config presets/tiktok.yaml --data DS
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from animator_cli.cli.app import app
+from animator_cli.cli.context import emit, settings, stderr
+from animator_cli.weights.home import WeightsHome
+
+
+@app.command("prepare-data")
+def prepare_data(
+    videos_dir: Annotated[Path, typer.Argument(help="Folder of training videos (one clip per file).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Dataset folder to create or complete.")],
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Videos processed in parallel.")] = 1,
+    pose_backend: Annotated[str, typer.Option(
+        "--pose-backend", help="auto (DWPose if installed, else MediaPipe), dwpose or mediapipe.")] = "auto",
+) -> None:
+    """Frames, unaligned skeletons, face masks and cached identities for every video; resumable."""
+    from animator_cli.training.prepare import prepare_dataset
+
+    columns = (TextColumn("prepare-data {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=True, disable=settings.quiet) as bar:
+        task = bar.add_task("", total=None)
+        result = prepare_dataset(videos_dir, output, settings.weights, workers=workers, pose_backend=pose_backend,
+                                 device=settings.device,
+                                 progress=lambda clip, done, total: bar.update(task, completed=done, total=total,
+                                                                             description=clip))
+    stderr.print(f"{len(result.built)} clips built, {len(result.skipped)} already done, {len(result.failed)} failed",
+                 highlight=False)
+    for clip, why in result.failed.items():
+        stderr.print(f"[yellow]failed:[/] {clip}: {why}", highlight=False, soft_wrap=True)
+    emit({"dataset": str(result.dataset), "built": result.built, "skipped": result.skipped, "failed": result.failed,
+          "list_files": [str(p) for p in result.list_files]}, [result.dataset])
+
+
+@app.command("train", context_settings={"allow_extra_args": False})
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config, e.g. presets/tiktok.yaml.")
+                      ] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="Config overrides key=value (dotted keys, e.g. optim.learning_rate=3e-5).", show_default=False)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override key=value (repeatable).")
+                    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset folder (data.path).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Run folder (output).")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Optimizer steps (max_steps).")
+                         ] = None,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", help="`latest` (newest checkpoint of the run folder, if any) or a checkpoint folder.")] = None,
+) -> None:
+    """Train PoseNet, the face encoder and the UNet attention layers; prints the checkpoints written."""
+    from animator_cli.training.config import load_config
+    from animator_cli.training.trainer import train as run_training
+
+    pairs = [*(overrides or []), *(set_ or [])]
+    pairs += [f"{key}={value}" for key, value in (("data.path", data), ("output", output), ("max_steps", max_steps))
+              if value is not None]
+    cfg = load_config(config, pairs)
+    weights = WeightsHome.resolve(cfg.model.weights) if cfg.model.weights else settings.weights
+    result = run_training(cfg, weights, resume=resume)
+    emit({"run_dir": str(result.run_dir), "start_step": result.start_step, "step": result.step,
+          "checkpoints": [str(p) for p in result.checkpoints],
+          "validation_videos": [str(p) for p in result.validation_videos]}, result.checkpoints)
