@@ -8,7 +8,12 @@ API for the generation and training code::
 ``AnimatorModels`` fields: ``unet`` (:class:`AnimatorUNet`; context (B, 5, 1024) = [CLIP; 4 face tokens]),
 ``vae`` (``AutoencoderKLTemporalDecoder``), ``image_encoder`` (``CLIPVisionModelWithProjection``), ``scheduler``
 (``EulerDiscreteScheduler``), ``pose_net`` (:class:`PoseNet`), ``face_encoder`` (:class:`FaceEncoder`). All
-modules are returned in eval mode on ``device`` in ``dtype`` (the scheduler has no device).
+modules are returned in eval mode on ``device`` in ``dtype`` (the scheduler has no device); ``requires_grad`` is
+left on for training, so inference should run under ``torch.no_grad()`` or call ``requires_grad_(False)``.
+No difference from the agreed API; additions: ``face_encoder(id_embeds (B, 512), clip_embeds (B, 1, C) or
+(B, C))``, ``unet.set_id_scale(s)`` (identity strength), ``unet.processor_counts()``, and the building blocks
+below (``build_architecture``, ``checkpoint_paths``, ``read_state_dict``, ``check_state_dict``,
+``load_checkpoint``) for training and ``weights convert``.
 
 Loader behaviour:
 
