@@ -75,6 +75,9 @@ def _readable_weight_file(path: Path) -> bool:
 class WeightsHome:
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser())
+
     @classmethod
     def resolve(cls, root: Path | str | None = None) -> WeightsHome:
         return cls(Path(root).expanduser() if root else default_home())
