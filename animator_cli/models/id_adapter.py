@@ -34,12 +34,13 @@ def multihead_attention(heads: int, query: torch.Tensor, key: torch.Tensor, valu
 def match_statistics(source: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Shift and scale each sample of ``source`` to the mean and (unbiased) std of ``target``.
 
-    Statistics are per sample over tokens × channels (dims 1 and 2); ``eps`` is added to the source std.
+    Statistics are per sample over tokens × channels (dims 1 and 2), computed in float32; ``eps`` is added to
+    the source std. The result keeps ``source``'s dtype (no full-size float32 copy survives the call).
     """
-    src, tgt = source.float(), target.float()
-    src_mean, src_std = src.mean(dim=(1, 2), keepdim=True), src.std(dim=(1, 2), keepdim=True)
-    tgt_mean, tgt_std = tgt.mean(dim=(1, 2), keepdim=True), tgt.std(dim=(1, 2), keepdim=True)
-    return ((src - src_mean) * tgt_std / (src_std + eps) + tgt_mean).to(source.dtype)
+    src_std, src_mean = torch.std_mean(source.float(), dim=(1, 2), keepdim=True)
+    tgt_std, tgt_mean = torch.std_mean(target.float(), dim=(1, 2), keepdim=True)
+    gain = tgt_std / (src_std + eps)
+    return (source - src_mean.to(source.dtype)) * gain.to(source.dtype) + tgt_mean.to(source.dtype)
 
 
 class _Processor(nn.Module):
