@@ -154,9 +154,9 @@ def test_cli_missing_inputs_exit_2(cli, tiny_home, tmp_path, astronaut_path):
 def test_same_seed_same_video_and_seed_matters(pipeline):
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    poses = rng.integers(0, 255, (5, 64, 64, 3), dtype=np.uint8)
+    poses = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
     identity = rng.standard_normal(512).astype(np.float32)
-    options = SamplingOptions(steps=2)
+    options = SamplingOptions(steps=1)
 
     def run(seed: int, **changes) -> np.ndarray:
         args = dict(reference=reference, poses=poses, identity=identity, options=options)
@@ -169,16 +169,16 @@ def test_same_seed_same_video_and_seed_matters(pipeline):
     # the pose, the identity and the ID strength all reach the output
     assert not np.array_equal(first, run(1, poses=poses[::-1].copy()))
     assert not np.array_equal(first, run(1, identity=-identity))
-    assert not np.array_equal(first, run(1, options=SamplingOptions(steps=2, id_scale=0.0)))
+    assert not np.array_equal(first, run(1, options=SamplingOptions(steps=1, id_scale=0.0)))
 
 
-def test_batched_guidance_equals_two_calls_and_offload(tiny_home):
-    models = generation.load_pipeline(tiny_home, Runtime(device="cpu")).models
+def test_batched_guidance_equals_two_calls_and_offload(pipeline):
+    models = pipeline.models
     rng = np.random.default_rng(1)
     reference = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    poses = rng.integers(0, 255, (20, 64, 64, 3), dtype=np.uint8)
+    poses = rng.integers(0, 255, (10, 64, 64, 3), dtype=np.uint8)
     identity = rng.standard_normal(512).astype(np.float32)
-    options = SamplingOptions(steps=2, min_guidance=1.5, max_guidance=3.0, tile=8, overlap=3)
+    options = SamplingOptions(steps=1, min_guidance=1.5, max_guidance=3.0, tile=6, overlap=2, decode_chunk=10)
     outputs = []
     for kwargs in ({}, {"batch_cfg": False}, {"offload": True, "vae_on_cpu": True}):
         pipe = AnimationPipeline(models, "cpu", torch.float32, **kwargs)
