@@ -165,7 +165,10 @@ def prepare_dataset(videos_dir: Path, dataset: Path, weights: WeightsHome, *, wo
     result = PrepareResult(dataset)
     todo = []
     for video in videos:
-        (result.skipped if (dataset / video.stem / IDENTITY_FILE).is_file() else todo).append(video)
+        if (dataset / video.stem / IDENTITY_FILE).is_file():
+            result.skipped.append(video.stem)
+        else:
+            todo.append(video)
     for partial in dataset.glob(".*.tmp"):  # leftovers of an interrupted run
         shutil.rmtree(partial, ignore_errors=True)
     done = len(result.skipped)

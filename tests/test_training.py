@@ -1,0 +1,128 @@
+"""End to end on the tiny model (CPU): prepare-data on generated videos, train, checkpoints, resume, load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from animator_cli.video import write_video
+
+TINY = "presets/tiny-cpu.yaml"
+# Two frames per clip and one clip per step keep the steps cheap; overfitting one batch with a high learning rate
+# makes "the loss falls" a deterministic check rather than a noisy one.
+FAST = ["data.num_frames=2", "data.batch_size=1", "overfit_batch=true", "optim.learning_rate=2e-3"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory, astronaut_path: Path) -> Path:
+    """Three short clips of the astronaut photo drifting across the frame."""
+    folder = tmp_path_factory.mktemp("videos")
+    photo = np.asarray(Image.open(astronaut_path).convert("RGB").resize((96, 96)))
+    for k in range(3):
+        frames = [np.roll(photo, shift=3 * i * (k + 1), axis=1) for i in range(8)]
+        write_video(folder / f"dance{k}.mp4", frames, fps=8)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, videos: Path, tiny_home) -> Path:
+    from animator_cli.training.prepare import prepare_dataset
+
+    out = tmp_path_factory.mktemp("dataset")
+    result = prepare_dataset(videos, out, tiny_home, workers=1)
+    assert sorted(result.built) == ["dance0", "dance1", "dance2"] and not result.failed
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, dataset: Path, tiny_home) -> dict:
+    """20 steps of the tiny preset through the CLI, checkpoints every 10."""
+    from animator_cli.cli.app import run as cli_run
+
+    out = tmp_path_factory.mktemp("run")
+    code = cli_run(["--weights", str(tiny_home.root), "--json", "train", "--config", TINY, "--data", str(dataset),
+                    "--output", str(out), "--max-steps", "20", *FAST])
+    assert code == 0
+    return {"dir": out, "metrics": [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]}
+
+
+def test_prepare_data_writes_the_reference_layout(dataset: Path):
+    assert (dataset / "video_rec_path.txt").read_text().split() == ["dance0", "dance1", "dance2"]
+    assert (dataset / "video_vec_path.txt").read_text() == ""
+    clip = dataset / "dance1"
+    names = sorted(p.name for p in (clip / "images").iterdir())
+    assert len(names) == 8
+    for sub in ("poses", "faces"):
+        assert sorted(p.name for p in (clip / sub).iterdir() if p.suffix == ".png") == names
+    mask = np.asarray(Image.open(clip / "faces" / "frame_3.png"))
+    assert mask.shape == (96, 96) and set(np.unique(mask).tolist()) <= {0, 255} and mask.any()
+    skeleton = np.asarray(Image.open(clip / "poses" / "frame_3.png"))
+    assert skeleton.shape == (96, 96, 3) and skeleton.any()
+    with np.load(clip / "identity.npz") as data:
+        assert data["embeddings"].shape == (8, 512) and data["found"].all()
+        assert np.abs(data["embeddings"]).sum(axis=1).min() > 0
+
+
+def test_prepare_data_resumes_and_reports_over_cli(cli, videos: Path, dataset: Path, tiny_home):
+    stamp = (dataset / "dance0" / "identity.npz").stat().st_mtime_ns
+    result = cli("--weights", tiny_home.root, "--json", "prepare-data", videos, "-o", dataset)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["built"] == [] and sorted(summary["skipped"]) == ["dance0", "dance1", "dance2"]
+    assert (dataset / "dance0" / "identity.npz").stat().st_mtime_ns == stamp
+
+
+def test_prepare_data_rejects_a_folder_without_videos(cli, tmp_path, tiny_home):
+    result = cli("--weights", tiny_home.root, "prepare-data", tmp_path, "-o", tmp_path / "ds")
+    assert result.exit_code == 2 and "no videos" in result.stderr
+
+
+def test_training_loss_falls_and_checkpoints_are_written(run: dict):
+    losses = [m["loss"] for m in run["metrics"]]
+    assert [m["step"] for m in run["metrics"]] == list(range(1, 21))
+    assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
+    for step in (10, 20):
+        folder = run["dir"] / f"checkpoint-{step}"
+        assert {"pose_net.pth", "face_encoder.pth", "unet.pth", "optimizer.bin",
+                "trainer_state.json"} <= {p.name for p in folder.iterdir()}
+        assert json.loads((folder / "trainer_state.json").read_text())["step"] == step
+    assert not list(run["dir"].glob(".checkpoint-*"))
+    assert json.loads((run["dir"] / "data_check.json").read_text())["problems"] == []
+
+
+def test_checkpoint_loads_through_load_models(run: dict, tiny_home):
+    from animator_cli.models.loading import load_models, read_state_dict
+
+    trained = load_models(tiny_home, "cpu", torch.float32, checkpoint_dir=run["dir"] / "checkpoint-20")
+    released = read_state_dict(tiny_home.animation_checkpoint("pose_net"))
+    changed = [not torch.equal(trained.pose_net.state_dict()[k], released[k]) for k in released]
+    assert any(changed)  # training moved the weights
+    frozen = read_state_dict(tiny_home.animation_checkpoint("unet"))
+    assert torch.equal(trained.unet.state_dict()["conv_in.weight"], frozen["conv_in.weight"])  # ResNet side frozen
+
+
+def test_resume_continues_from_the_saved_step(run: dict, dataset: Path, tiny_home, tmp_path):
+    from animator_cli.cli.app import run as cli_run
+
+    code = cli_run(["--weights", str(tiny_home.root), "train", "--config", TINY, "--data", str(dataset),
+                    "--output", str(tmp_path), "--max-steps", "12", "--resume", str(run["dir"] / "checkpoint-10"),
+                    *FAST])
+    assert code == 0
+    resumed = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in resumed] == [11, 12]
+    original = {m["step"]: m["loss"] for m in run["metrics"]}
+    for m in resumed:  # same weights, optimizer state, data and noise: the same losses as the uninterrupted run
+        assert m["loss"] == pytest.approx(original[m["step"]], rel=1e-4)
+
+
+def test_resume_latest_at_the_end_does_nothing_more(cli, run: dict, dataset: Path, tiny_home):
+    result = cli("--weights", tiny_home.root, "--json", "train", "--config", TINY, "--data", dataset,
+                 "--output", run["dir"], "--max-steps", "20", "--resume", "latest", *FAST)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["start_step"] == 20 and summary["step"] == 20 and summary["checkpoints"] == []
