@@ -26,6 +26,12 @@ def ensure_writable_dir(directory: Path) -> Path:
     return directory
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def temp_sibling(target: Path, suffix: str | None = None) -> Path:
     """A fresh, empty temporary file next to ``target`` (same filesystem, so a rename is atomic)."""
     target = Path(target)
@@ -36,6 +42,7 @@ def temp_sibling(target: Path, suffix: str | None = None) -> Path:
     except OSError as exc:
         raise InputError(f"cannot write into {target.parent}: {exc.strerror}", "choose another output path") from exc
     os.close(fd)
+    os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; results should look like any other file
     return Path(tmp_name)
 
 
@@ -64,11 +71,16 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     except OSError as exc:
         raise InputError(f"cannot write into {target.parent}: {exc.strerror}", "choose another output path") from exc
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if target.exists():  # move the old result aside first, so the target is never missing or mixed
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(tmp, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -105,9 +105,14 @@ class WeightsHome:
         return self.root / "models" / "antelopev2"
 
     def animation_checkpoint(self, name: str) -> Path:
-        """`<name>.safetensors` when present (faster, no pickle), else `<name>.pth`."""
-        st = self.animation_dir / f"{name}.safetensors"
-        return st if st.exists() else self.animation_dir / f"{name}.pth"
+        """`<name>.safetensors` when present and not older than the `.pth` (faster, no pickle), else `<name>.pth`.
+
+        A twin older than its `.pth` is stale (the `.pth` was re-downloaded or re-trained) and is ignored.
+        """
+        st, pth = self.animation_dir / f"{name}.safetensors", self.animation_dir / f"{name}.pth"
+        if st.exists() and (not pth.exists() or st.stat().st_mtime >= pth.stat().st_mtime):
+            return st
+        return pth
 
     # --- inventory -------------------------------------------------------------------------
     def components(self) -> list[Component]:
