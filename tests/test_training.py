@@ -126,3 +126,26 @@ def test_resume_latest_at_the_end_does_nothing_more(cli, run: dict, dataset: Pat
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["start_step"] == 20 and summary["step"] == 20 and summary["checkpoints"] == []
+
+
+def test_lora_ema_and_validation_video(dataset: Path, tiny_home, tmp_path):
+    """LoRA adapters merged into a loadable unet.pth, EMA weights saved as a loadable folder, a validation video."""
+    from animator_cli.cli.app import run as cli_run
+    from animator_cli.models.loading import load_models, read_state_dict
+    from animator_cli.video import probe
+
+    code = cli_run(["--weights", str(tiny_home.root), "train", "--config", TINY, "--data", str(dataset),
+                    "--output", str(tmp_path), "--max-steps", "2", "checkpoint_every=2", "model.lora_rank=4",
+                    "ema.enabled=true", "validation.every=2", "validation.num_frames=3", *FAST])
+    assert code == 0
+    checkpoint = tmp_path / "checkpoint-2"
+    released = read_state_dict(tiny_home.animation_checkpoint("unet"))
+    key = next(k for k in released if k.endswith("attn1.to_q.weight"))
+    for folder in (checkpoint, checkpoint / "ema"):
+        unet = load_models(tiny_home, "cpu", torch.float32, checkpoint_dir=folder).unet.state_dict()
+        assert not torch.equal(unet[key], released[key])  # the trained adapter is merged in
+        assert torch.equal(unet["conv_in.weight"], released["conv_in.weight"])
+    adapters = read_state_dict(checkpoint / "unet_adapters.pth")
+    assert all(any(part in k for k in adapters) for part in ("lora_A", "lora_B", "processor.id_to_k"))
+    info = probe(tmp_path / "validation" / "step_2.mp4")
+    assert (info.width, info.height, info.frame_count) == (64, 64, 3)

@@ -67,10 +67,10 @@ def trainable_parameters(pose_net: nn.Module, face_encoder: nn.Module, unet: nn.
 
 
 def _add_lora(unet: nn.Module, rank: int, alpha: float) -> None:
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=LORA_TARGETS,
-                                init_lora_weights="gaussian"))
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=LORA_TARGETS,
+                                       init_lora_weights="gaussian"), unet)
 
 
 def _step_generator(device: torch.device, *seeds: int) -> torch.Generator:
