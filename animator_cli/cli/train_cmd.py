@@ -68,6 +68,8 @@ def train(
     cfg = load_config(config, pairs)
     weights = WeightsHome.resolve(cfg.model.weights) if cfg.model.weights else settings.weights
     result = run_training(cfg, weights, resume=resume)
+    if not result.is_main:  # under `accelerate launch`, one process prints the result
+        return
     emit({"run_dir": str(result.run_dir), "start_step": result.start_step, "step": result.step,
           "checkpoints": [str(p) for p in result.checkpoints],
           "validation_videos": [str(p) for p in result.validation_videos]}, result.checkpoints)

@@ -42,6 +42,7 @@ LORA_TARGETS = r".*attentions.*\.(to_q|to_k|to_v|to_out\.0)$"
 @dataclass
 class TrainResult:
     run_dir: Path
+    is_main: bool  # only the main process reports results
     start_step: int
     step: int
     losses: list[float] = field(default_factory=list)  # this process's per-step losses of this run
@@ -110,6 +111,8 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
                               project_config=ProjectConfiguration(project_dir=str(run_dir),
                                                                   logging_dir=str(run_dir / "logs")))
     rank, world = accelerator.process_index, accelerator.num_processes
+    if logging.getLogger("accelerate").level == logging.NOTSET:  # its per-file save messages drown the step logs
+        logging.getLogger("accelerate").setLevel(logging.WARNING)
     set_seed(config.seed + rank)
     device = accelerator.device
 
@@ -168,7 +171,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
                                          persistent_workers=False)
     step_models = SimpleNamespace(vae=models.vae, image_encoder=models.image_encoder, pose_net=pose_net,
                                   face_encoder=face_encoder, unet=unet)
-    result = TrainResult(run_dir, step, step)
+    result = TrainResult(run_dir, accelerator.is_main_process, step, step)
     metrics_path = run_dir / "metrics.jsonl"
     micro = step * accum
     window: list[float] = []
@@ -268,6 +271,7 @@ def _save_checkpoint(accelerator: Any, run_dir: Path, step: int, micro: int, con
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()  # every rank has written its RNG state before the folder is renamed
     if accelerator.is_main_process:
         if ema is not None:
             (partial / "ema").mkdir()
