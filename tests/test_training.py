@@ -70,11 +70,15 @@ def test_prepare_data_writes_the_reference_layout(dataset: Path):
 
 def test_prepare_data_resumes_and_reports_over_cli(cli, videos: Path, dataset: Path, tiny_home):
     stamp = (dataset / "dance0" / "identity.npz").stat().st_mtime_ns
+    leftover = dataset / ".dance3.x1y2.tmp"  # what an interrupted run leaves behind
+    (leftover / "images").mkdir(parents=True)
     result = cli("--weights", tiny_home.root, "--json", "prepare-data", videos, "-o", dataset)
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["built"] == [] and sorted(summary["skipped"]) == ["dance0", "dance1", "dance2"]
     assert (dataset / "dance0" / "identity.npz").stat().st_mtime_ns == stamp
+    assert not leftover.exists() and (dataset / "video_rec_path.txt").read_text().split() == ["dance0", "dance1",
+                                                                                           "dance2"]
 
 
 def test_prepare_data_rejects_a_folder_without_videos(cli, tmp_path, tiny_home):
@@ -149,3 +153,17 @@ def test_lora_ema_and_validation_video(dataset: Path, tiny_home, tmp_path):
     assert all(any(part in k for k in adapters) for part in ("lora_A", "lora_B", "processor.id_to_k"))
     info = probe(tmp_path / "validation" / "step_2.mp4")
     assert (info.width, info.height, info.frame_count) == (64, 64, 3)
+
+
+def test_svd_initialisation_starts_from_svd(tiny_home, tmp_path):
+    """model.init=svd: SVD's UNet with ID projections copied from to_k/to_v, PoseNet and face encoder silent."""
+    from animator_cli.models.loading import load_models
+    from animator_cli.training.init_weights import svd_initial_checkpoint
+
+    folder = svd_initial_checkpoint(tiny_home, tmp_path / "init", seed=0)
+    models = load_models(tiny_home, "cpu", torch.float32, checkpoint_dir=folder)
+    state = models.unet.state_dict()
+    id_key = next(k for k in state if k.endswith("processor.id_to_k.weight"))
+    assert torch.equal(state[id_key], state[id_key.replace("processor.id_to_k", "to_k")])
+    assert float(models.pose_net(torch.rand(1, 3, 64, 64)).abs().max()) == 0
+    assert float(models.face_encoder(torch.randn(1, 512), torch.randn(1, 1, 64)).abs().max()) == 0

@@ -44,7 +44,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     weights: str | None = None  # weights home (default: the global --weights / ANIMATOR_HOME)
-    init_checkpoint: str | None = None  # folder with pose_net/face_encoder/unet .pth; default: the home's release
+    init: Literal["release", "svd"] = "release"  # fine-tune the released checkpoints, or train from SVD-xt
+    init_checkpoint: str | None = None  # with init=release: a folder of the three .pth instead of the home's
     gradient_checkpointing: bool = True
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) on the UNet attention projections instead of all weights
     lora_alpha: float = 0.0  # LoRA scale numerator; 0 means alpha = rank
@@ -246,6 +247,8 @@ def validate(config: TrainConfig) -> None:
             "drop_image + drop_latent − drop_both must not exceed 1")
     require(cond.noise_aug >= 0, "conditioning.noise_aug", "must be 0 or more")
     require(config.model.lora_rank >= 0, "model.lora_rank", "must be 0 (off) or more")
+    require(config.model.init == "release" or config.model.init_checkpoint is None, "model.init_checkpoint",
+            "only applies with model.init=release")
     require(config.validation.every >= 0, "validation.every", "must be 0 (off) or more")
     for side in ("width", "height"):
         value = getattr(config.validation, side)

@@ -121,8 +121,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     _report_data(report, config, run_dir, accelerator.is_main_process)
     plan = BatchPlan([len(c) for c in report.clips], config.data.batch_size, world, rank, config.seed)
 
-    models = load_models(weights, device, torch.float32, Path(config.model.init_checkpoint)
-                         if config.model.init_checkpoint else None)
+    models = load_models(weights, device, torch.float32, _initial_checkpoint(config, weights, run_dir, accelerator))
     lora = config.model.lora_rank > 0
     if lora:
         _add_lora(models.unet, config.model.lora_rank, config.model.lora_alpha)
@@ -291,6 +290,19 @@ def _save_checkpoint(accelerator: Any, run_dir: Path, step: int, micro: int, con
         log.info("saved %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def _initial_checkpoint(config: TrainConfig, weights: WeightsHome, run_dir: Path, accelerator: Any) -> Path | None:
+    """Where the starting weights come from: the home's release (None), a given folder, or SVD (``RUN/init``)."""
+    if config.model.init == "release":
+        return Path(config.model.init_checkpoint) if config.model.init_checkpoint else None
+    from animator_cli.training.init_weights import svd_initial_checkpoint
+
+    folder = run_dir / "init"
+    if accelerator.is_main_process:
+        svd_initial_checkpoint(weights, folder, config.seed)
+    accelerator.wait_for_everyone()
+    return folder
 
 
 def _has_tensorboard() -> bool:
