@@ -114,10 +114,11 @@ class AnimationPipeline:
         models.unet.set_id_scale(options.id_scale)
         branches = _Branches(image_latent.to(self.device, self.dtype), context.to(self.dtype),
                              time_ids.to(self.device, self.dtype), guided, self.batch_cfg)
+        tiles = _Tiles(windows, num_frames, self.device)
         with self._running(models.unet) as unet:
             for step, timestep in enumerate(schedule.timesteps.tolist()):
                 x_in = schedule.scale_input(latents, step).to(self.dtype)
-                cond, uncond = self._blend(unet, x_in, timestep, windows, pose_features, branches)
+                cond, uncond = self._blend(unet, x_in, timestep, tiles, pose_features, branches)
                 v = uncond + guidance * (cond - uncond) if guided else cond
                 latents = schedule.step(latents, v, step)
                 if progress is not None:
@@ -127,23 +128,22 @@ class AnimationPipeline:
         return self._decode(latents, options.decode_chunk)
 
     def _pose_features(self, poses: np.ndarray, chunk: int) -> torch.Tensor:
-        """PoseNet output (F, 320, h, w) for all frames, in chunks of ``chunk`` frames."""
+        """PoseNet output (F, 320, h, w) for all frames, in chunks of ``chunk`` frames; kept on the CPU when
+        offloading (a long video's features are large) and moved per window."""
         with self._running(self.models.pose_net) as pose_net:
-            return torch.cat([pose_net(to_tensor(poses[i:i + chunk]).to(self.device, self.dtype))
+            keep = torch.device("cpu") if self.offload else self.device
+            return torch.cat([pose_net(to_tensor(poses[i:i + chunk]).to(self.device, self.dtype)).to(keep)
                               for i in range(0, len(poses), chunk)])
 
-    def _blend(self, unet: torch.nn.Module, x_in: torch.Tensor, timestep: float, windows: list[list[int]],
+    def _blend(self, unet: torch.nn.Module, x_in: torch.Tensor, timestep: float, tiles: _Tiles,
                pose_features: torch.Tensor, branches: _Branches) -> tuple[torch.Tensor, torch.Tensor]:
         """Window-blended (cond, uncond) v-predictions, each (1, F, 4, h, w) fp32."""
-        num_frames = x_in.shape[1]
         total = torch.zeros(2, *x_in.shape[1:], device=self.device)
-        weight_sum = torch.zeros(num_frames, device=self.device)
-        for window in windows:
-            weights = blend_weights(len(window)).to(self.device)
-            v = branches.predict(unet, x_in[:, window], timestep, pose_features[window])
-            total[:, window] += v.float() * weights.view(1, -1, 1, 1, 1)
-            weight_sum[window] += weights
-        total /= weight_sum.view(1, -1, 1, 1, 1)
+        for index, weights in tiles.windows:
+            pose = pose_features[index.to(pose_features.device)].to(self.device)
+            v = branches.predict(unet, x_in[:, index], timestep, pose)
+            total.index_add_(1, index, v.float() * weights)
+        total /= tiles.weight_sum
         return total[1:], total[:1]
 
     def _decode(self, latents: torch.Tensor, chunk: int) -> np.ndarray:
@@ -164,6 +164,18 @@ def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
     if next(module.parameters()).dtype != dtype:
         module.to(dtype)
     module.to(device).eval().requires_grad_(False)
+
+
+class _Tiles:
+    """Each window's frame indices and blending weights on the device, and the per-frame weight sums."""
+
+    def __init__(self, windows: list[list[int]], num_frames: int, device: torch.device) -> None:
+        self.windows = [(torch.tensor(w, device=device), blend_weights(len(w)).to(device).view(1, -1, 1, 1, 1))
+                        for w in windows]
+        self.weight_sum = torch.zeros(num_frames, device=device)
+        for index, weights in self.windows:
+            self.weight_sum.index_add_(0, index, weights.flatten())
+        self.weight_sum = self.weight_sum.view(1, -1, 1, 1, 1)
 
 
 class _Branches:
