@@ -167,3 +167,16 @@ def test_svd_initialisation_starts_from_svd(tiny_home, tmp_path):
     assert torch.equal(state[id_key], state[id_key.replace("processor.id_to_k", "to_k")])
     assert float(models.pose_net(torch.rand(1, 3, 64, 64)).abs().max()) == 0
     assert float(models.face_encoder(torch.randn(1, 512), torch.randn(1, 1, 64)).abs().max()) == 0
+
+
+def test_trainable_set_and_param_groups_match_the_reference(tiny_home):
+    """PoseNet, face encoder and the UNet's "attentions" tensors: 19 + 56 + 944 as in train.py, in 3 groups."""
+    from animator_cli.models.loading import load_models
+    from animator_cli.training.trainer import trainable_parameters
+
+    models = load_models(tiny_home, "cpu", torch.float32)
+    groups = trainable_parameters(models.pose_net, models.face_encoder, models.unet, lora=False)
+    assert {name: len(params) for name, params in groups.items()} == {"pose_net": 19, "face_encoder": 56, "unet": 944}
+    frozen = {name for name, p in models.unet.named_parameters() if not p.requires_grad}
+    assert "conv_in.weight" in frozen and "time_embedding.linear_1.weight" in frozen
+    assert not any("attentions" in name for name in frozen)

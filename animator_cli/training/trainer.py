@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from animator_cli.errors import InputError
@@ -116,6 +117,8 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     set_seed(config.seed + rank)
     device = accelerator.device
 
+    if accelerator.is_main_process:
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.as_dict(), sort_keys=False))
     report = check_dataset(Path(config.data.path), [b.list_file for b in config.data.buckets],
                            config.data.num_frames, config.data.verify_images)
     _report_data(report, config, run_dir, accelerator.is_main_process)
