@@ -1,0 +1,61 @@
+"""The differentiable ArcFace of the face optimisation: glintr100 as a frozen torch iresnet, and face crops.
+
+Weights: ``checkpoints/Animation/glintr100_torch.pth`` (the release's file, loaded strictly with
+``weights_only=True``), else an exact conversion of antelopev2's ``glintr100.onnx``, which the face stage already
+needs, so no extra download is required (the reference shipped the same network twice, spec §7).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from animator_cli.errors import WeightsError
+from animator_cli.hjb.iresnet import INPUT_SIZE, IResNet, iresnet_from_state_dict
+from animator_cli.hjb.onnx_convert import NotIResNet, state_dict_from_onnx
+from animator_cli.weights.home import WeightsHome
+
+TORCH_FILE = "glintr100_torch.pth"
+ONNX_FILE = "glintr100.onnx"
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
+
+
+def arcface_sources(weights: WeightsHome) -> list[Path]:
+    """The files the network is read from, in order of preference (for the generation cache key)."""
+    return [weights.animation_dir / TORCH_FILE, weights.antelopev2_dir / ONNX_FILE]
+
+
+def load_arcface(weights: WeightsHome) -> IResNet:
+    """The frozen glintr100 iresnet (eval mode, no parameter requires grad), on the CPU in fp32."""
+    torch_file, onnx_file = arcface_sources(weights)
+    if torch_file.is_file():
+        try:
+            state = torch.load(torch_file, map_location="cpu", weights_only=True)
+            return iresnet_from_state_dict(state)
+        except Exception as exc:  # unpickling and strict loading raise many types
+            raise WeightsError(f"{torch_file} is not an arcface_torch iresnet state dict ({exc})",
+                               f"delete it to use {onnx_file}, or reinstall it") from exc
+    if onnx_file.is_file():
+        try:
+            return iresnet_from_state_dict(state_dict_from_onnx(onnx_file))
+        except (NotIResNet, KeyError, ValueError, RuntimeError) as exc:
+            raise WeightsError(f"{onnx_file} cannot be converted to a torch iresnet ({exc})",
+                               f"install {TORCH_FILE} into {torch_file.parent}") from exc
+    raise WeightsError(f"--face-opt needs ArcFace weights: neither {torch_file} nor {onnx_file} exists",
+                       "run `animator weights download` (antelopev2) or copy glintr100_torch.pth there")
+
+
+def face_crops(pixels: torch.Tensor, boxes: list[Box]) -> torch.Tensor:
+    """(N, 3, 112, 112) bilinear resizes (align_corners=False) of ``boxes`` cut from ``pixels`` (N, 3, H, W),
+    differentiable with respect to the pixels."""
+    crops = [F.interpolate(frame[None, :, y0:y1, x0:x1], size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
+                           align_corners=False) for frame, (x0, y0, x1, y1) in zip(pixels, boxes, strict=True)]
+    return torch.cat(crops)
+
+
+def identity_distance(embeddings: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-face 1 − cos(e_f, e_ref) (the reference's abs() is dropped: the value is never negative)."""
+    return 1 - F.cosine_similarity(embeddings, reference.expand_as(embeddings), dim=-1)

@@ -1,0 +1,162 @@
+"""HJB face optimisation: identity refinement of the predicted clean latent during denoising (spec §3).
+
+At every step i in [start, end] (inclusive), the sampler's estimate x̂0 is refined by K iterations of Adam
+(a fresh optimizer per step, default betas, lr_i = η·(1 − i/N)) on the identity loss
+L(z) = mean over frames with a visible face of 1 − cos(ArcFace(crop_f(decode(z))), ArcFace(reference crop)),
+where crop_f is the frame's face box resized bilinearly to 112×112 in [-1, 1]; the sampler then takes its Euler
+step towards the refined z.
+
+Memory: the frames are refined in independent chunks of ``chunk`` frames (the sampler's decode chunk; the VAE
+decodes chunk by chunk in the reference too), so peak memory does not grow with the video's length. This is the
+spec's joint optimisation exactly: the chunks share no decoder computation and Adam is element-wise, and each
+chunk's loss is its frames' terms divided by the number of face frames in the whole video, so every element of z
+gets the gradient of the joint mean. The decoder runs with activation checkpointing (diffusers checkpoints the
+mid and up blocks whenever grad is enabled, in eval mode too, since 0.3x; the reference needed a forked VAE for
+that) in the pipeline's dtype (fp16 on GPU, with a constant loss scale, which Adam's update ignores).
+
+Other fixes of spec §7: the ArcFace network is frozen (no gradients into its weights, no ``retain_graph``), the
+reference embedding is computed once without autograd, frames without a face are left out of the loss (a chunk
+with none is left untouched) instead of crashing, and the VAE is not moved between devices at every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from animator_cli.errors import InputError
+from animator_cli.hjb.arcface import Box, face_crops, identity_distance
+from animator_cli.hjb.iresnet import IResNet
+
+log = logging.getLogger("animator")
+FP16_LOSS_SCALE = 1024.0  # keeps fp16 decoder gradients above underflow; Adam's step is invariant to it
+
+
+@dataclass(frozen=True)
+class FaceOptOptions:
+    """What the face optimisation does (all of it goes into the generation cache key)."""
+
+    iters: int = 3
+    start: int = 0
+    end: int = 20
+    lr: float = 0.1
+
+    def validate(self) -> None:
+        if self.iters < 1:
+            raise InputError(f"--face-opt-iters {self.iters} must be at least 1")
+        if not 0 <= self.start <= self.end:
+            raise InputError(f"--face-opt-steps {self.start}:{self.end} must be START:END with 0 <= START <= END")
+        if self.lr < 0:
+            raise InputError(f"--face-opt-lr {self.lr} must not be negative")
+
+
+def parse_steps(text: str) -> tuple[int, int]:
+    """``START:END`` (inclusive step indices, 0 = the noisiest step) → (start, end)."""
+    try:
+        start, end = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise InputError(f"--face-opt-steps {text!r} is not START:END", "e.g. --face-opt-steps 0:20") from None
+    return start, end
+
+
+@dataclass
+class StepRecord:
+    """What one refined step did: its learning rate and the joint loss before each Adam iteration."""
+
+    step: int
+    lr: float
+    losses: list[float] = field(default_factory=list)
+
+
+class FaceRefiner:
+    """Called by the sampler with the VAE and x̂0 (1, F, 4, h, w) at each step for which `active` is true.
+
+    ``boxes`` gives each frame's face box in output pixels (None: not visible); ``reference_crop`` is the
+    reference face, (3, 112, 112) in [-1, 1]. ``records`` keeps one `StepRecord` per refined step.
+    """
+
+    def __init__(self, arcface: IResNet, reference_crop: torch.Tensor, boxes: list[Box | None],
+                 options: FaceOptOptions, num_steps: int, chunk: int) -> None:
+        options.validate()
+        self.arcface = arcface.eval().requires_grad_(False)
+        self.boxes, self.options, self.num_steps, self.chunk = boxes, options, num_steps, chunk
+        with torch.no_grad():
+            param = next(arcface.parameters())
+            self.reference = arcface(reference_crop[None].to(param.device, param.dtype)).float()
+        self.faces = sum(box is not None for box in boxes)
+        self.records: list[StepRecord] = []
+        if not self.faces:
+            log.warning("--face-opt: no frame has a visible face box; the video is not refined")
+
+    def active(self, step: int) -> bool:
+        return self.faces > 0 and self.options.start <= step <= self.options.end
+
+    def learning_rate(self, step: int) -> float:
+        return self.options.lr * (1 - step / self.num_steps)
+
+    def __call__(self, vae: torch.nn.Module, denoised: torch.Tensor, step: int) -> torch.Tensor:
+        """The refined x̂0 (same shape, dtype and device as ``denoised``)."""
+        record = StepRecord(step, self.learning_rate(step), [0.0] * self.options.iters)
+        param = next(vae.parameters())
+        self.arcface.to(param.device)
+        refined = denoised.clone()
+        with torch.enable_grad(), _checkpointed(vae):
+            for first in range(0, denoised.shape[1], self.chunk):
+                frames = slice(first, first + self.chunk)
+                boxes = self.boxes[frames]
+                if any(box is not None for box in boxes):
+                    refined[0, frames] = self._refine_chunk(vae, denoised[0, frames], boxes, record)
+        self.records.append(record)
+        return refined
+
+    def _refine_chunk(self, vae: torch.nn.Module, latents: torch.Tensor, boxes: list[Box | None],
+                      record: StepRecord) -> torch.Tensor:
+        param = next(vae.parameters())
+        scale = FP16_LOSS_SCALE if param.dtype == torch.float16 else 1.0
+        z = latents.detach().clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=record.lr)
+        visible = [i for i, box in enumerate(boxes) if box is not None]
+        for iteration in range(self.options.iters):
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(vae, z, visible, [boxes[i] for i in visible])
+            (loss * scale).backward()
+            record.losses[iteration] += float(loss)
+            if torch.isfinite(z.grad).all():
+                optimizer.step()
+            else:
+                log.warning("--face-opt: non-finite gradient at step %d; iteration skipped", record.step)
+        return z.detach()
+
+    def _loss(self, vae: torch.nn.Module, z: torch.Tensor, visible: list[int], boxes: list[Box]) -> torch.Tensor:
+        """This chunk's share of the joint loss: its face frames' distances summed, divided by all face frames."""
+        param = next(vae.parameters())
+        pixels = vae.decode((z / vae.config.scaling_factor).to(param.dtype), num_frames=len(z)).sample
+        # The reference's ((x/2 + 0.5).clamp(0, 1)·255)/255·2 − 1 is this clamp.
+        crops = face_crops(pixels[visible].float().clamp(-1, 1), boxes)
+        arc = next(self.arcface.parameters())
+        embeddings = self.arcface(crops.to(arc.dtype)).float()
+        return identity_distance(embeddings, self.reference.to(embeddings.device)).sum() / self.faces
+
+
+@contextlib.contextmanager
+def _checkpointed(vae: torch.nn.Module) -> Iterator[None]:
+    """Activation checkpointing on the VAE for the block, restored afterwards (it only acts while grad is on)."""
+    was_on = vae.is_gradient_checkpointing
+    if not was_on:
+        vae.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        if not was_on:
+            vae.disable_gradient_checkpointing()
+
+
+def reference_face_crop(reference: np.ndarray, box: Box) -> torch.Tensor:
+    """(3, 112, 112) in [-1, 1]: the reference face (H×W×3 uint8, already fitted) cut at ``box`` and resized."""
+    pixels = torch.from_numpy(np.ascontiguousarray(reference)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return face_crops(pixels, [box])[0]
