@@ -101,7 +101,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
 
-    from animator_cli.models.loading import load_models
+    from animator_cli.models.loading import AnimatorModels, load_models
 
     if config.data.path is None:
         raise InputError("no dataset given", "pass --data DATASET_DIR or set data.path in the config")
@@ -220,8 +220,8 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
         if config.validation.every and step % config.validation.every == 0 and accelerator.is_main_process:
             from animator_cli.training.validation import validation_video
 
-            view = SimpleNamespace(vae=models.vae, image_encoder=models.image_encoder, scheduler=models.scheduler,
-                                   **unwrapped)
+            view = AnimatorModels(vae=models.vae, image_encoder=models.image_encoder, scheduler=models.scheduler,
+                                  **unwrapped)
             with _evaluating(unwrapped, trainable, ema), accelerator.autocast():
                 result.validation_videos.append(validation_video(
                     view, config, report, weights, run_dir / "validation" / f"step_{step}.mp4", device))
