@@ -101,7 +101,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
 
-    from animator_cli.models.loading import AnimatorModels, load_models
+    from animator_cli.models.loading import AnimatorModels
 
     if config.data.path is None:
         raise InputError("no dataset given", "pass --data DATASET_DIR or set data.path in the config")
@@ -124,15 +124,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     _report_data(report, config, run_dir, accelerator.is_main_process)
     plan = BatchPlan([len(c) for c in report.clips], config.data.batch_size, world, rank, config.seed)
 
-    models = load_models(weights, device, torch.float32, _initial_checkpoint(config, weights, run_dir, accelerator))
-    lora = config.model.lora_rank > 0
-    if lora:
-        _add_lora(models.unet, config.model.lora_rank, config.model.lora_alpha)
-    groups = trainable_parameters(models.pose_net, models.face_encoder, models.unet, lora)
-    for module in (models.pose_net, models.face_encoder, models.unet):
-        module.train()
-    if config.model.gradient_checkpointing:
-        models.unet.enable_gradient_checkpointing()
+    models, groups = _training_models(config, weights, run_dir, accelerator)
     optim = config.optim
     optimizer = torch.optim.AdamW([{"params": params, "name": name} for name, params in groups.items()],
                                   lr=optim.learning_rate, betas=(optim.adam_beta1, optim.adam_beta2),
@@ -205,15 +197,10 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
         if on_step:
             on_step(step, step_loss)
         if step % config.log_every == 0 or step == config.max_steps:
-            mean_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), "mean"))
-            record = {"step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+            record = {"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0],
                       "grad_norm": None if grad_norm is None else float(grad_norm),
                       "steps_per_s": (step - result.start_step) / (time.perf_counter() - started), **stats}
-            if accelerator.is_main_process:
-                with metrics_path.open("a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-                log.info("step %d loss %.4f lr %.2e", step, mean_loss, record["lr"])
-            accelerator.log({k: v for k, v in record.items() if isinstance(v, float)}, step=step)
+            _log_metrics(accelerator, record, metrics_path)
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             result.checkpoints.append(_save_checkpoint(accelerator, run_dir, step, micro, config, ema, trainable,
                                                        unwrapped))
@@ -229,6 +216,34 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
+
+
+def _training_models(config: TrainConfig, weights: WeightsHome, run_dir: Path, accelerator: Any
+                     ) -> tuple[Any, dict[str, list[nn.Parameter]]]:
+    """All models in float32 on the process's device, the trainable ones in train mode; their param groups."""
+    from animator_cli.models.loading import load_models
+
+    models = load_models(weights, accelerator.device, torch.float32,
+                         _initial_checkpoint(config, weights, run_dir, accelerator))
+    lora = config.model.lora_rank > 0
+    if lora:
+        _add_lora(models.unet, config.model.lora_rank, config.model.lora_alpha)
+    groups = trainable_parameters(models.pose_net, models.face_encoder, models.unet, lora)
+    for module in (models.pose_net, models.face_encoder, models.unet):
+        module.train()
+    if config.model.gradient_checkpointing:
+        models.unet.enable_gradient_checkpointing()
+    return models, groups
+
+
+def _log_metrics(accelerator: Any, record: dict[str, Any], path: Path) -> None:
+    """Loss averaged over processes → metrics.jsonl, the console and TensorBoard (when installed)."""
+    record["loss"] = float(accelerator.reduce(torch.tensor(record["loss"], device=accelerator.device), "mean"))
+    if accelerator.is_main_process:
+        with path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        log.info("step %d loss %.4f lr %.2e", record["step"], record["loss"], record["lr"])
+    accelerator.log({k: v for k, v in record.items() if isinstance(v, float)}, step=record["step"])
 
 
 @contextlib.contextmanager
