@@ -180,3 +180,36 @@ def test_trainable_set_and_param_groups_match_the_reference(tiny_home):
     frozen = {name for name, p in models.unet.named_parameters() if not p.requires_grad}
     assert "conv_in.weight" in frozen and "time_embedding.linear_1.weight" in frozen
     assert not any("attentions" in name for name in frozen)
+
+
+def test_prepare_data_reports_a_broken_video_and_builds_the_rest(videos: Path, tiny_home, tmp_path):
+    import shutil
+
+    from animator_cli.training.prepare import prepare_dataset
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(videos / "dance0.mp4", tmp_path / "in" / "good.mp4")
+    (tmp_path / "in" / "broken.mp4").write_bytes(b"not a video at all")
+    result = prepare_dataset(tmp_path / "in", tmp_path / "out", tiny_home)
+    assert result.built == ["good"] and list(result.failed) == ["broken"]
+    assert not (tmp_path / "out" / "broken").exists() and not list((tmp_path / "out").glob(".*"))
+    assert (tmp_path / "out" / "video_rec_path.txt").read_text().split() == ["good"]
+
+
+def test_two_processes_with_torchrun(dataset: Path, tiny_home, tmp_path):
+    """DDP on the CPU (gloo): one result printed, every rank's RNG state in the checkpoint, resume at the step."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "animator_cli", "--weights", str(tiny_home.root), "--json", "train", "--config", TINY,
+               "--data", str(dataset), "--output", str(tmp_path), "checkpoint_every=2", "data.num_frames=2",
+               "data.batch_size=1"]
+    first = subprocess.run([*command, "--max-steps", "2"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert len(first.stdout.strip().splitlines()) == 1 and json.loads(first.stdout)["step"] == 2
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (tmp_path / "checkpoint-2").iterdir()}
+    second = subprocess.run([*command, "--max-steps", "3", "--resume", "latest"], capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert json.loads(second.stdout)["start_step"] == 2 and (tmp_path / "checkpoint-3").is_dir()

@@ -227,3 +227,17 @@ def test_loader_moves_on_when_a_frame_breaks_mid_epoch(tmp_path, caplog):
     sample = ClipDataset(report.clips, [(64, 64)], 4, 1)[SampleKey(0, 0, 7)]
     assert sample["pixel_values"].shape == (4, 3, 64, 64)
     assert "skipping clip" in caplog.text
+
+
+def test_resume_resolution(tmp_path):
+    from animator_cli.training.checkpoint import STATE_FILE, resolve_resume
+
+    assert resolve_resume(tmp_path, None) is None and resolve_resume(tmp_path, "latest") is None
+    for step in (5, 40, 100):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / STATE_FILE).write_text("{}")
+    (tmp_path / "checkpoint-200").mkdir()  # incomplete: no trainer state
+    (tmp_path / ".checkpoint-300.partial").mkdir()
+    assert resolve_resume(tmp_path, "latest") == tmp_path / "checkpoint-100"
+    with pytest.raises(InputError, match="not a complete training checkpoint"):
+        resolve_resume(tmp_path, str(tmp_path / "checkpoint-200"))
