@@ -125,7 +125,7 @@ class FaceRefiner:
             optimizer.zero_grad(set_to_none=True)
             loss = self._loss(vae, z, visible, [boxes[i] for i in visible])
             (loss * scale).backward()
-            record.losses[iteration] += float(loss)
+            record.losses[iteration] += float(loss.detach())
             if torch.isfinite(z.grad).all():
                 optimizer.step()
             else:
@@ -158,5 +158,5 @@ def _checkpointed(vae: torch.nn.Module) -> Iterator[None]:
 
 def reference_face_crop(reference: np.ndarray, box: Box) -> torch.Tensor:
     """(3, 112, 112) in [-1, 1]: the reference face (H×W×3 uint8, already fitted) cut at ``box`` and resized."""
-    pixels = torch.from_numpy(np.ascontiguousarray(reference)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    pixels = torch.from_numpy(np.array(reference, np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
     return face_crops(pixels, [box])[0]

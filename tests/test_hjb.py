@@ -1,0 +1,203 @@
+"""HJB face optimisation: face boxes, the chunked refiner, and `--face-opt` through the sampler and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from animator_cli.errors import InputError
+from animator_cli.generate import Runtime, load_pipeline
+from animator_cli.hjb import (
+    FaceOptOptions,
+    FaceRefiner,
+    fit_box,
+    load_arcface,
+    mask_face_boxes,
+    parse_steps,
+    pose_face_boxes,
+    reference_face_crop,
+)
+from animator_cli.pose.draw import draw_pose
+from animator_cli.pose.keypoints import FACE, NUM_POINTS, Pose, PoseTrack, save_keypoints
+from animator_cli.sampling.fit import Fit, fit_image
+from animator_cli.video import load_image, write_frame
+from animator_cli.weights.tiny import arcface as tiny_arcface
+
+FACE_BOX = (16, 8, 48, 40)  # a face box in 64×64 test frames
+
+
+def _face_pose(centre: tuple[float, float], half: tuple[float, float], visible: bool = True) -> Pose:
+    """A pose whose 68 face points lie on an ellipse (normalised coordinates) around ``centre``."""
+    points = np.zeros((NUM_POINTS, 2), np.float32)
+    scores = np.zeros(NUM_POINTS, np.float32)
+    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    points[FACE] = np.stack([centre[0] + half[0] * np.cos(angles), centre[1] + half[1] * np.sin(angles)], 1)
+    scores[FACE] = 0.9 if visible else 0.1
+    return Pose(points, scores)
+
+
+def pose_folder(folder: Path, poses: list[Pose], size: tuple[int, int]) -> Path:
+    """A pose folder like `animator extract-pose` writes: skeleton PNGs, keypoints.npz, meta.json."""
+    folder.mkdir(parents=True)
+    for i, pose in enumerate(poses):
+        write_frame(folder, i, draw_pose(pose, *size))
+    track = PoseTrack.from_poses(poses, size, 12.0)
+    save_keypoints(folder / "keypoints.npz", track, track)
+    (folder / "meta.json").write_text(json.dumps({"fps": 12.0}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_home):
+    return load_pipeline(tiny_home, Runtime(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def arcface_home(tiny_home, tmp_path_factory):
+    """The tiny home plus the tiny glintr100_torch.pth (a copy of the weights' Animation folder is not needed:
+    the file is only read from ``animation_dir``)."""
+    tiny_arcface.write(tiny_home.root, seed=0)
+    return tiny_home
+
+
+@pytest.fixture(scope="module")
+def arcface(arcface_home):
+    return load_arcface(arcface_home)
+
+
+@pytest.fixture(scope="module")
+def reference_crop(astronaut_path):
+    return reference_face_crop(fit_image(load_image(astronaut_path), 64, 64), (20, 4, 40, 28))
+
+
+@pytest.mark.parametrize("mode", list(Fit))
+@pytest.mark.parametrize("size", [(96, 64), (64, 128), (32, 32)])
+def test_fit_box_follows_fit_image(mode, size):
+    """A white rectangle fitted with fit_image lands inside fit_box's box, touching its edges (±1 px)."""
+    w, h = size
+    box = (w // 4, h // 3, w * 3 // 4, h * 2 // 3)
+    image = np.zeros((h, w, 3), np.uint8)
+    image[box[1]:box[3], box[0]:box[2]] = 255
+    fitted = fit_image(image, 64, 64, mode, pose=True)[..., 0] > 127
+    rows, cols = np.flatnonzero(fitted.any(1)), np.flatnonzero(fitted.any(0))
+    x0, y0, x1, y1 = fit_box(box, size, 64, 64, mode)
+    assert abs(cols[0] - x0) <= 1 and abs(cols[-1] + 1 - x1) <= 1
+    assert abs(rows[0] - y0) <= 1 and abs(rows[-1] + 1 - y1) <= 1
+
+
+def test_fit_box_outside_the_crop_is_none():
+    assert fit_box((0, 0, 10, 64), (128, 64), 64, 64, Fit.COVER) is None  # the cover crop drops x < 32
+    assert fit_box((0, 0, 10, 64), (128, 64), 64, 64, Fit.STRETCH) == (0, 0, 5, 64)
+
+
+def test_boxes_from_a_known_skeleton(tmp_path):
+    """Face points spanning x 48..72, y 16..32 on a 96×64 canvas; cover-fitted to 64×64 the crop drops 16 px on
+    the left; 10 % padding; the second frame's face is invisible."""
+    poses = [_face_pose((60 / 96, 24 / 64), (12 / 96, 8 / 64)), _face_pose((0.5, 0.5), (0.1, 0.1), visible=False)]
+    folder = pose_folder(tmp_path / "poses", poses, (96, 64))
+    boxes = pose_face_boxes(folder, 2, 64, 64, Fit.COVER)
+    assert boxes[1] is None
+    assert boxes[0] == (45 - 16, 14, 75 - 16, 34)
+    assert pose_face_boxes(folder, 2, 96, 64, Fit.COVER)[0] == (45, 14, 75, 34)
+    with pytest.raises(InputError, match="3 poses"):
+        pose_face_boxes(folder, 3, 64, 64, Fit.COVER)
+    (folder / "keypoints.npz").unlink()
+    with pytest.raises(InputError, match="--face-masks"):
+        pose_face_boxes(folder, 2, 64, 64, Fit.COVER)
+
+
+def test_boxes_from_masks_and_an_empty_mask(tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    first = np.zeros((128, 128, 3), np.uint8)
+    first[20:60, 40:80] = 255
+    write_frame(masks, 0, first)
+    write_frame(masks, 1, np.zeros((128, 128, 3), np.uint8))  # empty: the reference divided by zero
+    assert mask_face_boxes(masks, 2, 64, 64, Fit.COVER) == [(20, 10, 40, 30), None]
+    with pytest.raises(InputError, match="2 masks for 3"):
+        mask_face_boxes(masks, 3, 64, 64, Fit.COVER)
+
+
+def test_parse_and_validate_options():
+    assert parse_steps("0:20") == (0, 20)
+    for bad in ("3", "a:b", "1:2:3"):
+        with pytest.raises(InputError):
+            parse_steps(bad)
+    for bad in (FaceOptOptions(iters=0), FaceOptOptions(start=5, end=2), FaceOptOptions(lr=-1)):
+        with pytest.raises(InputError):
+            bad.validate()
+
+
+def _latents(frames: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, frames, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_identity_loss_decreases_within_a_step(pipeline, arcface, reference_crop):
+    refiner = FaceRefiner(arcface, reference_crop, [FACE_BOX] * 3, FaceOptOptions(iters=4, lr=0.05), 25, 4)
+    latents = _latents(3)
+    refined = refiner(pipeline.models.vae, latents, 0)
+    losses = refiner.records[0].losses
+    assert len(losses) == 4 and all(b < a for a, b in zip(losses, losses[1:], strict=False))
+    assert refined.shape == latents.shape and not torch.equal(refined, latents)
+    # the network stays frozen and the sampler's no_grad state and the VAE's settings are restored
+    assert all(p.grad is None for p in arcface.parameters())
+    assert not pipeline.models.vae.is_gradient_checkpointing
+
+
+def test_frames_and_chunks_without_a_face(pipeline, arcface, reference_crop):
+    """Frames 0-3 (chunk 0) have no face: untouched; frame 4 has none but shares chunk 1 with a face frame."""
+    boxes = [None, None, None, None, None, FACE_BOX]
+    refiner = FaceRefiner(arcface, reference_crop, boxes, FaceOptOptions(iters=2), 25, 4)
+    latents = _latents(6)
+    refined = refiner(pipeline.models.vae, latents, 3)
+    assert torch.equal(refined[:, :4], latents[:, :4])
+    assert not torch.equal(refined[:, 4:], latents[:, 4:])
+    assert refiner.records[0].lr == pytest.approx(0.1 * (1 - 3 / 25))
+    nobody = FaceRefiner(arcface, reference_crop, [None] * 6, FaceOptOptions(), 25, 4)
+    assert not nobody.active(0)  # nothing to refine: the sampler never calls it
+
+
+def test_chunked_refinement_equals_the_joint_optimisation(pipeline, arcface, reference_crop):
+    """Chunks of 2 frames optimised independently equal one Adam over all frames on the spec's joint loss (mean
+    over the face frames, decoded 2 frames at a time as the sampler decodes): the per-chunk normalisation by
+    all face frames gives every element the joint gradient, and Adam is element-wise."""
+    vae = pipeline.models.vae
+    boxes = [FACE_BOX, None, FACE_BOX, FACE_BOX]
+    latents = _latents(4, seed=5)
+    refiner = FaceRefiner(arcface, reference_crop, boxes, FaceOptOptions(iters=2, lr=0.05), 25, 2)
+    chunked = refiner(vae, latents, 0)
+    # the joint optimisation written out: one Adam over all of z, loss = mean over the face frames
+    z = latents[0].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=0.05)
+    for _ in range(2):
+        optimizer.zero_grad()
+        distances = []
+        for first in (0, 2):
+            pixels = vae.decode(z[first:first + 2] / vae.config.scaling_factor, num_frames=2).sample.clamp(-1, 1)
+            for i in (0, 1):
+                if boxes[first + i] is not None:
+                    x0, y0, x1, y1 = boxes[first + i]
+                    crop = torch.nn.functional.interpolate(pixels[i:i + 1, :, y0:y1, x0:x1], size=(112, 112),
+                                                           mode="bilinear", align_corners=False)
+                    distances.append(1 - torch.cosine_similarity(arcface(crop), refiner.reference, dim=-1))
+        torch.cat(distances).mean().backward()
+        optimizer.step()
+    torch.testing.assert_close(chunked[0], z.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_decoder_backward_is_checkpointed(pipeline, arcface, reference_crop):
+    """The mid block starts twice per decode (forward, then the recomputation in backward) while refining.
+    (A pre-hook: the recomputation stops as soon as the needed activations exist, before the post-hooks.)"""
+    mid = pipeline.models.vae.decoder.mid_block
+    calls = []
+    handle = mid.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        refiner = FaceRefiner(arcface, reference_crop, [FACE_BOX] * 2, FaceOptOptions(iters=1), 25, 4)
+        refiner(pipeline.models.vae, _latents(2), 0)
+    finally:
+        handle.remove()
+    assert len(calls) == 2
