@@ -3,6 +3,8 @@ data check and loader fallbacks. All fast, no models."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -241,3 +243,14 @@ def test_resume_resolution(tmp_path):
     assert resolve_resume(tmp_path, "latest") == tmp_path / "checkpoint-100"
     with pytest.raises(InputError, match="not a complete training checkpoint"):
         resolve_resume(tmp_path, str(tmp_path / "checkpoint-200"))
+
+
+def test_cli_bad_clips_are_fatal_when_asked(cli, tmp_path):
+    _clip(tmp_path, "good", 6)
+    _clip(tmp_path, "short", 2)
+    (tmp_path / "video_rec_path.txt").write_text("good\nshort\n")
+    result = cli("train", "--config", "presets/tiny-cpu.yaml", "--data", tmp_path, "--output", tmp_path / "run",
+                 "data.on_bad_clip=error")
+    assert result.exit_code == 2 and "1 clip cannot be used" in result.stderr and "short" in result.stderr
+    report = json.loads((tmp_path / "run" / "data_check.json").read_text())
+    assert [p.rsplit("/", 1)[-1] for p, _ in report["problems"]] == ["short"]

@@ -12,7 +12,8 @@ For every video ``<name>.<ext>`` the clip folder ``DATASET/<name>/`` gets:
 * ``identity.npz``: ``embeddings`` (L, 512), the ArcFace embedding of the largest face of every frame (zeros
   where none is found) and ``found`` (L,). The loader picks the row of the reference frame it samples, so
   insightface runs once per frame here instead of in every data-loader call (spec §7). insightface is given
-  BGR, as the reference's training code did and as our inference does.
+  BGR, as the reference's training code did and as our inference does, at the frame's own resolution (the
+  reference first stretched the frame to the training W×H).
 
 Clips are built under a temporary name and renamed when complete, so an interrupted run resumes by skipping
 finished clips. Videos run in parallel worker processes. The list files are rewritten at the end:

@@ -87,7 +87,8 @@ def _report_data(report: DataReport, config: TrainConfig, run_dir: Path, is_main
         log.info("data check: %s (details in %s)", report.summary(), run_dir / "data_check.json")
     if report.problems and config.data.on_bad_clip == "error":
         clip, why = report.problems[0]
-        raise InputError(f"{len(report.problems)} clips cannot be used; first: {clip}: {why}",
+        count = len(report.problems)
+        raise InputError(f"{count} clip{'s' if count > 1 else ''} cannot be used; first: {clip}: {why}",
                          f"see {run_dir / 'data_check.json'}, fix them or set data.on_bad_clip=skip")
     if report.problems and is_main:
         for clip, why in report.problems[:5]:
