@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from animator_cli.errors import InputError
+from animator_cli.models.loading import AnimatorModels
 from animator_cli.sampling.conditioning import (
     added_time_ids,
     clip_embedding,
@@ -61,7 +63,7 @@ class AnimationPipeline:
     ``vae_on_cpu`` runs the VAE on the CPU in fp32 (encode and decode), which saves its activations' memory.
     """
 
-    def __init__(self, models: object, device: torch.device | str, dtype: torch.dtype = torch.float16,
+    def __init__(self, models: AnimatorModels, device: torch.device | str, dtype: torch.dtype = torch.float16,
                  offload: bool = False, vae_on_cpu: bool = False, batch_cfg: bool = True) -> None:
         self.models, self.device, self.dtype = models, torch.device(device), dtype
         self.offload, self.vae_on_cpu, self.batch_cfg = offload, vae_on_cpu, batch_cfg
@@ -88,6 +90,9 @@ class AnimationPipeline:
         """Animate ``reference`` (H×W×3 uint8, already fitted to the output size) along ``poses`` (F×H×W×3
         uint8, same size) with the 512-d ArcFace ``identity``; returns F×H×W×3 uint8 frames."""
         models, num_frames = self.models, len(poses)
+        if poses.ndim != 4 or poses.shape[1:] != reference.shape or reference.shape[0] % 64 or reference.shape[1] % 64:
+            raise InputError(f"pose frames {poses.shape[1:]} and reference {reference.shape} must share one "
+                             "H×W×3 size, a multiple of 64", "fit both with animator_cli.sampling.fit.fit_image")
         windows = window_indices(num_frames, options.tile, options.overlap)
         image = to_tensor(reference)
 
