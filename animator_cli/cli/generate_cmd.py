@@ -137,7 +137,7 @@ def animate(
 
 @app.command("batch")
 def batch(
-    jobs: Annotated[Path, typer.Argument(help="YAML file: `defaults:` and a `jobs:` list (see below).")],
+    jobs: Annotated[Path, typer.Argument(help="YAML file with an optional `defaults:` mapping and a `jobs:` list.")],
     shard: Annotated[str | None, typer.Option(
         "--shard", help="Run only jobs i, i+N, ... as I/N (default: RANK/WORLD_SIZE, else all).")] = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
@@ -145,8 +145,9 @@ def batch(
 ) -> None:
     """Run many generate/animate jobs with the models loaded once; exit 1 if any job failed.
 
-    Each job has reference, output and either driving (a video: animate) or poses (a folder: generate), plus
-    any generate option by its long name (steps, seed, resolution, ...). Paths are relative to the YAML file.
+    A job: reference, output, driving (video) or poses (folder), any generate option by its long name.
+
+    Paths are relative to the YAML file; `defaults:` applies to every job. Format: animator_cli/batch.py.
     """
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
 
