@@ -99,11 +99,16 @@ def _fp32(module: torch.nn.Module) -> Iterator[None]:
     if dtype == torch.float32:
         yield
         return
-    module.to(torch.float32)
+    cast_module(module, torch.float32)
     try:
         yield
     finally:
-        module.to(dtype)
+        cast_module(module, dtype)
+
+
+def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """``module.to(dtype)`` without diffusers' ModelMixin override, which warns on every cast in 0.42."""
+    torch.nn.Module.to(module, dtype)
 
 
 def added_time_ids(fps: int, motion_bucket: int, noise_aug: float) -> torch.Tensor:

@@ -29,6 +29,7 @@ from animator_cli.errors import InputError
 from animator_cli.models.loading import AnimatorModels
 from animator_cli.sampling.conditioning import (
     added_time_ids,
+    cast_module,
     clip_embedding,
     context_tokens,
     reference_latent,
@@ -165,9 +166,8 @@ class AnimationPipeline:
 
 
 def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """Move a module for inference, casting only when its dtype differs (diffusers warns on every cast)."""
-    if next(module.parameters()).dtype != dtype:
-        module.to(dtype)
+    """Move a module for inference in ``dtype``."""
+    cast_module(module, dtype)
     module.to(device).eval().requires_grad_(False)
 
 
