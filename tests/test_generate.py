@@ -359,3 +359,21 @@ def test_pipeline_equals_the_reference_algorithm(pipeline, astronaut_path):
     ours = pipeline(reference, poses, identity, options, torch.Generator().manual_seed(11))
     theirs = _reference_loop(pipeline.models, reference, poses, identity, 3, 8, 3, 1.5, 3.0, 0.02, 11)
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
+
+
+def test_cli_checkpoint_folder(cli, tiny_home, tmp_path, astronaut_path):
+    """--checkpoint reads pose_net/face_encoder/unet from a training run's folder (here a copy of the release)."""
+    import shutil
+
+    poses = _skeletons(tmp_path / "poses", 2)
+    checkpoint = tmp_path / "run"
+    shutil.copytree(tiny_home.animation_dir, checkpoint)
+    args = ["--weights", tiny_home.root, "generate", astronaut_path, poses, "--width", 64, "--height", 64,
+            "--steps", 1, "--crf", 0]
+    assert cli(*args, "-o", tmp_path / "release.mp4").exit_code == 0
+    assert cli(*args, "-o", tmp_path / "run.mp4", "--checkpoint", checkpoint).exit_code == 0
+    np.testing.assert_array_equal(_frames(tmp_path / "release.mp4"), _frames(tmp_path / "run.mp4"))
+    (checkpoint / "unet.pth").unlink()
+    missing = cli(*args, "-o", tmp_path / "bad.mp4", "--checkpoint", checkpoint)
+    assert missing.exit_code == 3 and "unet" in missing.stderr and not (tmp_path / "bad.mp4").exists()
+    assert cli(*args, "-o", tmp_path / "bad.mp4", "--checkpoint", tmp_path / "nowhere").exit_code == 2
