@@ -1,7 +1,10 @@
 """`animator prepare-data` (videos → training dataset) and `animator train` (accelerate training loop).
 
-Multi-GPU / multi-node: launch the same command through accelerate, e.g.
-    accelerate launch --multi_gpu --num_processes 4 -m animator_cli train --config presets/tiktok.yaml --data DS
+One GPU (or CPU): `animator train --config presets/tiktok.yaml --data DS --output runs/tiktok`.
+Several GPUs, one node: the same arguments through accelerate (global options such as --weights go before `train`):
+    accelerate launch --multi_gpu --num_processes 4 -m animator_cli --weights HOME train --config ... --data DS
+Several nodes: add `--num_machines N --machine_rank R --main_process_ip HOST --main_process_port 29500` and set
+--num_processes to the total number of GPUs; `torchrun ... -m animator_cli train ...` works as well.
 """
 
 from __future__ import annotations
