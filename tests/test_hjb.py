@@ -145,7 +145,7 @@ def test_identity_loss_decreases_within_a_step(pipeline, arcface, reference_crop
     assert refined.shape == latents.shape and not torch.equal(refined, latents)
     # the network stays frozen and the sampler's no_grad state and the VAE's settings are restored
     assert all(p.grad is None for p in arcface.parameters())
-    assert not pipeline.models.vae.is_gradient_checkpointing
+    assert all(p.grad is None for p in pipeline.models.vae.parameters())
 
 
 def test_frames_and_chunks_without_a_face(pipeline, arcface, reference_crop):
@@ -190,14 +190,36 @@ def test_chunked_refinement_equals_the_joint_optimisation(pipeline, arcface, ref
 
 
 def test_decoder_backward_is_checkpointed(pipeline, arcface, reference_crop):
-    """The mid block starts twice per decode (forward, then the recomputation in backward) while refining.
-    (A pre-hook: the recomputation stops as soon as the needed activations exist, before the post-hooks.)"""
-    mid = pipeline.models.vae.decoder.mid_block
+    """Every decoder resnet's first conv runs twice per decode (forward, then the recomputation in backward) while
+    refining, and once outside (the patch is removed). (Pre-hooks: the recomputation stops as soon as the needed
+    activations exist, before the post-hooks.)"""
+    vae = pipeline.models.vae
+    resnets = [m for m in vae.decoder.modules() if type(m).__name__ in ("ResnetBlock2D", "TemporalResnetBlock")]
     calls = []
-    handle = mid.register_forward_pre_hook(lambda *_: calls.append(1))
+    handles = [m.conv1.register_forward_pre_hook(lambda *_: calls.append(1)) for m in resnets]
     try:
         refiner = FaceRefiner(arcface, reference_crop, [FACE_BOX] * 2, FaceOptOptions(iters=1), 25, 4)
-        refiner(pipeline.models.vae, _latents(2), 0)
+        refiner(vae, _latents(2), 0)
+        assert len(calls) == 2 * len(resnets) > 0
+        calls.clear()
+        vae.decode(_latents(2)[0], num_frames=2)
+        assert len(calls) == len(resnets)
     finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_diffusers_decoder_checkpointing_works_in_eval_mode(pipeline):
+    """diffusers 0.42's own switch also checkpoints (per block) in eval mode while grad is enabled."""
+    vae = pipeline.models.vae
+    calls = []
+    handle = vae.decoder.mid_block.register_forward_pre_hook(lambda *_: calls.append(1))
+    vae.enable_gradient_checkpointing()
+    try:
+        latent = _latents(2)[0].requires_grad_(True)
+        with torch.enable_grad():
+            vae.decode(latent, num_frames=2).sample.sum().backward()
+    finally:
+        vae.disable_gradient_checkpointing()
         handle.remove()
-    assert len(calls) == 2
+    assert not vae.training and len(calls) == 2

@@ -10,9 +10,8 @@ Memory: the frames are refined in independent chunks of ``chunk`` frames (the sa
 decodes chunk by chunk in the reference too), so peak memory does not grow with the video's length. This is the
 spec's joint optimisation exactly: the chunks share no decoder computation and Adam is element-wise, and each
 chunk's loss is its frames' terms divided by the number of face frames in the whole video, so every element of z
-gets the gradient of the joint mean. The decoder runs with activation checkpointing (diffusers checkpoints the
-mid and up blocks whenever grad is enabled, in eval mode too, since 0.3x; the reference needed a forked VAE for
-that) in the pipeline's dtype (fp16 on GPU, with a constant loss scale, which Adam's update ignores).
+gets the gradient of the joint mean. The decoder runs with per-layer activation checkpointing (`checkpointing.py`)
+in the pipeline's dtype (fp16 on GPU, with a constant loss scale, which Adam's update ignores).
 
 Other fixes of spec §7: the ArcFace network is frozen (no gradients into its weights, no ``retain_graph``), the
 reference embedding is computed once without autograd, frames without a face are left out of the loss (a chunk
@@ -21,9 +20,7 @@ with none is left untouched) instead of crashing, and the VAE is not moved betwe
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +28,7 @@ import torch
 
 from animator_cli.errors import InputError
 from animator_cli.hjb.arcface import Box, face_crops, identity_distance
+from animator_cli.hjb.checkpointing import checkpointed_layers
 from animator_cli.hjb.iresnet import IResNet
 
 log = logging.getLogger("animator")
@@ -105,7 +103,7 @@ class FaceRefiner:
         param = next(vae.parameters())
         self.arcface.to(param.device)
         refined = denoised.clone()
-        with torch.enable_grad(), _checkpointed(vae):
+        with torch.enable_grad(), checkpointed_layers(vae.decoder):
             for first in range(0, denoised.shape[1], self.chunk):
                 frames = slice(first, first + self.chunk)
                 boxes = self.boxes[frames]
@@ -141,19 +139,6 @@ class FaceRefiner:
         arc = next(self.arcface.parameters())
         embeddings = self.arcface(crops.to(arc.dtype)).float()
         return identity_distance(embeddings, self.reference.to(embeddings.device)).sum() / self.faces
-
-
-@contextlib.contextmanager
-def _checkpointed(vae: torch.nn.Module) -> Iterator[None]:
-    """Activation checkpointing on the VAE for the block, restored afterwards (it only acts while grad is on)."""
-    was_on = vae.is_gradient_checkpointing
-    if not was_on:
-        vae.enable_gradient_checkpointing()
-    try:
-        yield
-    finally:
-        if not was_on:
-            vae.disable_gradient_checkpointing()
 
 
 def reference_face_crop(reference: np.ndarray, box: Box) -> torch.Tensor:

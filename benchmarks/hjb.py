@@ -1,0 +1,161 @@
+"""Cost of the HJB face optimisation (`--face-opt`) against basic generation.
+
+    .venv/bin/python benchmarks/hjb.py                   # tiny models on CPU: time and peak RSS, basic vs HJB
+    .venv/bin/python benchmarks/hjb.py --full-decoder    # also: full-size SVD VAE decoder + iresnet100 backward,
+                                                         # 512×512, checkpointing on and off (minutes on a CPU)
+
+Part 1 runs the real AnimationPipeline on a tiny weights home (written to a temporary folder), 64×64, with the
+face refiner on every step, and reports wall time and the peak resident memory of each run (the kernel's
+high-water mark reset through /proc/self/clear_refs before each run, so the runs do not hide each other).
+Part 2 measures, in a fresh subprocess per setting, one refinement iteration at full size: the SVD-xt VAE decoder
+(random weights, its real architecture) decodes ``--frames`` frames at 512×512 in fp32, a face crop goes through
+iresnet100, and the loss is backpropagated to the latent. The peak memory of that backward bounds the extra
+memory HJB needs on a GPU per decode chunk (fp16 halves it); see the printed estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from animator_cli.generate import Runtime, load_pipeline  # noqa: E402
+from animator_cli.hjb import FaceOptOptions, FaceRefiner, load_arcface, reference_face_crop  # noqa: E402
+from animator_cli.hjb.checkpointing import checkpointed_layers  # noqa: E402
+from animator_cli.sampling.pipeline import SamplingOptions  # noqa: E402
+from animator_cli.weights.tiny import arcface as tiny_arcface  # noqa: E402
+from animator_cli.weights.tiny import make_tiny  # noqa: E402
+
+# stabilityai/stable-video-diffusion-img2vid-xt vae/config.json (architecture fields)
+SVD_VAE_CONFIG = {"in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
+                  "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4,
+                  "sample_size": 768, "scaling_factor": 0.18215, "force_upcast": True}
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> int:
+    """Reset the peak-RSS counter (VmHWM) to the current RSS and return the current RSS in KiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _rss_kib("VmRSS")
+
+
+def _measure(run) -> tuple[float, float]:
+    """(seconds, peak RSS above the starting RSS in MiB) of ``run()``."""
+    start_rss = _reset_peak()
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start, (_rss_kib("VmHWM") - start_rss) / 1024
+
+
+def tiny(frames: int, steps: int, repeats: int) -> None:
+    torch.set_num_threads(1)
+    home = make_tiny(Path(tempfile.mkdtemp()) / "home", seed=0)
+    tiny_arcface.write(home.root, seed=0)
+    pipeline = load_pipeline(home, Runtime(device="cpu"))
+    arcface = load_arcface(home)
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    poses = rng.integers(0, 255, (frames, 64, 64, 3), dtype=np.uint8)
+    identity = rng.standard_normal(512).astype(np.float32)
+    options = SamplingOptions(steps=steps)
+    face_opt = FaceOptOptions(start=0, end=steps - 1)
+
+    def basic() -> None:
+        pipeline(reference, poses, identity, options, torch.Generator().manual_seed(0))
+
+    def hjb() -> None:
+        refiner = FaceRefiner(arcface, reference_face_crop(reference, (16, 8, 48, 40)), [(16, 8, 48, 40)] * frames,
+                              face_opt, steps, options.decode_chunk)
+        pipeline(reference, poses, identity, options, torch.Generator().manual_seed(0), refine=refiner)
+
+    basic()  # warm-up: first-call allocations
+    results = {name: [_measure(fn) for _ in range(repeats)] for name, fn in (("basic", basic), ("hjb", hjb))}
+    print(f"tiny models, CPU 1 thread, {frames} frames 64×64, {steps} steps, HJB on every step "
+          f"({face_opt.iters} iterations, chunks of {options.decode_chunk}); best of {repeats}:")
+    for name, runs in results.items():
+        print(f"  {name:5s}: {min(t for t, _ in runs):6.2f} s, peak RSS +{max(m for _, m in runs):7.1f} MiB")
+    ratio = min(t for t, _ in results["hjb"]) / min(t for t, _ in results["basic"])
+    print(f"  HJB / basic time: {ratio:.2f}× (tiny UNet: the decoder and ArcFace dominate, unlike full size)")
+
+
+MODES = ("off", "blocks", "layers")  # no checkpointing, diffusers' per-block switch, ours per layer
+
+
+def full_decoder_child(frames: int, mode: str) -> dict:
+    """One refinement iteration at full size, measured in this (fresh) process."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from animator_cli.hjb import IResNet
+    from animator_cli.hjb.arcface import face_crops, identity_distance
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().requires_grad_(False)
+    arcface = IResNet().eval().requires_grad_(False)
+    if mode == "blocks":
+        vae.enable_gradient_checkpointing()
+    z = torch.randn(frames, 4, 64, 64)
+    reference = torch.randn(1, 512)
+
+    def iteration() -> None:
+        latent = z.clone().requires_grad_(True)
+        layers = checkpointed_layers(vae.decoder) if mode == "layers" else contextlib.nullcontext()
+        with torch.enable_grad(), layers:
+            pixels = vae.decode(latent / 0.18215, num_frames=frames).sample.clamp(-1, 1)
+            crops = face_crops(pixels, [(160, 64, 352, 288)] * frames)
+            identity_distance(arcface(crops), reference).mean().backward()
+        assert latent.grad is not None and latent.grad.abs().sum() > 0
+
+    seconds, peak = _measure(iteration)
+    return {"frames": frames, "mode": mode, "seconds": seconds, "peak_mib": peak}
+
+
+def full_decoder(frames: int) -> None:
+    print(f"full-size SVD VAE decoder + iresnet100, {frames} frame(s) 512×512, fp32 CPU, one forward+backward:")
+    rows = {}
+    for mode in MODES:
+        out = subprocess.run([sys.executable, __file__, "--child", str(frames), mode],
+                             capture_output=True, text=True, check=True)
+        rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  checkpointing {mode:6s}: {rows[mode]['seconds']:6.1f} s, "
+              f"peak RSS +{rows[mode]['peak_mib'] / 1024:5.2f} GiB")
+    per_frame_fp16 = rows["layers"]["peak_mib"] / frames / 2 / 1024
+    print(f"  estimate on a GPU in fp16, layer checkpointing: ≈{per_frame_fp16:.2f} GiB per decoded frame, "
+          f"≈{4 * per_frame_fp16:.1f} GiB for a decode chunk of 4 (independent of the video length)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=16, help="tiny run: frames")
+    parser.add_argument("--steps", type=int, default=4, help="tiny run: denoising steps")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--full-decoder", action="store_true", help="also measure the full-size decoder backward")
+    parser.add_argument("--decoder-frames", type=int, default=1)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        torch.set_num_threads(2)
+        print(json.dumps(full_decoder_child(int(args.child[0]), args.child[1])))
+        return
+    tiny(args.frames, args.steps, args.repeats)
+    if args.full_decoder:
+        full_decoder(args.decoder_frames)
+
+
+if __name__ == "__main__":
+    main()
