@@ -66,23 +66,21 @@ def prune(run_dir: Path, keep: int) -> list[Path]:
 
 
 def unet_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
-    """The UNet's tensors under the released keys: LoRA adapters (if any) merged into their base weights."""
-    from_peft = any("lora_" in key for key in unet.state_dict())
-    if not from_peft:
-        return {k: v.detach().contiguous() for k, v in unet.state_dict().items()}
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    """The UNet's tensors under the released keys, LoRA adapters (if any) added to their base weights.
 
-    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
-    with torch.no_grad():
-        for layer in layers:
-            layer.merge()
-        try:
-            state = {k.replace(".base_layer.", "."): v.detach().clone() for k, v in unet.state_dict().items()
-                     if "lora_" not in k}
-        finally:
-            for layer in layers:
-                layer.unmerge()
-    return state
+    The merged weights are computed beside the module (base + ΔW), never by merging in place, so saving a
+    checkpoint does not perturb the weights being trained."""
+    state = {k.replace(".base_layer.", "."): v.detach() for k, v in unet.state_dict().items() if "lora_" not in k}
+    from_peft = len(state) != len(unet.state_dict())
+    if from_peft:
+        from peft.tuners.lora import LoraLayer
+
+        for name, module in unet.named_modules():
+            if isinstance(module, LoraLayer):
+                key = f"{name}.weight"
+                with torch.no_grad():
+                    state[key] = state[key] + sum(module.get_delta_weight(a) for a in module.active_adapters)
+    return {k: v.contiguous() for k, v in state.items()}
 
 
 def is_adapter_key(key: str) -> bool:
