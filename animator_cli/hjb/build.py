@@ -1,0 +1,39 @@
+"""Assembling the face refiner of one generation: the reference face, the frames' face boxes, the ArcFace network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from animator_cli.errors import InputError
+from animator_cli.face import FaceIdentity
+from animator_cli.hjb.arcface import load_arcface
+from animator_cli.hjb.boxes import fit_box, mask_face_boxes, pose_face_boxes
+from animator_cli.hjb.refine import FaceOptOptions, FaceRefiner, reference_face_crop
+from animator_cli.sampling.fit import Fit
+from animator_cli.weights.home import WeightsHome
+
+
+def build_refiner(reference: np.ndarray, reference_size: tuple[int, int], identity: FaceIdentity, poses: Path,
+                  num_frames: int, options: FaceOptOptions, *, fit: Fit, steps: int, chunk: int,
+                  weights: WeightsHome, masks: Path | None = None) -> FaceRefiner:
+    """The refiner for ``reference`` (already fitted to the output size; ``reference_size`` = (w, h) of the
+    original, in which the face stage's ``identity.box`` is given) animated along the pose folder ``poses``.
+
+    Frame boxes come from ``masks`` (a folder of frame_<i>.png) when given, else from the pose folder's
+    keypoints.npz; both go through the same fit as the frames they describe.
+    """
+    height, width = reference.shape[:2]
+    if not identity.found:
+        raise InputError("--face-opt needs a face in the reference image, and none was found",
+                         "use a reference photo with a visible face, or drop --face-opt")
+    box = fit_box(tuple(float(v) for v in identity.box), reference_size, width, height, fit)
+    if box is None:
+        raise InputError(f"the reference face is outside the {width}×{height} output after --fit {fit.value}",
+                         "use --fit contain, or drop --face-opt")
+    if masks is not None:
+        boxes = mask_face_boxes(masks, num_frames, width, height, fit)
+    else:
+        boxes = pose_face_boxes(poses, num_frames, width, height, fit)
+    return FaceRefiner(load_arcface(weights), reference_face_crop(reference, box), boxes, options, steps, chunk)
