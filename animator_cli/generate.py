@@ -29,6 +29,7 @@ from animator_cli.cache import StageCache
 from animator_cli.errors import InputError
 from animator_cli.face import face_stage, load_identity
 from animator_cli.fileio import atomic_path, ensure_writable_dir
+from animator_cli.hjb import FaceOptOptions, arcface_sources, build_refiner, parse_steps
 from animator_cli.pose import extract_pose
 from animator_cli.sampling.fit import Fit, fit_image
 from animator_cli.sampling.pipeline import AnimationPipeline, Progress, SamplingOptions
@@ -43,6 +44,7 @@ RESOLUTIONS = {"512x512": (512, 512), "576x1024": (576, 1024), "1024x576": (1024
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 VIDEO_FILE = "video.mp4"
 _SAMPLING = SamplingOptions()
+_FACE_OPT = FaceOptOptions()
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class GenerateOptions:
     crf: int = 18
     legacy_rgb_id: bool = False
     allow_no_face: bool = False
+    face_opt: FaceOptOptions | None = None  # HJB face optimisation (animator_cli.hjb), off when None
 
     def validate(self) -> None:
         for name, value in (("--width", self.width), ("--height", self.height)):
@@ -75,6 +78,11 @@ class GenerateOptions:
             raise InputError(f"--crf {self.crf} must be between 0 and 51")
         if self.fps is not None and self.fps <= 0:
             raise InputError(f"--fps {self.fps} must be positive")
+        if self.face_opt is not None:
+            self.face_opt.validate()
+            if self.face_opt.start >= s.steps:
+                raise InputError(f"--face-opt-steps starts at step {self.face_opt.start} of {s.steps}",
+                                 "use a START below --steps")
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,9 @@ def make_options(resolution: str = "512x512", width: int | None = None, height: 
                   noise_aug: float = _SAMPLING.noise_aug, motion_bucket: int = _SAMPLING.motion_bucket,
                   fps: float | None = None, id_scale: float = _SAMPLING.id_scale, crf: int = 18, fit: Fit = Fit.COVER,
                   decode_chunk: int = _SAMPLING.decode_chunk, legacy_rgb_id: bool = False,
-                  allow_no_face: bool = False) -> GenerateOptions:
+                  allow_no_face: bool = False, face_opt: bool = False, face_opt_iters: int = _FACE_OPT.iters,
+                  face_opt_steps: str = f"{_FACE_OPT.start}:{_FACE_OPT.end}",
+                  face_opt_lr: float = _FACE_OPT.lr) -> GenerateOptions:
     """GenerateOptions from the CLI's values (`batch` job entries use the same names)."""
     if resolution not in RESOLUTIONS:
         raise InputError(f"unknown --resolution {resolution}", f"choose from {', '.join(RESOLUTIONS)}")
@@ -133,7 +143,9 @@ def make_options(resolution: str = "512x512", width: int | None = None, height: 
                                motion_bucket=motion_bucket, id_scale=id_scale, decode_chunk=decode_chunk)
     options = GenerateOptions(width=width or preset_w, height=height or preset_h, seed=seed, sampling=sampling,
                               fit=Fit(fit), fps=fps, crf=crf, legacy_rgb_id=legacy_rgb_id,
-                              allow_no_face=allow_no_face)
+                              allow_no_face=allow_no_face,
+                              face_opt=FaceOptOptions(face_opt_iters, *parse_steps(face_opt_steps), face_opt_lr)
+                              if face_opt else None)
     options.validate()
     return options
 
@@ -178,23 +190,27 @@ def load_poses(paths: list[Path], width: int, height: int, fit: Fit) -> np.ndarr
     return np.stack([fit_image(load_image(p), width, height, fit, pose=True) for p in paths])
 
 
-def weights_signature(weights: WeightsHome, checkpoint_dir: Path | None) -> dict[str, list[int]]:
+def weights_signature(weights: WeightsHome, checkpoint_dir: Path | None,
+                      face_opt: bool = False) -> dict[str, list[int]]:
     """Size and mtime of every weight file generation reads, so the cache follows a change of weights."""
     animation = Path(checkpoint_dir) if checkpoint_dir else weights.animation_dir
     files = [p for sub in ("unet", "vae", "image_encoder") for p in sorted((weights.svd_dir / sub).glob("*"))]
     files += sorted(p for p in animation.glob("*") if p.suffix in (".pth", ".safetensors"))
+    files += arcface_sources(weights) if face_opt else []
     return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.is_file()}
 
 
 def generate(reference: Path, poses: Path, output: Path, options: GenerateOptions = GenerateOptions(),
              runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
              pipeline: PipelineLoader | None = None, audio_from: Path | None = None,
-             frames_dir: Path | None = None, force: bool = False, progress: Progress | None = None) -> GenerateResult:
+             frames_dir: Path | None = None, face_masks: Path | None = None, force: bool = False,
+             progress: Progress | None = None) -> GenerateResult:
     """Animate ``reference`` along the skeleton frames in ``poses`` and write an H.264 mp4 to ``output``.
 
     ``audio_from`` muxes that video's audio; ``frames_dir`` also writes each frame as `frame_<i>.png` (this
     renders even when the video is cached). ``pipeline`` returns loaded models (see `lazy_pipeline`); it is
-    called only when the video must be rendered.
+    called only when the video must be rendered. With ``options.face_opt``, the face boxes come from
+    ``face_masks`` (frame_<i>.png masks) when given, else from the pose folder's keypoints.npz.
     """
     options.validate()
     reference, poses, output = Path(reference), Path(poses), Path(output)
@@ -202,25 +218,32 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
         raise InputError(f"output {output} must end in .mp4")
     if audio_from is not None and not Path(audio_from).is_file():
         raise InputError(f"--audio-from {audio_from} does not exist")
-    rgb = fit_image(load_image(reference), options.width, options.height, options.fit)
+    if face_masks is not None and (options.face_opt is None or not Path(face_masks).is_dir()):
+        raise InputError(f"--face-masks {face_masks} needs --face-opt and must be a folder of frame_<i>.png")
+    source = load_image(reference)
+    rgb = fit_image(source, options.width, options.height, options.fit)
     frame_paths = pose_frames(poses)
     fps = options.fps or pose_fps(poses) or DEFAULT_FPS
     face_dir, _ = face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
                              allow_no_face=options.allow_no_face, device=runtime.device, force=force)
-    identity = load_identity(face_dir).embedding
+    face = load_identity(face_dir)
+    identity = face.embedding
 
     params = {"options": asdict(options), "fps": fps, "dtype": str(runtime.torch_dtype()),
               "identity": hashlib.sha256(identity.tobytes()).hexdigest(),
-              "weights": weights_signature(weights, runtime.checkpoint_dir)}
-    entry = cache.entry("generate", [reference, poses], params)
+              "weights": weights_signature(weights, runtime.checkpoint_dir, options.face_opt is not None)}
+    entry = cache.entry("generate", [reference, poses, *([face_masks] if face_masks else [])], params)
     cached = entry.done and not force and frames_dir is None
     if cached:
         log.info("generation cached: %s", entry.path)
     else:
+        refine = None if options.face_opt is None else build_refiner(
+            rgb, source.shape[1::-1], face, poses, len(frame_paths), options.face_opt, fit=options.fit,
+            steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks)
         animation = (pipeline or lazy_pipeline(weights, runtime))()
         frames = load_poses(frame_paths, options.width, options.height, options.fit)
         generator = torch.Generator(device=animation.device).manual_seed(options.seed)
-        video = animation(rgb, frames, identity, options.sampling, generator, progress)
+        video = animation(rgb, frames, identity, options.sampling, generator, progress, refine=refine)
         with entry.writing() as tmp:
             write_video(tmp / VIDEO_FILE, video, fps, options.crf)
         if frames_dir is not None:

@@ -24,7 +24,8 @@ from animator_cli.hjb import (
 from animator_cli.pose.draw import draw_pose
 from animator_cli.pose.keypoints import FACE, NUM_POINTS, Pose, PoseTrack, save_keypoints
 from animator_cli.sampling.fit import Fit, fit_image
-from animator_cli.video import load_image, write_frame
+from animator_cli.sampling.pipeline import SamplingOptions
+from animator_cli.video import iter_frames, load_image, write_frame
 from animator_cli.weights.tiny import arcface as tiny_arcface
 
 FACE_BOX = (16, 8, 48, 40)  # a face box in 64×64 test frames
@@ -223,3 +224,100 @@ def test_diffusers_decoder_checkpointing_works_in_eval_mode(pipeline):
         vae.disable_gradient_checkpointing()
         handle.remove()
     assert not vae.training and len(calls) == 2
+
+
+def _inputs(frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), rng.integers(0, 255, (frames, 64, 64, 3), np.uint8),
+            rng.standard_normal(512).astype(np.float32))
+
+
+class _Recorder:
+    """Active at every step: records the x̂0 it is given and passes it to ``refiner`` where that is active."""
+
+    def __init__(self, refiner: FaceRefiner) -> None:
+        self.refiner, self.inputs = refiner, {}
+
+    def active(self, step: int) -> bool:
+        return True
+
+    def __call__(self, vae: torch.nn.Module, denoised: torch.Tensor, step: int) -> torch.Tensor:
+        self.inputs[step] = denoised.clone()
+        return self.refiner(vae, denoised, step) if self.refiner.active(step) else denoised
+
+
+def test_learning_rate_zero_equals_basic_generation(pipeline, arcface, reference_crop):
+    reference, poses, identity = _inputs(6)
+    options = SamplingOptions(steps=3)
+    basic = pipeline(reference, poses, identity, options, torch.Generator().manual_seed(4))
+    refiner = FaceRefiner(arcface, reference_crop, [FACE_BOX] * 6, FaceOptOptions(lr=0.0), 3, 4)
+    frozen = pipeline(reference, poses, identity, options, torch.Generator().manual_seed(4), refine=refiner)
+    assert [r.step for r in refiner.records] == [0, 1, 2]  # it ran, through the decoder and ArcFace
+    np.testing.assert_array_equal(frozen, basic)
+    refiner = FaceRefiner(arcface, reference_crop, [FACE_BOX] * 6, FaceOptOptions(lr=0.1), 3, 4)
+    moved = pipeline(reference, poses, identity, options, torch.Generator().manual_seed(4), refine=refiner)
+    assert not np.array_equal(moved, basic)
+
+
+def test_only_steps_in_the_range_are_refined(pipeline, arcface, reference_crop):
+    """Range 1:2 of 4 steps: x̂0 at steps 0 and 1 is what basic generation computes (nothing refined before
+    START), it differs from step 2 on, and the refiner runs at steps 1 and 2 only."""
+    reference, poses, identity = _inputs(5, seed=1)
+    options = SamplingOptions(steps=4)
+    runs = {}
+    for name, face_opt in (("basic", FaceOptOptions(lr=0.0, start=0, end=3)), ("hjb", FaceOptOptions(start=1, end=2))):
+        recorder = _Recorder(FaceRefiner(arcface, reference_crop, [FACE_BOX] * 5, face_opt, 4, 4))
+        pipeline(reference, poses, identity, options, torch.Generator().manual_seed(2), refine=recorder)
+        runs[name] = recorder
+    assert [r.step for r in runs["hjb"].refiner.records] == [1, 2]
+    for step in (0, 1):
+        torch.testing.assert_close(runs["hjb"].inputs[step], runs["basic"].inputs[step], rtol=0, atol=0)
+    for step in (2, 3):
+        assert not torch.equal(runs["hjb"].inputs[step], runs["basic"].inputs[step])
+
+
+def _cli_args(home, reference: Path, poses: Path, out: Path, *extra) -> list:
+    return ["--weights", home.root, "--json", "generate", reference, poses, "-o", out, "--width", 64, "--height", 64,
+            "--steps", 2, *extra]
+
+
+def test_cli_face_opt_forty_frames(cli, arcface_home, tmp_path, astronaut_path):
+    """40 frames = 3 windows of 16 and 10 refiner chunks of 4; the face leaves the frame in frames 20-24."""
+    poses = [_face_pose((0.3 + 0.01 * i, 0.3), (0.1, 0.12), visible=not 20 <= i < 25) for i in range(40)]
+    folder = pose_folder(tmp_path / "poses", poses, (64, 64))
+    basic = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "basic.mp4"))
+    assert basic.exit_code == 0, basic.stderr
+    result = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
+                            "--face-opt-steps", "0:1", "--face-opt-iters", 2))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["cached"] is False  # the face-opt options are in the cache key
+    hjb_frames, basic_frames = (np.stack(list(iter_frames(tmp_path / n))) for n in ("hjb.mp4", "basic.mp4"))
+    assert hjb_frames.shape == basic_frames.shape == (40, 64, 64, 3)
+    assert not np.array_equal(hjb_frames, basic_frames)
+    again = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
+                           "--face-opt-steps", "0:1", "--face-opt-iters", 2))
+    assert json.loads(again.stdout)["cached"] is True
+    other_lr = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
+                              "--face-opt-steps", "0:1", "--face-opt-iters", 2, "--face-opt-lr", 0.05))
+    assert json.loads(other_lr.stdout)["cached"] is False
+
+
+def test_cli_face_masks_and_bad_input(cli, arcface_home, tmp_path, astronaut_path):
+    folder = pose_folder(tmp_path / "poses", [_face_pose((0.5, 0.3), (0.1, 0.1))] * 3, (64, 64))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(3):
+        mask = np.zeros((64, 64, 3), np.uint8)
+        if i != 1:  # frame 1: an empty mask is skipped, not a crash
+            mask[10:40, 20:44] = 255
+        write_frame(masks, i, mask)
+    ok = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "m.mp4", "--face-opt", "--face-masks",
+                        masks, "--face-opt-steps", "1:1"))
+    assert ok.exit_code == 0, ok.stderr
+    (folder / "keypoints.npz").unlink()
+    for extra, message in ((("--face-opt",), "keypoints.npz"), (("--face-opt-steps", "1-2", "--face-opt"), "START"),
+                           (("--face-opt", "--face-opt-steps", "2:3"), "below --steps"),
+                           (("--face-masks", masks), "needs --face-opt")):
+        bad = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "bad.mp4", *extra))
+        assert bad.exit_code == 2 and message in bad.stderr, (extra, bad.stderr)
+        assert "Traceback" not in bad.stderr and not (tmp_path / "bad.mp4").exists()

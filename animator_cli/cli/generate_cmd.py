@@ -17,11 +17,13 @@ from animator_cli.errors import InputError
 from animator_cli.generate import DEFAULT_SEED, DTYPES, RESOLUTIONS, Runtime, make_options
 from animator_cli.generate import animate as animate_stage
 from animator_cli.generate import generate as generate_stage
+from animator_cli.hjb import FaceOptOptions
 from animator_cli.sampling.fit import Fit
 from animator_cli.sampling.pipeline import Progress as ProgressFn
 from animator_cli.sampling.pipeline import SamplingOptions
 
 _S = SamplingOptions()
+_F = FaceOptOptions()
 
 Resolution = Annotated[str, typer.Option("--resolution", "-r", help=f"Preset W×H: {', '.join(RESOLUTIONS)}.")]
 Width = Annotated[int | None, typer.Option("--width", help="Output width (multiple of 64); overrides -r.")]
@@ -53,6 +55,13 @@ AllowNoFace = Annotated[bool, typer.Option("--allow-no-face", help="Use a zero i
 Checkpoint = Annotated[Path | None, typer.Option(
     "--checkpoint", help="Folder with pose_net/face_encoder/unet .pth to use instead of the released ones.")]
 Force = Annotated[bool, typer.Option("--force", help="Recompute every stage even when cached.")]
+FaceOpt = Annotated[bool, typer.Option(
+    "--face-opt", help="HJB face optimisation: refine the face identity during denoising (slower).")]
+FaceOptIters = Annotated[int, typer.Option("--face-opt-iters", min=1, help="Adam iterations per refined step.")]
+FaceOptSteps = Annotated[str, typer.Option(
+    "--face-opt-steps", help="Refined steps START:END, inclusive, 0 = the noisiest step.")]
+FaceOptLr = Annotated[float, typer.Option(
+    "--face-opt-lr", min=0.0, help="Adam learning rate η at step 0, decayed as η·(1 − i/steps).")]
 Output = Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.")]
 
 
@@ -90,17 +99,22 @@ def generate(
     audio_from: Annotated[Path | None, typer.Option("--audio-from", help="Mux this video's audio.")] = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
     legacy_rgb_id: LegacyRgb = False, allow_no_face: AllowNoFace = False, checkpoint: Checkpoint = None,
+    face_opt: FaceOpt = False, face_opt_iters: FaceOptIters = _F.iters,
+    face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
+    face_masks: Annotated[Path | None, typer.Option(
+        "--face-masks", help="With --face-opt: folder of frame_<i>.png face masks instead of the pose keypoints.")]
+    = None,
     force: Force = False,
 ) -> None:
     """Animate REFERENCE along the skeleton frames in POSES; writes an H.264 mp4."""
     options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
                             noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
-                            allow_no_face)
+                            allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
     with step_progress("generate") as progress:
         result = generate_stage(reference, poses, output, options, runtime, weights=settings.weights,
-                                cache=settings.cache, audio_from=audio_from, frames_dir=frames_dir, force=force,
-                                progress=progress)
+                                cache=settings.cache, audio_from=audio_from, frames_dir=frames_dir,
+                                face_masks=face_masks, force=force, progress=progress)
     emit(result.as_dict(), [result.output])
 
 
@@ -121,12 +135,14 @@ def animate(
     = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
     legacy_rgb_id: LegacyRgb = False, allow_no_face: AllowNoFace = False, checkpoint: Checkpoint = None,
+    face_opt: FaceOpt = False, face_opt_iters: FaceOptIters = _F.iters,
+    face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
     force: Force = False,
 ) -> None:
     """Extract poses from DRIVING (aligned to REFERENCE), then generate; the driving audio is kept."""
     options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
                            noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
-                           allow_no_face)
+                           allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
     with step_progress("animate") as progress:
         result = animate_stage(reference, driving, output, options, runtime, weights=settings.weights,

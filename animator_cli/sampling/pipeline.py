@@ -19,8 +19,10 @@ Random draws come from one generator in the reference's order and shapes: the re
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -39,6 +41,14 @@ from animator_cli.sampling.schedule import karras_schedule
 from animator_cli.sampling.windows import blend_weights, periodic_noise, window_indices
 
 Progress = Callable[[int, int], None]
+
+
+class Refiner(Protocol):
+    """Replaces the denoised estimate x̂0 (1, F, C, h, w) fp32 at the steps where it is active."""
+
+    def active(self, step: int) -> bool: ...
+
+    def __call__(self, vae: torch.nn.Module, denoised: torch.Tensor, step: int) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -87,9 +97,11 @@ class AnimationPipeline:
 
     @torch.no_grad()
     def __call__(self, reference: np.ndarray, poses: np.ndarray, identity: np.ndarray, options: SamplingOptions,
-                 generator: torch.Generator, progress: Progress | None = None) -> np.ndarray:
+                 generator: torch.Generator, progress: Progress | None = None,
+                 refine: Refiner | None = None) -> np.ndarray:
         """Animate ``reference`` (H×W×3 uint8, already fitted to the output size) along ``poses`` (F×H×W×3
-        uint8, same size) with the 512-d ArcFace ``identity``; returns F×H×W×3 uint8 frames."""
+        uint8, same size) with the 512-d ArcFace ``identity``; returns F×H×W×3 uint8 frames. ``refine`` (the
+        HJB face optimisation, `animator_cli.hjb.FaceRefiner`) replaces x̂0 at the steps where it is active."""
         models, num_frames = self.models, len(poses)
         if poses.ndim != 4 or poses.shape[1:] != reference.shape or reference.shape[0] % 64 or reference.shape[1] % 64:
             raise InputError(f"pose frames {poses.shape[1:]} and reference {reference.shape} must share one "
@@ -126,7 +138,11 @@ class AnimationPipeline:
                 x_in = schedule.scale_input(latents, step).to(self.dtype)
                 cond, uncond = self._blend(unet, x_in, timestep, tiles, pose_features, branches)
                 v = uncond + guidance * (cond - uncond) if guided else cond
-                latents = schedule.step(latents, v, step)
+                if refine is not None and refine.active(step):
+                    with self._running(models.vae) as vae:
+                        latents = schedule.step(latents, v, step, functools.partial(refine, vae, step=step))
+                else:
+                    latents = schedule.step(latents, v, step)
                 if progress is not None:
                     progress(step + 1, len(schedule))
 

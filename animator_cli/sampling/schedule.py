@@ -8,6 +8,7 @@ model, so the sampling loop can blend and guide whole tensors without the schedu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -54,10 +55,13 @@ class KarrasSchedule:
     def scale_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
         return x * c_in(self.sigmas[step])
 
-    def step(self, x: torch.Tensor, v: torch.Tensor, step: int) -> torch.Tensor:
-        """Advance fp32 latents ``x`` from sigma[step] to sigma[step + 1] given the model's v-prediction."""
+    def step(self, x: torch.Tensor, v: torch.Tensor, step: int,
+             refine: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Advance fp32 latents ``x`` from sigma[step] to sigma[step + 1] given the model's v-prediction;
+        ``refine`` may replace the denoised estimate x̂0 before the step (the HJB face optimisation)."""
         sigma, sigma_next = self.sigmas[step], self.sigmas[step + 1]
-        return euler_step(x, denoised_from_v(x, v.to(x.dtype), sigma), sigma, sigma_next)
+        denoised = denoised_from_v(x, v.to(x.dtype), sigma)
+        return euler_step(x, denoised if refine is None else refine(denoised), sigma, sigma_next)
 
 
 def karras_schedule(scheduler: EulerDiscreteScheduler, steps: int) -> KarrasSchedule:
