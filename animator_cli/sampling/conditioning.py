@@ -70,13 +70,18 @@ def clip_embedding(image_encoder: torch.nn.Module, reference: torch.Tensor) -> t
     return image_encoder(pixel_values=pixels).image_embeds[:, None]
 
 
-@torch.no_grad()
-def context_tokens(face_encoder: torch.nn.Module, clip_embeds: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-    """Conditional UNet context (1, 5, 1024): [CLIP token; 4 face tokens from the 512-d ArcFace embedding]."""
+def build_context(face_encoder: torch.nn.Module, clip_embeds: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """Conditional UNet context (B, 5, 1024): [CLIP token; 4 face tokens from the 512-d ArcFace embedding].
+
+    ``clip_embeds`` is (B, 1, 1024), ``identity`` (B, 512) or (512,) for B = 1. Gradients flow (training uses it).
+    """
     param = next(face_encoder.parameters())
     clip_embeds = clip_embeds.to(param.device, param.dtype)
-    tokens = face_encoder(identity.reshape(1, -1).to(param.device, param.dtype), clip_embeds)
+    tokens = face_encoder(identity.reshape(len(clip_embeds), -1).to(param.device, param.dtype), clip_embeds)
     return torch.cat([clip_embeds, tokens], dim=1)
+
+
+context_tokens = torch.no_grad()(build_context)
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from animator_cli.sampling.conditioning import added_time_ids, clip_embedding, context_tokens, reference_latent
+from animator_cli.sampling.conditioning import added_time_ids, build_context, clip_embedding, reference_latent
 from animator_cli.sampling.schedule import c_in, c_noise
 from animator_cli.training.config import ConditioningConfig
 from animator_cli.training.loss import denoising_loss
@@ -45,16 +45,6 @@ def dropout_masks(r: torch.Tensor, cond: ConditioningConfig) -> DropMasks:
     latent = (r >= low) & (r < low + cond.drop_latent)
     pose = image & latent if cond.drop_pose_when_unconditional else torch.zeros_like(image)
     return DropMasks(image, latent, pose)
-
-
-def face_context(face_encoder: torch.nn.Module, clip: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-    """[CLIP token; face tokens] (B, 5, C) with gradients into the face encoder.
-
-    Calls the sampler's ``context_tokens`` without its no_grad wrapper, one sample at a time (it is written for
-    batch 1); see the report: a batched, grad-enabled variant in conditioning.py would replace this loop.
-    """
-    build = context_tokens.__wrapped__
-    return torch.cat([build(face_encoder, clip[i:i + 1], identity[i]) for i in range(len(clip))])
 
 
 @torch.no_grad()
@@ -91,7 +81,7 @@ def training_loss(models: object, batch: dict[str, torch.Tensor], cond: Conditio
     unet_input = torch.cat([noisy * c_in(sigma5), (ref_latent[:, None] * keep_latent).expand_as(latents)], dim=2)
     time_ids = added_time_ids(cond.fps, cond.motion_bucket, cond.noise_aug).to(device).repeat(size, 1)
     with autocast() if autocast else contextlib.nullcontext():
-        context = face_context(models.face_encoder, clip, batch["identity"])
+        context = build_context(models.face_encoder, clip, batch["identity"])
         context = context * (~drops.image).to(context.dtype).view(-1, 1, 1)
         pose = models.pose_net(batch["pose_pixels"])  # (B·F, C0, h, w)
         keep_pose = (~drops.pose).to(pose.dtype).repeat_interleave(frames.shape[1]).view(-1, 1, 1, 1)
