@@ -95,12 +95,26 @@ def build_architecture(svd_dir: Path) -> Architecture:
     return Architecture(pose_net, face_encoder, unet)
 
 
+def resolve_checkpoint_dir(path: Path) -> Path:
+    """``RUN/checkpoint-N`` as given; ``RUN/latest`` or a training run folder ``RUN`` → its newest checkpoint.
+
+    Training writes each checkpoint under a temporary name and renames it, so every ``checkpoint-N`` is complete.
+    """
+    run = path.parent if path.name == "latest" else path
+    if path.name != "latest" and any((path / f"unet{ext}").exists() for ext in (".pth", ".safetensors")):
+        return path
+    numbered = [(int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*")
+                if p.name.split("-")[1].isdigit() and p.is_dir()]
+    return max(numbered)[1] if numbered else path
+
+
 def checkpoint_paths(home: WeightsHome, checkpoint_dir: Path | None = None) -> dict[str, Path]:
     """Where each checkpoint is read from: ``checkpoint_dir`` (a training run's folder) or the home's Animation
     folder, ``<name>.safetensors`` before ``<name>.pth``. Raises WeightsError when one is missing."""
     if checkpoint_dir is None:
         return {name: home.require(home.animation_checkpoint(name), f"StableAnimator checkpoint {name}",
                                    _FIX_ANIMATION) for name in ANIMATION_CHECKPOINTS}
+    checkpoint_dir = resolve_checkpoint_dir(Path(checkpoint_dir))
     paths = {}
     for name in ANIMATION_CHECKPOINTS:
         path = Path(checkpoint_dir) / f"{name}.safetensors"
