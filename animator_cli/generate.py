@@ -131,7 +131,7 @@ def make_options(resolution: str = "512x512", width: int | None = None, height: 
                   decode_chunk: int = _SAMPLING.decode_chunk, legacy_rgb_id: bool = False,
                   allow_no_face: bool = False, face_opt: bool = False, face_opt_iters: int = _FACE_OPT.iters,
                   face_opt_steps: str = f"{_FACE_OPT.start}:{_FACE_OPT.end}",
-                  face_opt_lr: float = _FACE_OPT.lr) -> GenerateOptions:
+                  face_opt_lr: float = _FACE_OPT.lr, face_opt_margin: int | None = None) -> GenerateOptions:
     """GenerateOptions from the CLI's values (`batch` job entries use the same names)."""
     if resolution not in RESOLUTIONS:
         raise InputError(f"unknown --resolution {resolution}", f"choose from {', '.join(RESOLUTIONS)}")
@@ -144,7 +144,8 @@ def make_options(resolution: str = "512x512", width: int | None = None, height: 
     options = GenerateOptions(width=width or preset_w, height=height or preset_h, seed=seed, sampling=sampling,
                               fit=Fit(fit), fps=fps, crf=crf, legacy_rgb_id=legacy_rgb_id,
                               allow_no_face=allow_no_face,
-                              face_opt=FaceOptOptions(face_opt_iters, *parse_steps(face_opt_steps), face_opt_lr)
+                              face_opt=FaceOptOptions(face_opt_iters, *parse_steps(face_opt_steps), face_opt_lr,
+                                                      face_opt_margin)
                               if face_opt else None)
     options.validate()
     return options

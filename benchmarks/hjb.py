@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from animator_cli.generate import Runtime, load_pipeline  # noqa: E402
 from animator_cli.hjb import FaceOptOptions, FaceRefiner, load_arcface, reference_face_crop  # noqa: E402
 from animator_cli.hjb.checkpointing import checkpointed_layers  # noqa: E402
+from animator_cli.hjb.refine import latent_window  # noqa: E402
 from animator_cli.sampling.pipeline import SamplingOptions  # noqa: E402
 from animator_cli.weights.tiny import arcface as tiny_arcface  # noqa: E402
 from animator_cli.weights.tiny import make_tiny  # noqa: E402
@@ -139,6 +140,50 @@ def full_decoder(frames: int) -> None:
           f"≈{4 * per_frame_fp16:.1f} GiB for a decode chunk of 4 (independent of the video length)")
 
 
+def region_vs_full(vae: torch.nn.Module, arcface: torch.nn.Module, size: int, box: tuple[int, int, int, int],
+                   margins: tuple[int, ...], frames: int = 1) -> None:
+    """Loss and latent gradient of the face-region decode (``--face-opt-margin``) against the full decode."""
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(1, frames, 4, size // 8, size // 8, generator=generator)
+    reference = reference_face_crop(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8), box)
+    results = {}
+    for margin in (None, *margins):
+        refiner = FaceRefiner(arcface, reference, [box] * frames, FaceOptOptions(iters=1, lr=0.0, margin=margin),
+                              25, frames)
+        latent = z[0].clone().requires_grad_(True)
+        window = latent_window([box] * frames, latent.shape[-2:], margin)
+        start = time.perf_counter()
+        with torch.enable_grad(), checkpointed_layers(vae.decoder):
+            loss = refiner._loss(vae, latent, list(range(frames)), [box] * frames, window)
+            loss.backward()
+        results[margin] = (float(loss.detach()), latent.grad.flatten(), time.perf_counter() - start, window)
+    full_loss, full_grad, full_time, _ = results[None]
+    print(f"  full decode {size}×{size}: loss {full_loss:.5f}, {full_time:.1f} s")
+    for margin in margins:
+        loss, grad, seconds, (x0, y0, x1, y1) = results[margin]
+        cosine = float(torch.nn.functional.cosine_similarity(grad, full_grad, dim=0))
+        area = (x1 - x0) * (y1 - y0) / (size // 8) ** 2
+        print(f"  margin {margin:2d} ({area:5.1%} of the latent): loss {loss:.5f} (Δ {loss - full_loss:+.5f}), "
+              f"gradient cosine to full {cosine:.3f}, {seconds:.1f} s")
+
+
+def region(full_size: bool) -> None:
+    torch.set_num_threads(2)
+    home = make_tiny(Path(tempfile.mkdtemp()) / "home", seed=0)
+    tiny_arcface.write(home.root, seed=0)
+    arcface = load_arcface(home)
+    print("face-region decoding vs full decoding (one refinement iteration's loss and gradient), tiny VAE, 4 frames:")
+    region_vs_full(load_pipeline(home, Runtime(device="cpu")).models.vae, arcface, 256, (96, 64, 160, 144),
+                   (0, 2, 4, 8), frames=4)
+    if full_size:
+        from diffusers import AutoencoderKLTemporalDecoder
+
+        torch.manual_seed(0)
+        vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().requires_grad_(False)
+        print("the same, SVD-xt-sized decoder with random weights, 1 frame, face box 96×112 px:")
+        region_vs_full(vae, arcface, 512, (208, 64, 304, 176), (2, 4, 8))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16, help="tiny run: frames")
@@ -146,11 +191,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--full-decoder", action="store_true", help="also measure the full-size decoder backward")
     parser.add_argument("--decoder-frames", type=int, default=1)
+    parser.add_argument("--region", action="store_true", help="compare face-region decoding with full decoding")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         torch.set_num_threads(2)
         print(json.dumps(full_decoder_child(int(args.child[0]), args.child[1])))
+        return
+    if args.region:
+        region(args.full_decoder)
         return
     tiny(args.frames, args.steps, args.repeats)
     if args.full_decoder:

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from animator_cli.errors import InputError
+from animator_cli.face import FaceIdentity
 from animator_cli.generate import Runtime, load_pipeline
 from animator_cli.hjb import (
     FaceOptOptions,
     FaceRefiner,
+    build_refiner,
     fit_box,
     load_arcface,
     mask_face_boxes,
@@ -21,6 +23,7 @@ from animator_cli.hjb import (
     pose_face_boxes,
     reference_face_crop,
 )
+from animator_cli.hjb.refine import latent_window
 from animator_cli.pose.draw import draw_pose
 from animator_cli.pose.keypoints import FACE, NUM_POINTS, Pose, PoseTrack, save_keypoints
 from animator_cli.sampling.fit import Fit, fit_image
@@ -312,7 +315,7 @@ def test_cli_face_masks_and_bad_input(cli, arcface_home, tmp_path, astronaut_pat
             mask[10:40, 20:44] = 255
         write_frame(masks, i, mask)
     ok = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "m.mp4", "--face-opt", "--face-masks",
-                        masks, "--face-opt-steps", "1:1"))
+                        masks, "--face-opt-steps", "1:1", "--face-opt-margin", 1))
     assert ok.exit_code == 0, ok.stderr
     (folder / "keypoints.npz").unlink()
     for extra, message in ((("--face-opt",), "keypoints.npz"), (("--face-opt-steps", "1-2", "--face-opt"), "START"),
@@ -321,3 +324,73 @@ def test_cli_face_masks_and_bad_input(cli, arcface_home, tmp_path, astronaut_pat
         bad = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "bad.mp4", *extra))
         assert bad.exit_code == 2 and message in bad.stderr, (extra, bad.stderr)
         assert "Traceback" not in bad.stderr and not (tmp_path / "bad.mp4").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_decoder_follows_fp32(pipeline, arcface, reference_crop, dtype):
+    """The decoder in half precision (fp16 with the constant loss scale) gives the fp32 losses and x̂0 closely,
+    and the optimised latent stays fp32."""
+    vae = pipeline.models.vae
+    latents = _latents(3, seed=2)
+    results = []
+    for vae_dtype in (torch.float32, dtype):
+        vae.to(vae_dtype)
+        try:
+            refiner = FaceRefiner(arcface, reference_crop, [FACE_BOX] * 3, FaceOptOptions(iters=3, lr=0.05), 25, 4)
+            results.append((refiner(vae, latents, 0), refiner.records[0].losses))
+        finally:
+            vae.to(torch.float32)
+    (full, full_losses), (half, half_losses) = results
+    assert half.dtype == torch.float32
+    np.testing.assert_allclose(half_losses, full_losses, atol=0.02)
+    assert (half - full).abs().mean() < 0.1 * (full - latents).abs().mean()
+
+
+def test_reference_box_follows_the_reference_fit(arcface_home, tmp_path):
+    """The face stage's box is in the original reference's pixels; the refiner's reference crop is cut from the
+    fitted reference at the fitted box (here a 128×64 reference, cover-fitted to 64×64: x shifts by -32)."""
+    rng = np.random.default_rng(3)
+    original = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    face = FaceIdentity(np.ones(512, np.float32), np.array([40, 10, 70, 50], np.float32),
+                        np.zeros((5, 2), np.float32), np.zeros((64, 128), np.uint8), 0.9)
+    folder = pose_folder(tmp_path / "poses", [_face_pose((0.5, 0.3), (0.1, 0.1))] * 2, (64, 64))
+    fitted = fit_image(original, 64, 64, Fit.COVER)
+    refiner = build_refiner(fitted, (128, 64), face, folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4,
+                            weights=arcface_home)
+    with torch.no_grad():
+        expected = refiner.arcface(reference_face_crop(fitted, (8, 10, 38, 50))[None])
+    torch.testing.assert_close(refiner.reference, expected)
+    assert refiner.boxes[0] is not None and refiner.faces == 2
+    with pytest.raises(InputError, match="outside"):  # a face cropped away by the fit
+        build_refiner(fitted, (128, 64), FaceIdentity(face.embedding, np.array([0, 0, 20, 20], np.float32),
+                                                      face.landmarks, face.mask, 0.9),
+                      folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4, weights=arcface_home)
+    with pytest.raises(InputError, match="needs a face"):
+        build_refiner(fitted, (128, 64), FaceIdentity(face.embedding, face.box, face.landmarks, face.mask, 0.0),
+                      folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4, weights=arcface_home)
+
+
+def test_latent_window():
+    boxes = [(16, 8, 48, 40), (20, 4, 50, 30)]
+    assert latent_window(boxes, (8, 8), None) == (0, 0, 8, 8)
+    assert latent_window(boxes, (8, 8), 0) == (2, 0, 7, 5)  # x 16..50 → cells 2..7, y 4..40 → 0..5
+    assert latent_window(boxes, (8, 8), 1) == (1, 0, 8, 6)
+    assert latent_window(boxes, (8, 8), 10) == (0, 0, 8, 8)
+
+
+def test_face_region_decoding(pipeline, arcface, reference_crop):
+    """With a margin only the faces' latent window is optimised (the rest is untouched); a margin covering the
+    whole latent is the full decode exactly."""
+    vae, latents = pipeline.models.vae, _latents(2, seed=7)
+    box = (24, 24, 40, 40)  # latent cells 3..5
+    outputs = {}
+    for margin in (None, 1, 8):
+        refiner = FaceRefiner(arcface, reference_crop, [box] * 2, FaceOptOptions(iters=2, margin=margin), 25, 4)
+        outputs[margin] = (refiner(vae, latents, 0), refiner.records[0].losses)
+    region, _ = outputs[1]
+    inside = torch.zeros(8, 8, dtype=torch.bool)
+    inside[2:6, 2:6] = True
+    assert torch.equal(region[..., ~inside], latents[..., ~inside])
+    assert (region[..., inside] != latents[..., inside]).float().mean() > 0.9
+    torch.testing.assert_close(outputs[8][0], outputs[None][0], rtol=0, atol=0)
+    assert outputs[8][1] == outputs[None][1]

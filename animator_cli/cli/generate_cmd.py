@@ -62,6 +62,9 @@ FaceOptSteps = Annotated[str, typer.Option(
     "--face-opt-steps", help="Refined steps START:END, inclusive, 0 = the noisiest step.")]
 FaceOptLr = Annotated[float, typer.Option(
     "--face-opt-lr", min=0.0, help="Adam learning rate η at step 0, decayed as η·(1 − i/steps).")]
+FaceOptMargin = Annotated[int | None, typer.Option(
+    "--face-opt-margin", min=0, help="Decode only the faces' region plus N latent cells (8 px) instead of whole "
+    "frames: several times faster, approximate (docs/hjb.md).")]
 Output = Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.")]
 
 
@@ -101,6 +104,7 @@ def generate(
     legacy_rgb_id: LegacyRgb = False, allow_no_face: AllowNoFace = False, checkpoint: Checkpoint = None,
     face_opt: FaceOpt = False, face_opt_iters: FaceOptIters = _F.iters,
     face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
+    face_opt_margin: FaceOptMargin = None,
     face_masks: Annotated[Path | None, typer.Option(
         "--face-masks", help="With --face-opt: folder of frame_<i>.png face masks instead of the pose keypoints.")]
     = None,
@@ -109,7 +113,8 @@ def generate(
     """Animate REFERENCE along the skeleton frames in POSES; writes an H.264 mp4."""
     options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
                             noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
-                            allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr)
+                            allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr,
+                           face_opt_margin)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
     with step_progress("generate") as progress:
         result = generate_stage(reference, poses, output, options, runtime, weights=settings.weights,
@@ -137,12 +142,14 @@ def animate(
     legacy_rgb_id: LegacyRgb = False, allow_no_face: AllowNoFace = False, checkpoint: Checkpoint = None,
     face_opt: FaceOpt = False, face_opt_iters: FaceOptIters = _F.iters,
     face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
+    face_opt_margin: FaceOptMargin = None,
     force: Force = False,
 ) -> None:
     """Extract poses from DRIVING (aligned to REFERENCE), then generate; the driving audio is kept."""
     options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
                            noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
-                           allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr)
+                           allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr,
+                           face_opt_margin)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
     with step_progress("animate") as progress:
         result = animate_stage(reference, driving, output, options, runtime, weights=settings.weights,

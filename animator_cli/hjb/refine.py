@@ -32,6 +32,7 @@ from animator_cli.hjb.checkpointing import checkpointed_layers
 from animator_cli.hjb.iresnet import IResNet
 
 log = logging.getLogger("animator")
+LATENT_SCALE = 8  # pixels per latent cell (the VAE's downsampling)
 FP16_LOSS_SCALE = 1024.0  # keeps fp16 decoder gradients above underflow; Adam's step is invariant to it
 
 
@@ -43,6 +44,7 @@ class FaceOptOptions:
     start: int = 0
     end: int = 20
     lr: float = 0.1
+    margin: int | None = None  # decode only the faces' region widened by this many latent cells; None: whole frames
 
     def validate(self) -> None:
         if self.iters < 1:
@@ -51,6 +53,8 @@ class FaceOptOptions:
             raise InputError(f"--face-opt-steps {self.start}:{self.end} must be START:END with 0 <= START <= END")
         if self.lr < 0:
             raise InputError(f"--face-opt-lr {self.lr} must not be negative")
+        if self.margin is not None and self.margin < 0:
+            raise InputError(f"--face-opt-margin {self.margin} must not be negative")
 
 
 def parse_steps(text: str) -> tuple[int, int]:
@@ -119,9 +123,10 @@ class FaceRefiner:
         z = latents.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=record.lr)
         visible = [i for i, box in enumerate(boxes) if box is not None]
+        window = latent_window([boxes[i] for i in visible], z.shape[-2:], self.options.margin)
         for iteration in range(self.options.iters):
             optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(vae, z, visible, [boxes[i] for i in visible])
+            loss = self._loss(vae, z, visible, [boxes[i] for i in visible], window)
             (loss * scale).backward()
             record.losses[iteration] += float(loss.detach())
             if torch.isfinite(z.grad).all():
@@ -130,15 +135,32 @@ class FaceRefiner:
                 log.warning("--face-opt: non-finite gradient at step %d; iteration skipped", record.step)
         return z.detach()
 
-    def _loss(self, vae: torch.nn.Module, z: torch.Tensor, visible: list[int], boxes: list[Box]) -> torch.Tensor:
-        """This chunk's share of the joint loss: its face frames' distances summed, divided by all face frames."""
+    def _loss(self, vae: torch.nn.Module, z: torch.Tensor, visible: list[int], boxes: list[Box],
+              window: Box) -> torch.Tensor:
+        """This chunk's share of the joint loss: its face frames' distances summed, divided by all face frames.
+        Only the latent ``window`` (x0, y0, x1, y1 in latent cells) is decoded."""
         param = next(vae.parameters())
-        pixels = vae.decode((z / vae.config.scaling_factor).to(param.dtype), num_frames=len(z)).sample
+        x0, y0, x1, y1 = window
+        part = z[..., y0:y1, x0:x1] / vae.config.scaling_factor
+        pixels = vae.decode(part.to(param.dtype), num_frames=len(z)).sample
+        dx, dy = x0 * LATENT_SCALE, y0 * LATENT_SCALE
         # The reference's ((x/2 + 0.5).clamp(0, 1)·255)/255·2 − 1 is this clamp.
-        crops = face_crops(pixels[visible].float().clamp(-1, 1), boxes)
+        crops = face_crops(pixels[visible].float().clamp(-1, 1), [(a - dx, b - dy, c - dx, d - dy)
+                                                                  for a, b, c, d in boxes])
         arc = next(self.arcface.parameters())
         embeddings = self.arcface(crops.to(arc.dtype)).float()
         return identity_distance(embeddings, self.reference.to(embeddings.device)).sum() / self.faces
+
+
+def latent_window(boxes: list[Box], size: tuple[int, int], margin: int | None) -> Box:
+    """(x0, y0, x1, y1) latent cells covering ``boxes`` (pixels) widened by ``margin`` cells and clipped to the
+    latent ``size`` (h, w); the whole latent when ``margin`` is None."""
+    height, width = size
+    if margin is None:
+        return 0, 0, width, height
+    x0, y0 = (min(box[i] for box in boxes) // LATENT_SCALE - margin for i in (0, 1))
+    x1, y1 = (-(-max(box[i] for box in boxes) // LATENT_SCALE) + margin for i in (2, 3))
+    return max(0, x0), max(0, y0), min(width, x1), min(height, y1)
 
 
 def reference_face_crop(reference: np.ndarray, box: Box) -> torch.Tensor:
