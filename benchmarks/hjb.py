@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/hjb.py                   # tiny models on CPU: time and peak RSS, basic vs HJB
     .venv/bin/python benchmarks/hjb.py --full-decoder    # also: full-size SVD VAE decoder + iresnet100 backward,
                                                          # 512×512, checkpointing on and off (minutes on a CPU)
+    .venv/bin/python benchmarks/hjb.py --flops           # full-size compute of basic vs HJB (seconds)
+    .venv/bin/python benchmarks/hjb.py --region [--full-decoder]  # face-region vs full decoding: loss, gradient
 
 Part 1 runs the real AnimationPipeline on a tiny weights home (written to a temporary folder), 64×64, with the
 face refiner on every step, and reports wall time and the peak resident memory of each run (the kernel's
@@ -184,6 +186,57 @@ def region(full_size: bool) -> None:
         region_vs_full(vae, arcface, 512, (208, 64, 304, 176), (2, 4, 8))
 
 
+def flops(frames: int = 16, steps: int = 25, iters: int = 3, refined: int = 21) -> None:
+    """Full-size compute of basic generation and of HJB, counted on the meta device (no weights, no compute)."""
+    from diffusers import AutoencoderKLTemporalDecoder
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from animator_cli.hjb import IResNet
+    from animator_cli.models.unet import SVD_XT_UNET_CONFIG, AnimatorUNet
+
+    with torch.device("meta"):
+        vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().requires_grad_(False)
+        unet = AnimatorUNet(**SVD_XT_UNET_CONFIG).eval().requires_grad_(False)
+        unet.install_processors()
+        arcface = IResNet().eval().requires_grad_(False)
+    vae.to("meta"), unet.to("meta")  # buffers built with torch.Tensor() land on the CPU
+
+    def count(fn) -> float:
+        with torch.device("meta"), FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops() / 1e12
+
+    def unet_call() -> None:
+        with torch.no_grad():
+            unet(torch.zeros(2, frames, 8, 64, 64), 1.0, torch.zeros(2, 5, 1024), torch.zeros(2, 3),
+                 pose_latents=torch.zeros(2, frames, 320, 64, 64))
+
+    def decode(grad: bool) -> None:
+        z = torch.zeros(4, 4, 64, 64, requires_grad=grad)
+        with torch.set_grad_enabled(grad):
+            out = vae.decode(z, num_frames=4).sample
+            if grad:
+                out.sum().backward()
+
+    def arc() -> None:
+        x = torch.zeros(4, 3, 112, 112, requires_grad=True)
+        arcface(x).sum().backward()
+
+    unet_frame = count(unet_call) / frames  # per frame and step, CFG batched
+    forward, backward = count(lambda: decode(False)) / 4, count(lambda: decode(True)) / 4
+    iteration = backward + forward + count(arc) / 4  # checkpointing recomputes the forward once
+    basic = steps * unet_frame + forward
+    print("full-size compute per output frame at 512×512 (FLOP counter on the meta device), TFLOP:")
+    print(f"  UNet, one step (CFG batched, {frames}-frame window): {unet_frame:.2f}; decoder forward {forward:.2f}; "
+          f"one HJB iteration (decode + backward + recompute + ArcFace) {iteration:.2f}")
+    print(f"  basic generation ({steps} steps + decode): {basic:.1f}")
+    extra = refined * iters * iteration
+    print(f"  HJB whole frames ({refined} steps × {iters}): +{extra:.0f} → ≈{(basic + extra) / basic:.1f}× basic")
+    for area in (0.1, 0.2):
+        extra = refined * iters * backward * area  # small windows are not checkpointed
+        print(f"  HJB face region {area:.0%} of the frame: +{extra:.0f} → ≈{(basic + extra) / basic:.1f}× basic")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16, help="tiny run: frames")
@@ -192,11 +245,15 @@ def main() -> None:
     parser.add_argument("--full-decoder", action="store_true", help="also measure the full-size decoder backward")
     parser.add_argument("--decoder-frames", type=int, default=1)
     parser.add_argument("--region", action="store_true", help="compare face-region decoding with full decoding")
+    parser.add_argument("--flops", action="store_true", help="full-size compute estimate (FLOP counter)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         torch.set_num_threads(2)
         print(json.dumps(full_decoder_child(int(args.child[0]), args.child[1])))
+        return
+    if args.flops:
+        flops()
         return
     if args.region:
         region(args.full_decoder)
