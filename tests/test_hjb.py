@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -28,7 +29,7 @@ from animator_cli.pose.draw import draw_pose
 from animator_cli.pose.keypoints import FACE, NUM_POINTS, Pose, PoseTrack, save_keypoints
 from animator_cli.sampling.fit import Fit, fit_image
 from animator_cli.sampling.pipeline import SamplingOptions
-from animator_cli.video import iter_frames, load_image, write_frame
+from animator_cli.video import iter_frames, load_image, write_frame, write_video
 from animator_cli.weights.tiny import arcface as tiny_arcface
 
 FACE_BOX = (16, 8, 48, 40)  # a face box in 64×64 test frames
@@ -394,3 +395,19 @@ def test_face_region_decoding(pipeline, arcface, reference_crop):
     assert (region[..., inside] != latents[..., inside]).float().mean() > 0.9
     torch.testing.assert_close(outputs[8][0], outputs[None][0], rtol=0, atol=0)
     assert outputs[8][1] == outputs[None][1]
+
+
+def test_cli_animate_face_opt(cli, arcface_home, tmp_path, astronaut_path):
+    """animate: the pose stage's keypoints.npz gives the boxes; the refined video differs from the basic one."""
+    pytest.importorskip("mediapipe")
+    image = cv2.resize(load_image(astronaut_path), (256, 256), interpolation=cv2.INTER_AREA)
+    write_video(tmp_path / "drive.mp4", [np.roll(image, 4 * i, axis=1) for i in range(4)], fps=10)
+    outputs = []
+    for extra in ((), ("--face-opt", "--face-opt-steps", "0:1")):
+        out = tmp_path / f"out{len(extra)}.mp4"
+        result = cli("--weights", arcface_home.root, "animate", astronaut_path, tmp_path / "drive.mp4", "-o", out,
+                     "--width", 64, "--height", 64, "--steps", 2, *extra)
+        assert result.exit_code == 0, result.stderr
+        outputs.append(np.stack(list(iter_frames(out))))
+    assert outputs[0].shape == outputs[1].shape == (4, 64, 64, 3)
+    assert not np.array_equal(outputs[0], outputs[1])
