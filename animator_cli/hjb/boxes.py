@@ -15,7 +15,7 @@ import numpy as np
 from animator_cli.errors import InputError
 from animator_cli.hjb.arcface import Box
 from animator_cli.pose import face_boxes
-from animator_cli.sampling.fit import Fit
+from animator_cli.sampling.fit import Fit, fit_geometry
 from animator_cli.video import list_frames, load_image
 
 KEYPOINTS_FILE = "keypoints.npz"
@@ -25,18 +25,8 @@ def fit_box(box: tuple[float, float, float, float], size: tuple[int, int], width
             mode: Fit) -> Box | None:
     """``box`` (x0, y0, x1, y1) of an image of ``size`` (w, h) mapped by `fit_image`'s geometry to the
     ``width``×``height`` output, rounded outwards and clipped; None when nothing of it is left inside."""
-    w, h = size
-    if mode is Fit.STRETCH or w * height == h * width:
-        scale_x, scale_y, left, top = width / w, height / h, 0, 0
-    else:
-        grow = max if mode is Fit.COVER else min
-        scale = grow(width / w, height / h)
-        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-        scale_x, scale_y = new_w / w, new_h / h
-        if mode is Fit.COVER:  # the centre crop of the scaled image
-            left, top = -((new_w - width) // 2), -((new_h - height) // 2)
-        else:  # the scaled image padded to the centre
-            left, top = (width - new_w) // 2, (height - new_h) // 2
+    (new_w, new_h), (left, top) = fit_geometry(size, width, height, mode)
+    scale_x, scale_y = new_w / size[0], new_h / size[1]
     x0, y0, x1, y1 = box
     fitted = (max(0, int(np.floor(x0 * scale_x + left))), max(0, int(np.floor(y0 * scale_y + top))),
               min(width, int(np.ceil(x1 * scale_x + left))), min(height, int(np.ceil(y1 * scale_y + top))))

@@ -21,19 +21,28 @@ class Fit(str, Enum):
     STRETCH = "stretch"
 
 
+def fit_geometry(size: tuple[int, int], width: int, height: int, mode: Fit) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where an image of ``size`` (w, h) goes in the ``width``×``height`` output: the size it is scaled to and the
+    output position of its top-left corner (negative when ``cover`` crops it). Also maps boxes (the face boxes of
+    `animator_cli.hjb`)."""
+    w, h = size
+    if mode is Fit.STRETCH or w * height == h * width:
+        return (width, height), (0, 0)
+    grow = max if mode is Fit.COVER else min
+    scale = grow(width / w, height / h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if mode is Fit.COVER:  # the centre crop of the scaled image
+        return (new_w, new_h), (-((new_w - width) // 2), -((new_h - height) // 2))
+    return (new_w, new_h), ((width - new_w) // 2, (height - new_h) // 2)  # padded around the scaled image
+
+
 def fit_image(rgb: np.ndarray, width: int, height: int, mode: Fit = Fit.COVER, *, pose: bool = False) -> np.ndarray:
     """Resize uint8 H×W×3 ``rgb`` to ``height``×``width``; Lanczos for photos, bicubic for skeleton frames."""
     resample = Image.Resampling.BICUBIC if pose else Image.Resampling.LANCZOS
     image = Image.fromarray(rgb)
-    if mode is Fit.STRETCH or (image.width * height == image.height * width):
-        return np.asarray(image.resize((width, height), resample))
-    grow = max if mode is Fit.COVER else min
-    scale = grow(width / image.width, height / image.height)
-    w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    (w, h), (left, top) = fit_geometry(image.size, width, height, mode)
     scaled = np.asarray(image.resize((w, h), resample))
-    if mode is Fit.COVER:
-        top, left = (h - height) // 2, (w - width) // 2
-        return scaled[top:top + height, left:left + width]
-    top, left = (height - h) // 2, (width - w) // 2
+    if mode is not Fit.CONTAIN or (w, h) == (width, height):
+        return scaled[-top:-top + height, -left:-left + width]
     pad = ((top, height - h - top), (left, width - w - left), (0, 0))
     return np.pad(scaled, pad, mode="constant") if pose else np.pad(scaled, pad, mode="edge")
