@@ -36,6 +36,7 @@ from animator_cli.hjb import FaceOptOptions, FaceRefiner, load_arcface, referenc
 from animator_cli.hjb.checkpointing import checkpointed_layers  # noqa: E402
 from animator_cli.hjb.refine import latent_window  # noqa: E402
 from animator_cli.sampling.pipeline import SamplingOptions  # noqa: E402
+from animator_cli.weights.home import WeightsHome  # noqa: E402
 from animator_cli.weights.tiny import arcface as tiny_arcface  # noqa: E402
 from animator_cli.weights.tiny import make_tiny  # noqa: E402
 
@@ -66,35 +67,46 @@ def _measure(run) -> tuple[float, float]:
     return time.perf_counter() - start, (_rss_kib("VmHWM") - start_rss) / 1024
 
 
-def tiny(frames: int, steps: int, repeats: int) -> None:
+TINY_RUNS = {"basic": None, "hjb": -1, "hjb region (margin 1)": 1}  # the refiner's margin; -1: whole frames
+
+
+def tiny_child(name: str, frames: int, steps: int, repeats: int, home: Path) -> dict:
+    """Time and peak memory of one tiny run, in a fresh process (an allocator keeps freed memory, so runs in one
+    process would hide each other's peaks)."""
     torch.set_num_threads(1)
-    home = make_tiny(Path(tempfile.mkdtemp()) / "home", seed=0)
-    tiny_arcface.write(home.root, seed=0)
-    pipeline = load_pipeline(home, Runtime(device="cpu"))
-    arcface = load_arcface(home)
+    pipeline = load_pipeline(WeightsHome(home), Runtime(device="cpu"))
+    arcface = load_arcface(WeightsHome(home))
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
     poses = rng.integers(0, 255, (frames, 64, 64, 3), dtype=np.uint8)
     identity = rng.standard_normal(512).astype(np.float32)
-    options = SamplingOptions(steps=steps)
-    face_opt = FaceOptOptions(start=0, end=steps - 1)
+    options, margin, box = SamplingOptions(steps=steps), TINY_RUNS[name], (24, 16, 40, 40)
 
-    def basic() -> None:
-        pipeline(reference, poses, identity, options, torch.Generator().manual_seed(0))
-
-    def hjb() -> None:
-        refiner = FaceRefiner(arcface, reference_face_crop(reference, (16, 8, 48, 40)), [(16, 8, 48, 40)] * frames,
-                              face_opt, steps, options.decode_chunk)
+    def run(refine: bool) -> None:
+        refiner = FaceRefiner(arcface, reference_face_crop(reference, box), [box] * frames,
+                              FaceOptOptions(start=0, end=steps - 1, margin=None if margin == -1 else margin),
+                              steps, options.decode_chunk) if refine else None
         pipeline(reference, poses, identity, options, torch.Generator().manual_seed(0), refine=refiner)
 
-    basic()  # warm-up: first-call allocations
-    results = {name: [_measure(fn) for _ in range(repeats)] for name, fn in (("basic", basic), ("hjb", hjb))}
+    run(refine=False)  # warm-up: first-call allocations
+    timings = [_measure(lambda: run(refine=margin is not None)) for _ in range(repeats)]
+    return {"seconds": min(t for t, _ in timings), "peak_mib": max(m for _, m in timings)}
+
+
+def tiny(frames: int, steps: int, repeats: int) -> None:
+    home = make_tiny(Path(tempfile.mkdtemp()) / "home", seed=0)
+    tiny_arcface.write(home.root, seed=0)
     print(f"tiny models, CPU 1 thread, {frames} frames 64×64, {steps} steps, HJB on every step "
-          f"({face_opt.iters} iterations, chunks of {options.decode_chunk}); best of {repeats}:")
-    for name, runs in results.items():
-        print(f"  {name:5s}: {min(t for t, _ in runs):6.2f} s, peak RSS +{max(m for _, m in runs):7.1f} MiB")
-    ratio = min(t for t, _ in results["hjb"]) / min(t for t, _ in results["basic"])
-    print(f"  HJB / basic time: {ratio:.2f}× (tiny UNet: the decoder and ArcFace dominate, unlike full size)")
+          f"({FaceOptOptions.iters} iterations, chunks of 4); best of {repeats}, each in a fresh process:")
+    basic_time = None
+    for name in TINY_RUNS:
+        out = subprocess.run([sys.executable, __file__, "--tiny-child", name, str(frames), str(steps), str(repeats),
+                              str(home.root)], capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        basic_time = basic_time or row["seconds"]
+        print(f"  {name:21s}: {row['seconds']:6.2f} s ({row['seconds'] / basic_time:4.1f}× basic), "
+              f"peak RSS +{row['peak_mib']:6.1f} MiB")
+    print("  (the tiny UNet is so cheap that the decoder and ArcFace dominate; see --flops for full size)")
 
 
 MODES = ("off", "blocks", "layers")  # no checkpointing, diffusers' per-block switch, ours per layer
@@ -247,7 +259,12 @@ def main() -> None:
     parser.add_argument("--region", action="store_true", help="compare face-region decoding with full decoding")
     parser.add_argument("--flops", action="store_true", help="full-size compute estimate (FLOP counter)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--tiny-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tiny_child:
+        name, frames, steps, repeats, home = args.tiny_child
+        print(json.dumps(tiny_child(name, int(frames), int(steps), int(repeats), Path(home))))
+        return
     if args.child:
         torch.set_num_threads(2)
         print(json.dumps(full_decoder_child(int(args.child[0]), args.child[1])))
