@@ -8,6 +8,8 @@ complete, so an interrupted run leaves no partial mp4.
 
 Output frame rate: ``fps`` when given, else the pose folder's ``meta.json`` fps (the driving video's rate for
 folders written by `animator extract-pose`), else 25.
+
+``GenerateOptions.face_opt`` turns on the HJB face optimisation (`animator_cli.hjb`, docs/hjb.md).
 """
 
 from __future__ import annotations

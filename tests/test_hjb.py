@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,7 @@ import torch
 
 from animator_cli.errors import InputError
 from animator_cli.face import FaceIdentity
-from animator_cli.generate import Runtime, load_pipeline
+from animator_cli.generate import Runtime, load_pipeline, make_options
 from animator_cli.hjb import (
     FaceOptOptions,
     FaceRefiner,
@@ -411,3 +412,17 @@ def test_cli_animate_face_opt(cli, arcface_home, tmp_path, astronaut_path):
         outputs.append(np.stack(list(iter_frames(out))))
     assert outputs[0].shape == outputs[1].shape == (4, 64, 64, 3)
     assert not np.array_equal(outputs[0], outputs[1])
+
+
+def test_make_options_face_opt():
+    """The CLI's and batch jobs' names map onto FaceOptOptions; off by default."""
+    assert make_options().face_opt is None
+    options = make_options(steps=10, face_opt=True, face_opt_iters=2, face_opt_steps="3:7", face_opt_lr=0.05,
+                           face_opt_margin=4)
+    assert options.face_opt == FaceOptOptions(iters=2, start=3, end=7, lr=0.05, margin=4)
+    assert asdict(options)["face_opt"] == {"iters": 2, "start": 3, "end": 7, "lr": 0.05, "margin": 4}
+    assert make_options(steps=3, face_opt=True).face_opt.end == 20  # steps past the last one are simply not reached
+    with pytest.raises(InputError, match="below --steps"):
+        make_options(steps=3, face_opt=True, face_opt_steps="5:6")
+    with pytest.raises(InputError, match="must not be negative"):
+        make_options(face_opt=True, face_opt_margin=-1)
