@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from animator_cli.errors import WeightsError
+from animator_cli.face.analyzer import FIX
 from animator_cli.hjb.iresnet import INPUT_SIZE, IResNet, iresnet_from_state_dict
 from animator_cli.hjb.onnx_convert import NotIResNet, state_dict_from_onnx
 from animator_cli.weights.home import WeightsHome
@@ -45,7 +46,7 @@ def load_arcface(weights: WeightsHome) -> IResNet:
             raise WeightsError(f"{onnx_file} cannot be converted to a torch iresnet ({exc})",
                                f"install {TORCH_FILE} into {torch_file.parent}") from exc
     raise WeightsError(f"--face-opt needs ArcFace weights: neither {torch_file} nor {onnx_file} exists",
-                       "run `animator weights download` (antelopev2) or copy glintr100_torch.pth there")
+                       f"run `{FIX}`, or copy the release's {TORCH_FILE} into {torch_file.parent}")
 
 
 def face_crops(pixels: torch.Tensor, boxes: list[Box]) -> torch.Tensor:
