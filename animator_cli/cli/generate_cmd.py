@@ -114,7 +114,7 @@ def generate(
     options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
                             noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
                             allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr,
-                           face_opt_margin)
+                            face_opt_margin)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
     with step_progress("generate") as progress:
         result = generate_stage(reference, poses, output, options, runtime, weights=settings.weights,
