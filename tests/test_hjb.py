@@ -31,7 +31,6 @@ from animator_cli.pose.keypoints import FACE, NUM_POINTS, Pose, PoseTrack, save_
 from animator_cli.sampling.fit import Fit, fit_image
 from animator_cli.sampling.pipeline import SamplingOptions
 from animator_cli.video import iter_frames, load_image, write_frame, write_video
-from animator_cli.weights.tiny import arcface as tiny_arcface
 
 FACE_BOX = (16, 8, 48, 40)  # a face box in 64×64 test frames
 
@@ -63,16 +62,8 @@ def pipeline(tiny_home):
 
 
 @pytest.fixture(scope="module")
-def arcface_home(tiny_home, tmp_path_factory):
-    """The tiny home plus the tiny glintr100_torch.pth (a copy of the weights' Animation folder is not needed:
-    the file is only read from ``animation_dir``)."""
-    tiny_arcface.write(tiny_home.root, seed=0)
-    return tiny_home
-
-
-@pytest.fixture(scope="module")
-def arcface(arcface_home):
-    return load_arcface(arcface_home)
+def arcface(tiny_home):
+    return load_arcface(tiny_home)
 
 
 @pytest.fixture(scope="module")
@@ -286,28 +277,28 @@ def _cli_args(home, reference: Path, poses: Path, out: Path, *extra) -> list:
             "--steps", 2, *extra]
 
 
-def test_cli_face_opt_forty_frames(cli, arcface_home, tmp_path, astronaut_path):
+def test_cli_face_opt_forty_frames(cli, tiny_home, tmp_path, astronaut_path):
     """40 frames = 3 windows of 16 and 10 refiner chunks of 4; the face leaves the frame in frames 20-24."""
     poses = [_face_pose((0.3 + 0.01 * i, 0.3), (0.1, 0.12), visible=not 20 <= i < 25) for i in range(40)]
     folder = pose_folder(tmp_path / "poses", poses, (64, 64))
-    basic = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "basic.mp4"))
+    basic = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "basic.mp4"))
     assert basic.exit_code == 0, basic.stderr
-    result = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
+    result = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
                             "--face-opt-steps", "0:0", "--face-opt-iters", 1))
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["cached"] is False  # the face-opt options are in the cache key
     hjb_frames, basic_frames = (np.stack(list(iter_frames(tmp_path / n))) for n in ("hjb.mp4", "basic.mp4"))
     assert hjb_frames.shape == basic_frames.shape == (40, 64, 64, 3)
     assert not np.array_equal(hjb_frames, basic_frames)
-    again = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
+    again = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
                            "--face-opt-steps", "0:0", "--face-opt-iters", 1))
     assert json.loads(again.stdout)["cached"] is True
-    other_lr = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
+    other_lr = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
                               "--face-opt-steps", "0:0", "--face-opt-iters", 1, "--face-opt-lr", 0.05))
     assert json.loads(other_lr.stdout)["cached"] is False
 
 
-def test_cli_face_masks_and_bad_input(cli, arcface_home, tmp_path, astronaut_path):
+def test_cli_face_masks_and_bad_input(cli, tiny_home, tmp_path, astronaut_path):
     folder = pose_folder(tmp_path / "poses", [_face_pose((0.5, 0.3), (0.1, 0.1))] * 3, (64, 64))
     masks = tmp_path / "masks"
     masks.mkdir()
@@ -316,14 +307,14 @@ def test_cli_face_masks_and_bad_input(cli, arcface_home, tmp_path, astronaut_pat
         if i != 1:  # frame 1: an empty mask is skipped, not a crash
             mask[10:40, 20:44] = 255
         write_frame(masks, i, mask)
-    ok = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "m.mp4", "--face-opt", "--face-masks",
+    ok = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "m.mp4", "--face-opt", "--face-masks",
                         masks, "--face-opt-steps", "1:1", "--face-opt-margin", 1))
     assert ok.exit_code == 0, ok.stderr
     (folder / "keypoints.npz").unlink()
     for extra, message in ((("--face-opt",), "keypoints.npz"), (("--face-opt-steps", "1-2", "--face-opt"), "START"),
                            (("--face-opt", "--face-opt-steps", "2:3"), "below --steps"),
                            (("--face-masks", masks), "needs --face-opt")):
-        bad = cli(*_cli_args(arcface_home, astronaut_path, folder, tmp_path / "bad.mp4", *extra))
+        bad = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "bad.mp4", *extra))
         assert bad.exit_code == 2 and message in bad.stderr, (extra, bad.stderr)
         assert "Traceback" not in bad.stderr and not (tmp_path / "bad.mp4").exists()
 
@@ -348,7 +339,7 @@ def test_half_precision_decoder_follows_fp32(pipeline, arcface, reference_crop, 
     assert (half - full).abs().mean() < 0.1 * (full - latents).abs().mean()
 
 
-def test_reference_box_follows_the_reference_fit(arcface_home, tmp_path):
+def test_reference_box_follows_the_reference_fit(tiny_home, tmp_path):
     """The face stage's box is in the original reference's pixels; the refiner's reference crop is cut from the
     fitted reference at the fitted box (here a 128×64 reference, cover-fitted to 64×64: x shifts by -32)."""
     rng = np.random.default_rng(3)
@@ -358,7 +349,7 @@ def test_reference_box_follows_the_reference_fit(arcface_home, tmp_path):
     folder = pose_folder(tmp_path / "poses", [_face_pose((0.5, 0.3), (0.1, 0.1))] * 2, (64, 64))
     fitted = fit_image(original, 64, 64, Fit.COVER)
     refiner = build_refiner(fitted, (128, 64), face, folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4,
-                            weights=arcface_home)
+                            weights=tiny_home)
     with torch.no_grad():
         expected = refiner.arcface(reference_face_crop(fitted, (8, 10, 38, 50))[None])
     torch.testing.assert_close(refiner.reference, expected)
@@ -366,10 +357,10 @@ def test_reference_box_follows_the_reference_fit(arcface_home, tmp_path):
     with pytest.raises(InputError, match="outside"):  # a face cropped away by the fit
         build_refiner(fitted, (128, 64), FaceIdentity(face.embedding, np.array([0, 0, 20, 20], np.float32),
                                                       face.landmarks, face.mask, 0.9),
-                      folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4, weights=arcface_home)
+                      folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4, weights=tiny_home)
     with pytest.raises(InputError, match="needs a face"):
         build_refiner(fitted, (128, 64), FaceIdentity(face.embedding, face.box, face.landmarks, face.mask, 0.0),
-                      folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4, weights=arcface_home)
+                      folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4, weights=tiny_home)
 
 
 def test_latent_window():
@@ -398,7 +389,7 @@ def test_face_region_decoding(pipeline, arcface, reference_crop):
     assert outputs[8][1] == outputs[None][1]
 
 
-def test_cli_animate_face_opt(cli, arcface_home, tmp_path, astronaut_path):
+def test_cli_animate_face_opt(cli, tiny_home, tmp_path, astronaut_path):
     """animate: the pose stage's keypoints.npz gives the boxes; the refined video differs from the basic one."""
     pytest.importorskip("mediapipe")
     image = cv2.resize(load_image(astronaut_path), (256, 256), interpolation=cv2.INTER_AREA)
@@ -406,7 +397,7 @@ def test_cli_animate_face_opt(cli, arcface_home, tmp_path, astronaut_path):
     outputs = []
     for extra in ((), ("--face-opt", "--face-opt-steps", "0:1")):
         out = tmp_path / f"out{len(extra)}.mp4"
-        result = cli("--weights", arcface_home.root, "animate", astronaut_path, tmp_path / "drive.mp4", "-o", out,
+        result = cli("--weights", tiny_home.root, "animate", astronaut_path, tmp_path / "drive.mp4", "-o", out,
                      "--width", 64, "--height", 64, "--steps", 2, *extra)
         assert result.exit_code == 0, result.stderr
         outputs.append(np.stack(list(iter_frames(out))))

@@ -61,14 +61,14 @@ def global_options(
 
 
 # Each module adds its subcommands to `app`; a subcommand is listed here only once it works.
-COMMAND_MODULES = (
+COMMAND_MODULES = (  # in pipeline order, as `animator --help` lists them
     "weights_cmd",
     "video_cmd",
-    "face_cmd",
-    "evaluate_cmd",
     "pose_cmd",
+    "face_cmd",
     "generate_cmd",
     "train_cmd",
+    "evaluate_cmd",
 )
 
 
