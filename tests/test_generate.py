@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
 import torch
+from media import clip_with_audio
 
 import animator_cli.generate as generation
 from animator_cli.cache import StageCache
@@ -39,27 +39,8 @@ def _skeletons(folder: Path, count: int, fps: float | None = 12.0, size: tuple[i
     return folder
 
 
-def _driving_clip(path: Path, frames: int = 6, fps: int = 10, sr: int = 16000) -> Path:
-    """An mp4 of a moving gradient with a 440 Hz mono AAC track."""
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
-        audio = container.add_stream("aac", rate=sr, layout="mono")
-        yy, xx = np.mgrid[0:64, 0:64]
-        for i in range(frames):
-            rgb = np.stack([(xx * 3 + i * 9) % 256, (yy * 3) % 256, np.full_like(xx, 90)], -1).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = i
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        n = sr * frames // fps
-        tone = (0.3 * np.sin(np.arange(n) * 2 * np.pi * 440 / sr)).astype(np.float32)[None]
-        for start in range(0, n, 1024):
-            chunk = av.AudioFrame.from_ndarray(tone[:, start:start + 1024], format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = sr, start
-            container.mux(audio.encode(chunk))
-        container.mux(audio.encode(None))
-    return path
+def _driving_clip(path: Path, frames: int = 6, fps: int = 10) -> Path:
+    return clip_with_audio(path, frames, fps)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from media import clip_with_audio
 from PIL import Image
 
 from animator_cli.errors import InputError
@@ -30,25 +31,8 @@ def _gradient_frames(count: int, height: int = 64, width: int = 96) -> list[np.n
             for i in range(count)]
 
 
-def _clip_with_audio(path: Path, seconds: float = 3.0, fps: int = 25, sr: int = 44100) -> Path:
-    """An mp4 with a black video track and a 440 Hz mono AAC track."""
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
-        audio = container.add_stream("aac", rate=sr, layout="mono")
-        for i in range(int(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
-            frame.pts = i
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        n = int(sr * seconds)
-        tone = (0.3 * np.sin(np.arange(n) * 2 * np.pi * 440 / sr)).astype(np.float32)[None]
-        for start in range(0, n, 1024):
-            chunk = av.AudioFrame.from_ndarray(tone[:, start:start + 1024], format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = sr, start
-            container.mux(audio.encode(chunk))
-        container.mux(audio.encode(None))
-    return path
+def _clip_with_audio(path: Path, seconds: float = 3.0, fps: int = 25) -> Path:
+    return clip_with_audio(path, int(seconds * fps), fps, sample_rate=44100)
 
 
 def test_round_trip_keeps_frames_fps_and_size(tmp_path: Path) -> None:
