@@ -24,13 +24,6 @@ from animator_cli.weights.tiny import svd
 SPEC_SIGMAS = [700, 545.73, 421.57, 322.45, 244.02, 182.55, 134.85, 98.27, 70.54, 49.81, 34.54, 23.47, 15.59,
                10.10, 6.354, 3.870, 2.269, 1.273, 0.678, 0.339, 0.157, 0.0664, 0.0248, 0.00788, 0.002, 0.0]
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: one thread is as fast, and OpenMP threads spin badly on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 

@@ -24,13 +24,6 @@ from animator_cli.weights.tiny.svd import UNET_CONFIG
 
 SPEC_KEYS = Path(__file__).parent / "data" / "checkpoint-keys.tsv"  # copy of the spec's list
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: one thread is as fast, and OpenMP threads spin badly on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 
