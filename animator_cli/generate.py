@@ -35,6 +35,7 @@ from animator_cli.hjb import FaceOptOptions, arcface_sources, build_refiner, par
 from animator_cli.pose import extract_pose
 from animator_cli.sampling.fit import Fit, fit_image
 from animator_cli.sampling.pipeline import AnimationPipeline, Progress, SamplingOptions
+from animator_cli.sampling.windows import window_indices
 from animator_cli.video import list_frames, load_image, mux_audio, write_frame, write_video
 from animator_cli.weights.home import WeightsHome
 
@@ -70,6 +71,7 @@ class GenerateOptions:
                 raise InputError(f"{name} {value} is not a positive multiple of 64",
                                  "use e.g. --resolution 512x512, 576x1024 or 1024x576")
         s = self.sampling
+        window_indices(1, s.tile, s.overlap)  # bad tiling fails here, before any model is loaded
         if s.steps < 1:
             raise InputError(f"--steps {s.steps} must be at least 1")
         if s.decode_chunk < 1:
@@ -154,10 +156,11 @@ def make_options(resolution: str = "512x512", width: int | None = None, height: 
 
 
 def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
-    """Load every network once (on the CPU, then placed as ``runtime`` says)."""
+    """Load every network once, straight onto its device (the CPU when offloading), placed as ``runtime`` says."""
     from animator_cli.models.loading import load_models
 
-    models = load_models(weights, "cpu", runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
+    home = torch.device("cpu") if runtime.offload else runtime.torch_device()  # no detour through host RAM
+    models = load_models(weights, home, runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
     return AnimationPipeline(models, runtime.torch_device(), runtime.torch_dtype(), offload=runtime.offload,
                              vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg)
 
@@ -232,7 +235,9 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     face = load_identity(face_dir)
     identity = face.embedding
 
+    # The device changes the random draws (CPU and CUDA generators differ) and --vae-on-cpu the VAE's precision.
     params = {"options": asdict(options), "fps": fps, "dtype": str(runtime.torch_dtype()),
+              "device": runtime.torch_device().type, "vae_on_cpu": runtime.vae_on_cpu,
               "identity": hashlib.sha256(identity.tobytes()).hexdigest(),
               "weights": weights_signature(weights, runtime.checkpoint_dir, options.face_opt is not None)}
     entry = cache.entry("generate", [reference, poses, *([face_masks] if face_masks else [])], params)

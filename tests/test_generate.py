@@ -358,3 +358,36 @@ def test_cli_checkpoint_folder(cli, tiny_home, tmp_path, astronaut_path):
     missing = cli(*args, "-o", tmp_path / "bad.mp4", "--checkpoint", checkpoint)
     assert missing.exit_code == 3 and "unet" in missing.stderr and not (tmp_path / "bad.mp4").exists()
     assert cli(*args, "-o", tmp_path / "bad.mp4", "--checkpoint", tmp_path / "nowhere").exit_code == 2
+
+
+def test_cli_bad_tiling_fails_before_loading_models(cli, tiny_home, tmp_path, astronaut_path, monkeypatch):
+    def no_models(*_):
+        raise AssertionError("models must not load for an invalid --tile/--overlap")
+
+    monkeypatch.setattr(generation, "load_pipeline", no_models)
+    poses = _skeletons(tmp_path / "poses", 3)
+    result = cli("--weights", tiny_home.root, "generate", astronaut_path, poses, "-o", tmp_path / "o.mp4",
+                 "--tile", 8, "--overlap", 8)
+    assert result.exit_code == 2 and "invalid tiling" in result.stderr
+
+
+def test_cache_key_follows_vae_precision(cli, tiny_home, tmp_path, astronaut_path):
+    """--vae-on-cpu runs the VAE in fp32, which changes pixels: it must not reuse a video made without it."""
+    poses = _skeletons(tmp_path / "poses", 2)
+    args = ["--weights", tiny_home.root, "--json", "generate", astronaut_path, poses, "-o", tmp_path / "o.mp4",
+            "--width", 64, "--height", 64, "--steps", 1]
+    assert json.loads(cli(*args).stdout)["cached"] is False
+    assert json.loads(cli(*args).stdout)["cached"] is True
+    assert json.loads(cli(*args, "--vae-on-cpu").stdout)["cached"] is False
+
+
+def test_cli_checkpoint_latest_of_a_run(cli, tiny_home, tmp_path, astronaut_path):
+    import shutil
+
+    poses = _skeletons(tmp_path / "poses", 2)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_home.animation_dir, run / "checkpoint-20")
+    args = ["--weights", tiny_home.root, "generate", astronaut_path, poses, "--width", 64, "--height", 64,
+            "--steps", 1]
+    assert cli(*args, "-o", tmp_path / "a.mp4", "--checkpoint", run / "latest").exit_code == 0
+    assert cli(*args, "-o", tmp_path / "b.mp4", "--checkpoint", run).exit_code == 0

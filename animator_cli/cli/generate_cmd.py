@@ -70,12 +70,13 @@ Output = Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.")]
 
 def build_runtime(dtype: str | None = None, offload: bool = False, vae_on_cpu: bool = False,
                   split_cfg: bool = False, checkpoint: Path | None = None, device: str | None = None) -> Runtime:
-    if dtype is not None and dtype not in DTYPES:
-        raise InputError(f"unknown --dtype {dtype}", f"choose from {', '.join(DTYPES)}")
-    if checkpoint is not None and not Path(checkpoint).is_dir():
-        raise InputError(f"--checkpoint {checkpoint} is not a folder")
-    return Runtime(device=device or settings.device, dtype=dtype, offload=offload, vae_on_cpu=vae_on_cpu,
-                   batch_cfg=not split_cfg, checkpoint_dir=checkpoint)
+    run_folder = Path(checkpoint).parent if checkpoint is not None and Path(checkpoint).name == "latest" else checkpoint
+    if run_folder is not None and not Path(run_folder).is_dir():
+        raise InputError(f"--checkpoint {checkpoint} is not a folder", "pass RUN/checkpoint-N, RUN or RUN/latest")
+    runtime = Runtime(device=device or settings.device, dtype=dtype, offload=offload, vae_on_cpu=vae_on_cpu,
+                      batch_cfg=not split_cfg, checkpoint_dir=checkpoint)
+    runtime.torch_dtype()  # an unknown --dtype fails here, before any work
+    return runtime
 
 
 @contextlib.contextmanager

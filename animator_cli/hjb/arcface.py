@@ -7,6 +7,7 @@ needs, so no extra download is required (the reference shipped the same network 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from animator_cli.errors import WeightsError
 from animator_cli.face.analyzer import FIX
 from animator_cli.hjb.iresnet import INPUT_SIZE, IResNet, iresnet_from_state_dict
 from animator_cli.hjb.onnx_convert import NotIResNet, state_dict_from_onnx
+from animator_cli.models.loading import read_state_dict
 from animator_cli.weights.home import WeightsHome
 
 TORCH_FILE = "glintr100_torch.pth"
@@ -30,23 +32,32 @@ def arcface_sources(weights: WeightsHome) -> list[Path]:
 
 
 def load_arcface(weights: WeightsHome) -> IResNet:
-    """The frozen glintr100 iresnet (eval mode, no parameter requires grad), on the CPU in fp32."""
+    """The frozen glintr100 iresnet (eval mode, no parameter requires grad), on the CPU in fp32.
+
+    One copy per file version is kept, so `animator batch` runs many `--face-opt` jobs on one network.
+    """
     torch_file, onnx_file = arcface_sources(weights)
-    if torch_file.is_file():
-        try:
-            state = torch.load(torch_file, map_location="cpu", weights_only=True)
-            return iresnet_from_state_dict(state)
-        except Exception as exc:  # unpickling and strict loading raise many types
-            raise WeightsError(f"{torch_file} is not an arcface_torch iresnet state dict ({exc})",
-                               f"delete it to use {onnx_file}, or reinstall it") from exc
-    if onnx_file.is_file():
-        try:
-            return iresnet_from_state_dict(state_dict_from_onnx(onnx_file))
-        except (NotIResNet, KeyError, ValueError, RuntimeError) as exc:
-            raise WeightsError(f"{onnx_file} cannot be converted to a torch iresnet ({exc})",
-                               f"install {TORCH_FILE} into {torch_file.parent}") from exc
+    for source in (torch_file, onnx_file):
+        if source.is_file():
+            return _load(source, source.stat().st_mtime_ns)
     raise WeightsError(f"--face-opt needs ArcFace weights: neither {torch_file} nor {onnx_file} exists",
                        f"run `{FIX}`, or copy the release's {TORCH_FILE} into {torch_file.parent}")
+
+
+@functools.lru_cache(maxsize=2)
+def _load(source: Path, mtime_ns: int) -> IResNet:
+    if source.suffix == ".onnx":
+        try:
+            return iresnet_from_state_dict(state_dict_from_onnx(source))
+        except (NotIResNet, KeyError, ValueError, RuntimeError) as exc:
+            raise WeightsError(f"{source} cannot be converted to a torch iresnet ({exc})",
+                               f"install {TORCH_FILE} into the weights home's checkpoints/Animation/") from exc
+    state = read_state_dict(source)  # weights_only; damaged or code-running pickles are WeightsErrors
+    try:
+        return iresnet_from_state_dict(state)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{source} is not an arcface_torch iresnet state dict ({exc})",
+                           "delete it to use antelopev2's glintr100.onnx, or reinstall it") from exc
 
 
 def face_crops(pixels: torch.Tensor, boxes: list[Box]) -> torch.Tensor:

@@ -39,6 +39,7 @@ from animator_cli.errors import InputError
 from animator_cli.hjb.arcface import Box, face_crops, identity_distance
 from animator_cli.hjb.checkpointing import checkpointed_layers
 from animator_cli.hjb.iresnet import IResNet
+from animator_cli.sampling.conditioning import to_tensor
 
 log = logging.getLogger("animator")
 LATENT_SCALE = 8  # pixels per latent cell (the VAE's downsampling)
@@ -130,7 +131,8 @@ class FaceRefiner:
                       record: StepRecord) -> torch.Tensor:
         param = next(vae.parameters())
         scale = FP16_LOSS_SCALE if param.dtype == torch.float16 else 1.0
-        z = latents.detach().clone().requires_grad_(True)
+        # The VAE may live on another device than the latents (--vae-on-cpu): optimise where it runs.
+        z = latents.detach().to(param.device, torch.float32).clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=record.lr)
         visible = [i for i, box in enumerate(boxes) if box is not None]
         window = latent_window([boxes[i] for i in visible], z.shape[-2:], self.options.margin)
@@ -147,7 +149,7 @@ class FaceRefiner:
                     optimizer.step()
                 else:
                     log.warning("--face-opt: non-finite gradient at step %d; iteration skipped", record.step)
-        return z.detach()
+        return z.detach().to(latents.device, latents.dtype)
 
     def _loss(self, vae: torch.nn.Module, z: torch.Tensor, visible: list[int], boxes: list[Box],
               window: Box) -> torch.Tensor:
@@ -179,5 +181,4 @@ def latent_window(boxes: list[Box], size: tuple[int, int], margin: int | None) -
 
 def reference_face_crop(reference: np.ndarray, box: Box) -> torch.Tensor:
     """(3, 112, 112) in [-1, 1]: the reference face (H×W×3 uint8, already fitted) cut at ``box`` and resized."""
-    pixels = torch.from_numpy(np.array(reference, np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
-    return face_crops(pixels, [box])[0]
+    return face_crops(to_tensor(reference), [box])[0]

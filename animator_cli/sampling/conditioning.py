@@ -92,7 +92,8 @@ def reference_latent(vae: torch.nn.Module, reference: torch.Tensor, noise_aug: f
     noise = torch.randn(reference.shape, generator=generator, device=generator.device, dtype=torch.float32)
     image = reference.to(generator.device, torch.float32) + noise_aug * noise
     param = next(vae.parameters())
-    with _fp32(vae):  # SVD's VAE is marked force_upcast: fp16 encoding overflows
+    # SVD's VAE is marked force_upcast (fp16 encoding overflows); only the encoding half is upcast.
+    with _fp32(vae.encoder), _fp32(vae.quant_conv):
         latent = vae.encode(image.to(param.device)).latent_dist.mode()
     return latent.float()
 

@@ -133,14 +133,15 @@ class AnimationPipeline:
         branches = _Branches(image_latent.to(self.device, self.dtype), context.to(self.dtype),
                              time_ids.to(self.device, self.dtype), guided, self.batch_cfg)
         tiles = _Tiles(windows, num_frames, self.device)
-        with self._running(models.unet) as unet:
+        # With the face refiner the VAE stays on the device for the whole loop (one move under --offload).
+        decoder = self._running(models.vae) if refine is not None else contextlib.nullcontext(models.vae)
+        with self._running(models.unet) as unet, decoder as vae:
             for step, timestep in enumerate(schedule.timesteps.tolist()):
                 x_in = schedule.scale_input(latents, step).to(self.dtype)
                 cond, uncond = self._blend(unet, x_in, timestep, tiles, pose_features, branches)
                 v = uncond + guidance * (cond - uncond) if guided else cond
                 if refine is not None and refine.active(step):
-                    with self._running(models.vae) as vae:
-                        latents = schedule.step(latents, v, step, functools.partial(refine, vae, step=step))
+                    latents = schedule.step(latents, v, step, functools.partial(refine, vae, step=step))
                 else:
                     latents = schedule.step(latents, v, step)
                 if progress is not None:
