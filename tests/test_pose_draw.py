@@ -63,3 +63,27 @@ def test_resized_to_target_size_keeps_colours():
 def test_no_pose_is_black():
     assert not draw_pose(None, 64, 48).any()
     assert draw_pose(None, 64, 48).shape == (48, 64, 3)
+
+
+def test_scores_above_one_saturate_per_channel_as_the_reference():
+    """SimCC confidences can exceed 1: the reference's int(c · s) colours saturate only the overflowing channel."""
+    size = 2160
+    pose = _pose({1: (1000 / size, 500 / size, 1.0), 5: (1600 / size, 500 / size, 1.15)})  # limb 1: (255, 85, 0)
+    image = draw_pose(pose, size, size)
+    assert tuple(image[500, 1300]) == (153, int(int(85 * 1.15) * 0.6), 0)  # 255 saturates; 97 → 58, not 51
+
+
+def test_hand_line_colours_are_rounded_like_the_reference():
+    """The reference passes hsv_to_rgb(...) · int(s_a · s_b · 255) as a float colour; cv2 rounds it."""
+    import colorsys
+
+    size = 2160
+    hand = LEFT_HAND.start
+    score = (211.5 / 255) ** 0.5  # strength int(s² · 255) = 211
+    # edge 3 joins hand points 3 and 4; hue 3/20 gives green 0.9 · 211 = 189.9: rounded 190, truncated 189
+    pose = _pose({hand + 3: (1000 / size, 1000 / size, score), hand + 4: (1200 / size, 1000 / size, score)})
+    image = draw_pose(pose, size, size)
+    strength = int(score * score * 255)
+    expected = tuple(round(c * strength) for c in colorsys.hsv_to_rgb(3 / 20, 1.0, 1.0))
+    assert strength == 211 and expected[1] == 190
+    assert tuple(image[1000, 1100]) == expected

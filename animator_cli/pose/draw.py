@@ -70,7 +70,9 @@ def _draw_hand(canvas: np.ndarray, points: np.ndarray, scores: np.ndarray) -> No
     for (a, b), color in zip(HAND_EDGES, HAND_EDGE_COLORS, strict=True):
         (x1, y1), (x2, y2) = pixels[a], pixels[b]
         if min(x1, y1, x2, y2) > EPS:
-            cv2.line(canvas, (x1, y1), (x2, y2), _scale(color, int(scores[a] * scores[b] * 255)),
+            # A float colour, as the reference passes it: cv2 rounds it (the body's colours are truncated).
+            strength = int(scores[a] * scores[b] * 255)
+            cv2.line(canvas, (x1, y1), (x2, y2), tuple(float(c) * strength for c in color),
                      thickness=HAND_LINE_THICKNESS)
     for (x, y), score in zip(pixels, scores, strict=True):
         if x > EPS and y > EPS:
@@ -89,14 +91,15 @@ def _draw_face(canvas: np.ndarray, points: np.ndarray, scores: np.ndarray) -> No
 def draw_pose(pose: Pose | None, width: int, height: int) -> np.ndarray:
     """RGB uint8 (height, width, 3) skeleton of ``pose`` (normalised coordinates); all black for None.
 
-    Scores are clipped to [0, 1] first: SimCC confidences can exceed 1, and cv2 would saturate them anyway.
+    Scores are used as they are, as in the reference: SimCC confidences can exceed 1, and cv2 then saturates
+    only the channels that overflow (clipping the score would darken the others).
     """
     if pose is None:
         return np.zeros((height, width, 3), np.uint8)
     ratio = CANVAS_SHORT_SIDE / min(height, width)
     canvas = np.zeros((int(height * ratio), int(width * ratio), 3), np.uint8)
     points = np.asarray(pose.points, np.float64)
-    scores = np.clip(np.asarray(pose.scores, np.float64), 0.0, 1.0)
+    scores = np.asarray(pose.scores, np.float64)
     _draw_body(canvas, points[BODY], scores[BODY])
     for hand in HANDS:
         _draw_hand(canvas, points[hand], scores[hand])
