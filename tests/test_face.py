@@ -198,15 +198,16 @@ def test_load_identity_rejects_other_folders(tmp_path: Path) -> None:
         load_identity(tmp_path)
 
 
-def test_cuda_provider_when_onnxruntime_offers_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_provider_on_the_requested_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ONNX model (face and pose) runs on the GPU that --device names, and only when ORT offers CUDA."""
     import onnxruntime
 
-    from animator_cli.face import onnx_providers
+    from animator_cli.onnx_session import providers
 
     both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: both)
-    assert onnx_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert onnx_providers("cuda:0") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
+    assert providers() == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert providers("cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert providers("cpu") == ["CPUExecutionProvider"]
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    assert onnx_providers() == ["CPUExecutionProvider"]
+    assert providers("cuda:1") == ["CPUExecutionProvider"]

@@ -16,22 +16,13 @@ from typing import Any
 import numpy as np
 
 from animator_cli.errors import WeightsError
+from animator_cli.onnx_session import gpu_index, providers
 from animator_cli.weights.home import WeightsHome
 
 DETECTOR_FILE = "scrfd_10g_bnkps.onnx"
 RECOGNITION_FILE = "glintr100.onnx"
 DET_SIZE = (640, 640)  # the reference's det_size
 FIX = "animator weights download --only antelopev2"
-
-
-def onnx_providers(device: str | None = None) -> list[str]:
-    """CUDA then CPU when onnxruntime offers CUDA and the device is not CPU; otherwise CPU alone."""
-    import onnxruntime
-
-    wants_gpu = device is None or not device.startswith("cpu")
-    if wants_gpu and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 def require_model(weights: WeightsHome, filename: str) -> Path:
@@ -54,7 +45,7 @@ class FaceAnalyzer:
 
     app: Any
     folder: Path
-    providers: tuple[str, ...]
+    gpu: int | None  # the CUDA device index, None on the CPU
 
     def faces(self, image_bgr: np.ndarray) -> list[Any]:
         """Every detected face (insightface `Face`: bbox, kps, det_score, embedding), in detector order."""
@@ -64,22 +55,24 @@ class FaceAnalyzer:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(folder: Path, providers: tuple[str, ...]) -> FaceAnalyzer:
+def _load(folder: Path, gpu: int | None) -> FaceAnalyzer:
     from insightface.app import FaceAnalysis
 
+    device = "cpu" if gpu is None else f"cuda:{gpu}"
     try:
         # A directory passed as `name` is used as is: no lookup under `root`, no download.
-        app = FaceAnalysis(name=str(folder), allowed_modules=["detection", "recognition"], providers=list(providers))
-        app.prepare(ctx_id=0 if "CUDAExecutionProvider" in providers else -1, det_size=DET_SIZE)
+        app = FaceAnalysis(name=str(folder), allowed_modules=["detection", "recognition"],
+                           providers=providers(device))
+        app.prepare(ctx_id=-1 if gpu is None else gpu, det_size=DET_SIZE)
     except Exception as exc:  # onnxruntime/onnx/insightface raise their own types for unusable files
         raise WeightsError(f"antelopev2 models in {folder} could not be loaded: {exc}", f"rerun `{FIX}`") from exc
     if "recognition" not in app.models:
         raise WeightsError(f"no ArcFace recognition model recognised in {folder}", f"rerun `{FIX}`")
-    return FaceAnalyzer(app, folder, providers)
+    return FaceAnalyzer(app, folder, gpu)
 
 
 def load_analyzer(weights: WeightsHome, device: str | None = None) -> FaceAnalyzer:
     """The (cached) analyzer for this weights home; raises WeightsError if a model file is missing."""
     for name in (DETECTOR_FILE, RECOGNITION_FILE):
         require_model(weights, name)
-    return _load(weights.antelopev2_dir.resolve(), tuple(onnx_providers(device)))
+    return _load(weights.antelopev2_dir.resolve(), gpu_index(device))

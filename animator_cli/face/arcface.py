@@ -13,21 +13,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from animator_cli.errors import InputError, WeightsError
-from animator_cli.face.analyzer import FIX, RECOGNITION_FILE, onnx_providers, require_model
+from animator_cli.errors import InputError
+from animator_cli.face.analyzer import FIX, RECOGNITION_FILE, require_model
+from animator_cli.onnx_session import open_session
 from animator_cli.weights.home import WeightsHome
 
 CROP_SIZE = 112
 
 
 @functools.lru_cache(maxsize=2)
-def _session(model: Path, providers: tuple[str, ...]):
-    import onnxruntime
-
-    try:
-        return onnxruntime.InferenceSession(str(model), providers=list(providers))
-    except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
-        raise WeightsError(f"{model} could not be loaded: {exc}", f"rerun `{FIX}`") from exc
+def _session(model: Path, device: str | None):
+    return open_session(model, device, FIX)
 
 
 def aligned_crop(image_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -52,7 +48,7 @@ def arcface_embed(crops_rgb: np.ndarray | list[np.ndarray], weights: WeightsHome
                       else cv2.resize(c, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA) for c in crops])
     blob = ((batch.astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2)
     model = require_model(weights or WeightsHome.resolve(), RECOGNITION_FILE)
-    session = _session(model.resolve(), tuple(onnx_providers(device)))
+    session = _session(model.resolve(), device)
     spec = session.get_inputs()[0]
     step = 1 if spec.shape[0] == 1 else 32  # some exports fix the batch dimension to 1
     out = [session.run(None, {spec.name: blob[i:i + step]})[0] for i in range(0, len(blob), step)]

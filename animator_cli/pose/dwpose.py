@@ -15,9 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from animator_cli.onnx_session import open_session
 from animator_cli.pose.keypoints import Pose
-from animator_cli.pose.onnx_session import open_session
 
+DWPOSE_FIX = "animator weights download --only dwpose"
 DETECTOR_FILE, POSE_FILE = "yolox_l.onnx", "dw-ll_ucoco_384.onnx"
 DETECTOR_SIZE = 640
 PAD_VALUE = 114
@@ -129,8 +130,8 @@ class DWPoseBackend:
     name = "dwpose"
 
     def __init__(self, dwpose_dir: Path, device: str | None = None) -> None:
-        self.detector = open_session(Path(dwpose_dir) / DETECTOR_FILE, device)
-        self.pose_model = open_session(Path(dwpose_dir) / POSE_FILE, device)
+        self.detector = open_session(Path(dwpose_dir) / DETECTOR_FILE, device, DWPOSE_FIX)
+        self.pose_model = open_session(Path(dwpose_dir) / POSE_FILE, device, DWPOSE_FIX)
         shape = self.pose_model.get_inputs()[0].shape
         self.input_size = (int(shape[3]), int(shape[2]))  # (w, h), read from the model as the reference does
         self.batched = not (isinstance(shape[0], int) and shape[0] == 1)
