@@ -127,3 +127,12 @@ def test_align_none_draws_unaligned_at_the_reference_size(clip, tmp_path):
     assert load_image(folder / "frame_0.png").shape == (300, 200, 3)
     source, drawn = np.load(folder / "keypoints.npz")["source_points"], load_keypoints(folder).points
     np.testing.assert_array_equal(source, drawn)
+
+
+@pytest.mark.parametrize("option", [("--fps", "0"), ("--fps", "-5"), ("--max-frames", "0")])
+def test_invalid_fps_or_frame_count_exits_2(cli, tmp_path, option):
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, [np.zeros((64, 64, 3), np.uint8)] * 2, fps=10)
+    result = cli("extract-pose", clip, "-o", tmp_path / "poses", *option)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert not (tmp_path / "poses").exists()

@@ -106,7 +106,10 @@ class _Scorers:
                 if reason := m.lpips_unavailable():
                     self.skipped[name] = reason
                 else:
-                    self.frame[name] = m.Lpips(torch_device)
+                    try:  # lpips fetches its VGG weights on first use; offline that fails
+                        self.frame[name] = m.Lpips(torch_device)
+                    except Exception as exc:  # urllib, torch.hub and lpips raise many types
+                        self.skipped[name] = f"LPIPS could not load its VGG weights ({exc})"
             elif name == "fvd":
                 if reason := i3d_missing(weights):
                     self.skipped[name] = reason

@@ -152,6 +152,10 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
     source = Path(source)
     if not source.exists():
         raise InputError(f"driving video {source} does not exist")
+    if fps is not None and fps <= 0:
+        raise InputError(f"--fps {fps} must be positive")
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"--max-frames {max_frames} must be at least 1")
     if reference is not None and not Path(reference).is_file():
         raise InputError(f"reference image {reference} does not exist")
     if align not in ALIGN_MODES:
