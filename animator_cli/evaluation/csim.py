@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from animator_cli.face import FaceAnalyzer, extract_identity, largest_face
+from animator_cli.face import FaceAnalyzer, extract_identity
 from animator_cli.face.identity import to_detector_input
 
 
@@ -27,7 +27,7 @@ class CsimScorer:
         self.missing = 0
 
     def embedding(self, frame_rgb: np.ndarray) -> np.ndarray | None:
-        face = largest_face(self.analyzer.faces(to_detector_input(frame_rgb)))
+        face = self.analyzer.largest(to_detector_input(frame_rgb))
         return None if face is None else np.asarray(face.embedding, dtype=np.float64)
 
     def __call__(self, generated: np.ndarray, truth: np.ndarray) -> float | None:

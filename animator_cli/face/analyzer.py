@@ -39,6 +39,13 @@ def model_signature(weights: WeightsHome) -> dict[str, list[int]]:
     return signature
 
 
+def largest_face(faces: list[Any]) -> Any | None:
+    """The face with the largest box area (the reference's rule), not the most confident one."""
+    if not faces:
+        return None
+    return max(faces, key=lambda f: float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])))
+
+
 @dataclass
 class FaceAnalyzer:
     """insightface's FaceAnalysis restricted to detection + ArcFace recognition."""
@@ -48,10 +55,25 @@ class FaceAnalyzer:
     gpu: int | None  # the CUDA device index, None on the CPU
 
     def faces(self, image_bgr: np.ndarray) -> list[Any]:
-        """Every detected face (insightface `Face`: bbox, kps, det_score, embedding), in detector order."""
+        """Every detected face (insightface `Face`: bbox, kps, det_score), in detector order, without embeddings."""
+        from insightface.app.common import Face
+
+        boxes, keypoints = self.app.det_model.detect(np.ascontiguousarray(image_bgr), max_num=0, metric="default")
+        return [Face(bbox=box[:4], kps=None if keypoints is None else keypoints[i], det_score=box[4])
+                for i, box in enumerate(boxes)]
+
+    def embed(self, image_bgr: np.ndarray, face: Any) -> Any:
+        """Add the ArcFace ``embedding`` to ``face`` (the aligned crop through glintr100), as `app.get` does."""
         with warnings.catch_warnings():  # insightface calls a deprecated scikit-image API on every face
             warnings.simplefilter("ignore", FutureWarning)
-            return self.app.get(np.ascontiguousarray(image_bgr))
+            self.app.models["recognition"].get(np.ascontiguousarray(image_bgr), face)
+        return face
+
+    def largest(self, image_bgr: np.ndarray) -> Any | None:
+        """The face with the largest box (the reference's rule) and its embedding; ArcFace runs on it alone,
+        not on every face in a crowd as `app.get` would."""
+        face = largest_face(self.faces(image_bgr))
+        return None if face is None else self.embed(image_bgr, face)
 
 
 @functools.lru_cache(maxsize=4)

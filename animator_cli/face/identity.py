@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from animator_cli.errors import InputError
-from animator_cli.face.analyzer import FaceAnalyzer, load_analyzer
+from animator_cli.face.analyzer import FaceAnalyzer, largest_face, load_analyzer  # noqa: F401 (re-exported)
 from animator_cli.video import load_image
 from animator_cli.weights.home import WeightsHome
 
@@ -36,13 +35,6 @@ class FaceIdentity:
     @property
     def found(self) -> bool:
         return self.det_score > 0
-
-
-def largest_face(faces: list[Any]) -> Any | None:
-    """The face with the largest box area (the reference's rule), not the most confident one."""
-    if not faces:
-        return None
-    return max(faces, key=lambda f: float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])))
 
 
 def box_mask(shape: tuple[int, int], box: np.ndarray) -> np.ndarray:
@@ -79,7 +71,7 @@ def extract_identity(
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise InputError(f"{source}: expected an RGB uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}")
     analyzer = analyzer or load_analyzer(weights or WeightsHome.resolve(), device)
-    face = largest_face(analyzer.faces(to_detector_input(rgb, legacy_rgb)))
+    face = analyzer.largest(to_detector_input(rgb, legacy_rgb))
     if face is None:
         if not allow_no_face:
             raise InputError(f"no face found in {source}",
