@@ -63,20 +63,20 @@ def test_prepare_data_writes_the_reference_layout(dataset: Path):
     assert mask.shape == (96, 96) and set(np.unique(mask).tolist()) <= {0, 255} and mask.any()
     skeleton = np.asarray(Image.open(clip / "poses" / "frame_3.png"))
     assert skeleton.shape == (96, 96, 3) and skeleton.any()
-    with np.load(clip / "identity.npz") as data:
+    with np.load(clip / "identities.npz") as data:
         assert data["embeddings"].shape == (8, 512) and data["found"].all()
         assert np.abs(data["embeddings"]).sum(axis=1).min() > 0
 
 
 def test_prepare_data_resumes_and_reports_over_cli(cli, videos: Path, dataset: Path, tiny_home):
-    stamp = (dataset / "dance0" / "identity.npz").stat().st_mtime_ns
+    stamp = (dataset / "dance0" / "identities.npz").stat().st_mtime_ns
     leftover = dataset / ".dance3.x1y2.tmp"  # what an interrupted run leaves behind
     (leftover / "images").mkdir(parents=True)
     result = cli("--weights", tiny_home.root, "--json", "prepare-data", videos, "-o", dataset)
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["built"] == [] and sorted(summary["skipped"]) == ["dance0", "dance1", "dance2"]
-    assert (dataset / "dance0" / "identity.npz").stat().st_mtime_ns == stamp
+    assert (dataset / "dance0" / "identities.npz").stat().st_mtime_ns == stamp
     assert not leftover.exists() and (dataset / "video_rec_path.txt").read_text().split() == ["dance0", "dance1",
                                                                                            "dance2"]
 

@@ -172,7 +172,7 @@ def test_batch_plan_without_a_full_batch_is_an_input_error():
 
 # --- data check and loader ----------------------------------------------------------------------------------------
 
-def _clip(root, name, frames, masks=True, poses=True, identity=True):
+def _clip(root, name, frames, masks=True, poses=True, identity=True, found=None):
     clip = root / name
     for sub in ("images", "poses", "faces"):
         (clip / sub).mkdir(parents=True)
@@ -184,7 +184,9 @@ def _clip(root, name, frames, masks=True, poses=True, identity=True):
         if masks:
             Image.fromarray(np.full((32, 48), 255, np.uint8)).save(clip / "faces" / f"frame_{i}.png")
     if identity:
-        np.savez(clip / IDENTITY_FILE, embeddings=np.ones((frames, 512), np.float32), found=np.ones(frames, bool))
+        embeddings = np.repeat(np.arange(frames, dtype=np.float32)[:, None] + 1, 512, axis=1)  # row i holds i + 1
+        found = np.ones(frames, bool) if found is None else np.asarray(found, bool)
+        np.savez(clip / IDENTITY_FILE, embeddings=embeddings, found=found)
     return clip
 
 
@@ -254,3 +256,102 @@ def test_cli_bad_clips_are_fatal_when_asked(cli, tmp_path):
     assert result.exit_code == 2 and "1 clip cannot be used" in result.stderr and "short" in result.stderr
     report = json.loads((tmp_path / "run" / "data_check.json").read_text())
     assert [p.rsplit("/", 1)[-1] for p, _ in report["problems"]] == ["short"]
+
+
+def test_identity_cache_is_not_the_face_stages_file():
+    from animator_cli.face.storage import IDENTITY_FILE as FACE_STAGE_FILE
+
+    assert IDENTITY_FILE == "identities.npz" and IDENTITY_FILE != FACE_STAGE_FILE
+
+
+def test_reference_frame_has_a_face_when_an_unsampled_one_does():
+    has_face = np.zeros(10, bool)
+    has_face[[0, 9]] = True
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        indices, ref = sample_indices(10, 3, 1, rng, has_face)
+        assert ref not in indices and (has_face[ref] or not has_face[np.setdiff1d(np.arange(10), indices)].any())
+    refs = {sample_indices(5, 4, 1, rng, np.array([True, False, False, False, False]))[1] for _ in range(50)}
+    assert refs == {0, 4}  # 0 when it is outside the targets; otherwise the faceless frame outside them
+
+
+def test_loader_identity_comes_from_a_frame_with_a_face(tmp_path):
+    _clip(tmp_path, "sparse", 8, found=[i in (0, 7) for i in range(8)])
+    (tmp_path / "list.txt").write_text("sparse\n")
+    report = check_dataset(tmp_path, ["list.txt"], num_frames=2)
+    dataset = ClipDataset(report.clips, [(48, 32)], num_frames=2, stride=1)
+    rows = {float(dataset.load(report.clips[0][0], 48, 32, np.random.default_rng(seed))["identity"][0]) - 1
+            for seed in range(20)}
+    assert rows <= {0, 7}
+
+
+def test_data_check_warns_about_a_clip_without_any_face(tmp_path):
+    _clip(tmp_path, "faceless", 6, found=[False] * 6)
+    (tmp_path / "list.txt").write_text("faceless\n")
+    report = check_dataset(tmp_path, ["list.txt"], num_frames=4)
+    assert [c.path.name for c in report.clips[0]] == ["faceless"] and not report.problems
+    assert len(report.warnings) == 1 and "no face found in any frame" in report.warnings[0][1]
+
+
+def test_loader_worker_error_arrives_as_one_clean_line(tmp_path):
+    from animator_cli.errors import AnimatorError
+    from animator_cli.training.dataset import SampleKey, collate, iter_batches
+
+    _clip(tmp_path, "a", 6)
+    (tmp_path / "list.txt").write_text("a\n")
+    report = check_dataset(tmp_path, ["list.txt"], num_frames=4)
+    for frame in (tmp_path / "a" / "images").iterdir():  # broken after the check
+        frame.write_bytes(b"garbage")
+    dataset = ClipDataset(report.clips, [(64, 64)], 4, 1, max_retries=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=[[SampleKey(0, 0, 1)]], num_workers=1,
+                                         collate_fn=collate)
+    with pytest.raises(AnimatorError) as caught:
+        next(iter_batches(loader))
+    assert str(caught.value.message).startswith("2 clips in a row failed to load") and "\n" not in str(caught.value)
+    assert "verify_images" in caught.value.hint
+
+
+def test_batch_plan_warns_about_a_bucket_smaller_than_one_global_batch(caplog):
+    plan = BatchPlan([8, 3], batch_size=1, world_size=4, rank=0, seed=0,
+                     bucket_names=["video_rec_path.txt", "video_vec_path.txt"])
+    assert plan.batches_per_epoch == 2
+    assert "video_vec_path.txt: 3 usable clips" in caplog.text and "video_rec_path.txt" not in caplog.text
+
+
+# --- prepare-data failures --------------------------------------------------------------------------------------
+
+def test_prepare_data_keeps_going_after_any_error_and_exits_2(cli, tmp_path, monkeypatch):
+    """A cv2/ONNX Runtime error in one video fails that video only; the command reports it and exits 2."""
+    from animator_cli.training import prepare
+
+    def fake_build(video, clip_dir, *args):
+        if video.stem == "bad":
+            raise RuntimeError("onnxruntime exploded")
+        (clip_dir / "images").mkdir(parents=True)
+        Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(clip_dir / "images" / "frame_0.png")
+        (clip_dir / IDENTITY_FILE).write_bytes(b"")
+        return clip_dir
+
+    monkeypatch.setattr(prepare, "build_clip", fake_build)
+    (tmp_path / "in").mkdir()
+    for name in ("bad.mp4", "good.mp4"):
+        (tmp_path / "in" / name).write_bytes(b"")
+    result = cli("--weights", tmp_path / "w", "--json", "prepare-data", tmp_path / "in", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "1 of 2 videos failed" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["built"] == ["good"] and summary["failed"] == {"bad": "RuntimeError: onnxruntime exploded"}
+    assert (tmp_path / "out" / "video_rec_path.txt").read_text().split() == ["good"]
+
+
+def test_a_broken_process_pool_fails_the_unfinished_videos_only(tmp_path):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from animator_cli.training.prepare import _pool_outcomes
+
+    done, lost = Future(), Future()
+    done.set_result("")
+    lost.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+    outcomes = dict(_pool_outcomes({done: tmp_path / "a.mp4", lost: tmp_path / "b.mp4"}))
+    assert outcomes == {tmp_path / "a.mp4": "", tmp_path / "b.mp4": "BrokenProcessPool: a child process terminated "
+                        "abruptly"}

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings, stderr
+from animator_cli.errors import InputError
 from animator_cli.weights.home import WeightsHome
 
 
@@ -28,7 +29,9 @@ def prepare_data(
     pose_backend: Annotated[str, typer.Option(
         "--pose-backend", help="auto (DWPose if installed, else MediaPipe), dwpose or mediapipe.")] = "auto",
 ) -> None:
-    """Frames, unaligned skeletons, face masks and cached identities for every video; resumable."""
+    """Frames, unaligned skeletons, face masks and cached identities for every video; resumable.
+
+    A video that fails is reported and skipped; the command then exits 2 after the others are built."""
     from animator_cli.training.prepare import prepare_dataset
 
     columns = (TextColumn("prepare-data {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -44,6 +47,10 @@ def prepare_data(
         stderr.print(f"[yellow]failed:[/] {clip}: {why}", highlight=False, soft_wrap=True)
     emit({"dataset": str(result.dataset), "built": result.built, "skipped": result.skipped, "failed": result.failed,
           "list_files": [str(p) for p in result.list_files]}, [result.dataset])
+    if result.failed:
+        total = len(result.built) + len(result.skipped) + len(result.failed)
+        raise InputError(f"{len(result.failed)} of {total} videos failed (listed above); the other clips are built",
+                         "fix or remove those videos and run prepare-data again: finished clips are skipped")
 
 
 @app.command("train", context_settings={"allow_extra_args": False})

@@ -5,11 +5,13 @@ Layout (what ``animator prepare-data`` writes, and what the reference's scripts 
     DATASET/<clip>/images/frame_<i>.png   video frames
     DATASET/<clip>/poses/frame_<i>.png    unaligned DWPose skeletons, same stems
     DATASET/<clip>/faces/frame_<i>.png    face masks (filled face boxes, 255 inside)
-    DATASET/<clip>/identity.npz           ArcFace embedding of every frame (``embeddings`` (L, 512))
+    DATASET/<clip>/identities.npz         ArcFace embedding of every frame (``embeddings`` (L, 512)) and
+                                          whether a face was found in it (``found`` (L,))
     DATASET/video_rec_path.txt            clip folders (relative to DATASET, or absolute), one per line
 
 A sample is n frames at stride r (span ``min(L, (n−1)·r + 1)``, uniformly placed, ``linspace`` indices) and a
-reference frame drawn from the frames NOT sampled. Fixes of the reference loader (spec §7):
+reference frame drawn from the frames NOT sampled that have a face (any unsampled frame if none has one). Fixes of
+the reference loader (spec §7):
 
 * every clip is checked before training (:func:`check_dataset`): too few frames (fewer than n + 1, where the
   reference crashed with 1/0), missing folders/poses/identity cache, unreadable images → reported together,
@@ -17,7 +19,11 @@ reference frame drawn from the frames NOT sampled. Fixes of the reference loader
   makes the sample move to the next clip, with a warning);
 * a missing face mask becomes an all-zero mask of the right shape (no face weighting) instead of a
   wrongly shaped tensor of ones;
-* the reference identity comes from the cache written once per clip, not insightface in every loader call;
+* the reference identity comes from the cache written once per clip, not insightface in every loader call, and
+  the reference frame is one with a face, so the model is not trained on the zero embedding of a faceless frame
+  (a clip with no face at all is reported by the check);
+* a sample that cannot be loaded in a DataLoader worker reaches the training loop as one clean error line,
+  not the worker's wrapped traceback (:meth:`ClipDataset.__getitems__`, :func:`iter_batches`);
 * images are fitted to W×H with the sampler's :func:`fit_image` (``cover`` by default) so training and
   inference see the same geometry; the reference stretched them (``data.fit: stretch`` reproduces that).
 """
@@ -34,13 +40,13 @@ import torch
 from PIL import Image
 
 from animator_cli.errors import AnimatorError, InputError
+from animator_cli.face.identity import EMBEDDING_DIM
 from animator_cli.sampling.fit import Fit, fit_image
 from animator_cli.video import list_frames, load_image
 
 log = logging.getLogger("animator")
 
-IDENTITY_FILE = "identity.npz"
-EMBEDDING_DIM = 512
+IDENTITY_FILE = "identities.npz"  # not the face stage's identity.npz: one embedding per frame, another layout
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,9 @@ def check_clip(clip_dir: Path, num_frames: int, verify_images: bool) -> tuple[Cl
     if missing_masks:
         warnings.append(f"{len(missing_masks)} face masks missing (first: faces/{missing_masks[0]}): "
                         "those frames get no face weighting")
-    problems += _check_identity(clip_dir / IDENTITY_FILE, len(frames))
+    identity_problems, identity_warnings = _check_identity(clip_dir / IDENTITY_FILE, len(frames))
+    problems += identity_problems
+    warnings += identity_warnings
     if verify_images:
         for path in [*frames, *(clip_dir / "poses" / f.name for f in frames if f.name not in missing_poses)]:
             try:
@@ -103,17 +111,20 @@ def check_clip(clip_dir: Path, num_frames: int, verify_images: bool) -> tuple[Cl
     return (None if problems else Clip(clip_dir, tuple(frames))), problems, warnings
 
 
-def _check_identity(path: Path, frame_count: int) -> list[str]:
+def _check_identity(path: Path, frame_count: int) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of a clip's identity cache."""
     if not path.is_file():
-        return [f"no {IDENTITY_FILE} (reference identities); run `animator prepare-data` on the videos"]
+        return [f"no {IDENTITY_FILE} (reference identities); run `animator prepare-data` on the videos"], []
     try:
         with np.load(path) as data:
-            shape = data["embeddings"].shape
+            shape, found = data["embeddings"].shape, np.asarray(data["found"], bool)
     except (OSError, KeyError, ValueError) as exc:
-        return [f"unreadable {IDENTITY_FILE}: {exc}"]
-    if shape != (frame_count, EMBEDDING_DIM):
-        return [f"{IDENTITY_FILE} holds {shape} embeddings for {frame_count} frames"]
-    return []
+        return [f"unreadable {IDENTITY_FILE}: {exc}"], []
+    if shape != (frame_count, EMBEDDING_DIM) or found.shape != (frame_count,):
+        return [f"{IDENTITY_FILE} holds {shape} embeddings and {found.shape} face flags for {frame_count} frames"], []
+    if not found.any():
+        return [], ["no face found in any frame: every sample of this clip trains on a zero identity embedding"]
+    return [], []
 
 
 def check_dataset(root: Path, list_files: list[str], num_frames: int, verify_images: bool = False) -> DataReport:
@@ -135,14 +146,18 @@ def check_dataset(root: Path, list_files: list[str], num_frames: int, verify_ima
     return report
 
 
-def sample_indices(length: int, num_frames: int, stride: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """(target frame indices, reference index): n frames at ``stride`` and a reference outside them."""
+def sample_indices(length: int, num_frames: int, stride: int, rng: np.random.Generator,
+                   has_face: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(target frame indices, reference index): n frames at ``stride`` and a reference outside them, one with a
+    face (``has_face`` (L,) bool) when any of those has one."""
     if length < num_frames + 1:
         raise ValueError(f"a clip needs at least {num_frames + 1} frames, got {length}")
     span = min(length, (num_frames - 1) * stride + 1)
     start = int(rng.integers(0, length - span + 1))
     indices = np.linspace(start, start + span - 1, num_frames, dtype=int)
     outside = np.setdiff1d(np.arange(length), indices)
+    if has_face is not None and has_face[outside].any():
+        outside = outside[has_face[outside]]
     return indices, int(rng.choice(outside))
 
 
@@ -177,14 +192,23 @@ class ClipDataset(torch.utils.data.Dataset):
         raise AnimatorError(f"{self.max_retries} clips in a row failed to load (last: {clip.path})",
                             "run with data.verify_images=true to find the broken files")
 
+    def __getitems__(self, keys: list[SampleKey]) -> list[dict[str, torch.Tensor]] | AnimatorError:
+        """The DataLoader's batch fetch: a load error is returned, not raised, so that it crosses the worker
+        boundary as itself (a raised one arrives as a multi-line "Caught ... in DataLoader worker" error)."""
+        try:
+            return [self[key] for key in keys]
+        except AnimatorError as exc:
+            return exc
+
     def load(self, clip: Clip, width: int, height: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        indices, ref = sample_indices(len(clip.frames), self.num_frames, self.stride, rng)
+        with np.load(clip.path / IDENTITY_FILE) as data:
+            embeddings, found = data["embeddings"], np.asarray(data["found"], bool)
+        indices, ref = sample_indices(len(clip.frames), self.num_frames, self.stride, rng, found)
         frames = np.stack([self._image(clip.frames[i], width, height) for i in indices])
         poses = np.stack([self._image(clip.path / "poses" / clip.frames[i].name, width, height, pose=True)
                           for i in indices])
         masks = np.stack([self._mask(clip.path / "faces" / clip.frames[i].name, width, height) for i in indices])
-        with np.load(clip.path / IDENTITY_FILE) as data:
-            identity = np.asarray(data["embeddings"][ref], dtype=np.float32)
+        identity = np.asarray(embeddings[ref], dtype=np.float32)
         return {
             "pixel_values": _to_unit(frames),
             "reference": _to_unit(self._image(clip.frames[ref], width, height)[None])[0],
@@ -202,6 +226,19 @@ class ClipDataset(torch.utils.data.Dataset):
         return fit_image(load_image(path), width, height, self.fit, pose=True)[..., 0]
 
 
+def collate(batch: list[dict[str, torch.Tensor]] | AnimatorError) -> dict[str, torch.Tensor] | AnimatorError:
+    """The DataLoader's ``collate_fn``: stacks samples, passes a load error through to :func:`iter_batches`."""
+    return batch if isinstance(batch, AnimatorError) else torch.utils.data.default_collate(batch)
+
+
+def iter_batches(loader: torch.utils.data.DataLoader) -> Iterator[dict[str, torch.Tensor]]:
+    """The loader's batches; a load error from any worker is raised here, in the main process, as itself."""
+    for batch in loader:
+        if isinstance(batch, AnimatorError):
+            raise batch
+        yield batch
+
+
 def _to_unit(frames: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) → float (N, 3, H, W) in [-1, 1]."""
     return torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
@@ -213,10 +250,13 @@ class BatchPlan:
     Epoch e shuffles each bucket's clips and the order of the (bucket, global batch) list with
     ``seed + e``; every rank computes the same plan (so all ranks use the same resolution at the same step,
     unlike the reference's per-rank choice) and takes its own slice of each global batch. Incomplete global
-    batches are dropped. Per-sample seeds mix (seed, micro-batch, rank, slot), so ranks draw different frames.
+    batches are dropped, so a bucket with fewer clips than one global batch is never trained on: rank 0 logs a
+    warning naming it (``bucket_names``, e.g. its list file). Per-sample seeds mix (seed, micro-batch, rank, slot),
+    so ranks draw different frames.
     """
 
-    def __init__(self, bucket_sizes: list[int], batch_size: int, world_size: int, rank: int, seed: int) -> None:
+    def __init__(self, bucket_sizes: list[int], batch_size: int, world_size: int, rank: int, seed: int,
+                 bucket_names: list[str] | None = None) -> None:
         self.bucket_sizes, self.batch_size = bucket_sizes, batch_size
         self.world_size, self.rank, self.seed = world_size, rank, seed
         self.global_batch = batch_size * world_size
@@ -226,6 +266,11 @@ class BatchPlan:
             raise InputError(f"no complete batch: {max(bucket_sizes, default=0)} usable clips in the largest bucket, "
                              f"{self.global_batch} needed per step (batch size × processes)",
                              "add clips or lower data.batch_size")
+        names = bucket_names or [f"bucket {i}" for i in range(len(bucket_sizes))]
+        for name, size in zip(names, bucket_sizes, strict=True):
+            if size < self.global_batch and rank == 0:
+                log.warning("%s: %d usable clips, fewer than one global batch of %d (batch size × processes): "
+                            "its clips are not trained on", name, size, self.global_batch)
 
     def epoch(self, epoch: int) -> list[tuple[int, np.ndarray]]:
         """The (bucket, clip indices of one global batch) list of ``epoch``, in training order."""

@@ -9,16 +9,19 @@ For every video ``<name>.<ext>`` the clip folder ``DATASET/<name>/`` gets:
   (antelopev2 SCRFD via :func:`load_analyzer`) finds, as the reference's ``face_mask_extraction.py``. Unlike
   the reference, a frame without a face gets an all-zero mask (the reference filled the whole frame, which
   weights the entire frame as "face");
-* ``identity.npz``: ``embeddings`` (L, 512), the ArcFace embedding of the largest face of every frame (zeros
-  where none is found) and ``found`` (L,). The loader picks the row of the reference frame it samples, so
-  insightface runs once per frame here instead of in every data-loader call (spec §7). insightface is given
-  BGR, as the reference's training code did and as our inference does, at the frame's own resolution (the
-  reference first stretched the frame to the training W×H).
+* ``identities.npz``: ``embeddings`` (L, 512), the ArcFace embedding of the largest face of every frame (zeros
+  where none is found) and ``found`` (L,). The loader picks its reference frame among those with a face and
+  takes that frame's row, so insightface runs once per frame here instead of in every data-loader call (spec §7)
+  and a faceless frame is not used as the reference when the clip has others. insightface is given BGR, as the
+  reference's training code did and as our inference does, at the frame's own resolution (the reference first
+  stretched the frame to the training W×H).
 
 Clips are built under a temporary name and renamed when complete, so an interrupted run resumes by skipping
-finished clips. Videos run in parallel worker processes. The list files are rewritten at the end:
-``video_rec_path.txt`` (landscape/square clips, trained at 512×512) and ``video_vec_path.txt`` (portrait clips,
-height ≥ 1.5 × width, trained at 576×1024), one clip folder per line relative to the dataset folder.
+finished clips. Videos run in parallel worker processes; any error in one (a decoder, OpenCV or ONNX Runtime
+error, or a worker process that dies) marks that video failed and the others go on. The list files are rewritten
+at the end: ``video_rec_path.txt`` (landscape/square clips, trained at 512×512) and ``video_vec_path.txt``
+(portrait clips, height ≥ 1.5 × width, trained at 576×1024), one clip folder per line relative to the dataset
+folder.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import logging
 import multiprocessing
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,14 +86,15 @@ def face_annotations(frames: list[Path], weights: WeightsHome, device: str | Non
     masks, embeddings, found = [], np.zeros((len(frames), EMBEDDING_DIM), np.float32), np.zeros(len(frames), bool)
     for index, path in enumerate(frames):
         rgb = load_image(path)
-        faces = analyzer.faces(to_detector_input(rgb))
+        bgr = to_detector_input(rgb)
+        faces = analyzer.faces(bgr)  # every face goes into the mask; ArcFace runs on the largest only
         mask = np.zeros(rgb.shape[:2], np.uint8)
         for face in faces:
             mask |= box_mask(rgb.shape[:2], np.asarray(face.bbox, np.float32))
         masks.append(mask)
         main = largest_face(faces)
         if main is not None:
-            embeddings[index] = np.asarray(main.embedding, np.float32).reshape(EMBEDDING_DIM)
+            embeddings[index] = np.asarray(analyzer.embed(bgr, main).embedding, np.float32).reshape(EMBEDDING_DIM)
             found[index] = True
     return masks, embeddings, found
 
@@ -119,12 +124,27 @@ def build_clip(video: Path, clip_dir: Path, weights: WeightsHome, pose_backend: 
 
 
 def _build_worker(video: Path, clip_dir: Path, weights_root: Path, pose_backend: str, device: str | None) -> str:
-    """Process-pool entry point; returns "" on success or the one-line reason of the failure."""
+    """Process-pool entry point; returns "" on success or the one-line reason of the failure.
+
+    Any exception fails only this video: a bad video can make cv2, PyAV or ONNX Runtime raise their own errors."""
     try:
         build_clip(video, clip_dir, WeightsHome(weights_root), pose_backend, device)
         return ""
     except AnimatorError as exc:
         return str(exc)
+    except Exception as exc:
+        log.debug("prepare-data: %s failed", video, exc_info=True)
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _pool_outcomes(futures: dict[Future, Path]) -> Iterator[tuple[Path, str]]:
+    """(video, error) as the workers finish; when the pool breaks (a worker killed, e.g. out of memory), the
+    videos it had not finished fail and those already built are kept."""
+    for future in as_completed(futures):
+        try:
+            yield futures[future], future.result()
+        except BrokenProcessPool as exc:
+            yield futures[future], f"BrokenProcessPool: {exc}"
 
 
 def write_list_files(dataset: Path) -> list[Path]:
@@ -182,7 +202,6 @@ def prepare_dataset(videos_dir: Path, dataset: Path, weights: WeightsHome, *, wo
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(_build_worker, *job): job[0] for job in jobs}
-            outcomes = ((futures[f], f.result()) for f in as_completed(futures))
-            _collect(outcomes, result, done, len(videos), progress)
+            _collect(_pool_outcomes(futures), result, done, len(videos), progress)
     result.list_files = write_list_files(dataset)
     return result

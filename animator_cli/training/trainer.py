@@ -32,7 +32,7 @@ from animator_cli.fileio import ensure_writable_dir, write_text_atomic
 from animator_cli.sampling.fit import Fit
 from animator_cli.training import checkpoint as ckpt
 from animator_cli.training.config import TrainConfig
-from animator_cli.training.dataset import BatchPlan, ClipDataset, DataReport, check_dataset
+from animator_cli.training.dataset import BatchPlan, ClipDataset, DataReport, check_dataset, collate, iter_batches
 from animator_cli.training.step import training_loss
 from animator_cli.weights.home import WeightsHome
 
@@ -123,7 +123,8 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     report = check_dataset(Path(config.data.path), [b.list_file for b in config.data.buckets],
                            config.data.num_frames, config.data.verify_images)
     _report_data(report, config, run_dir, accelerator.is_main_process)
-    plan = BatchPlan([len(c) for c in report.clips], config.data.batch_size, world, rank, config.seed)
+    plan = BatchPlan([len(c) for c in report.clips], config.data.batch_size, world, rank, config.seed,
+                     [b.list_file for b in config.data.buckets])
 
     models, groups = _training_models(config, weights, run_dir, accelerator)
     optim = config.optim
@@ -163,7 +164,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     accum = optim.gradient_accumulation_steps
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=plan.iterate(step * accum, config.overfit_batch),
                                          num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=False)
+                                         persistent_workers=False, collate_fn=collate)
     step_models = SimpleNamespace(vae=models.vae, image_encoder=models.image_encoder, pose_net=pose_net,
                                   face_encoder=face_encoder, unet=unet)
     result = TrainResult(run_dir, accelerator.is_main_process, step, step)
@@ -171,7 +172,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     micro = step * accum
     window: list[float] = []
     started = time.perf_counter()
-    batches = iter(loader)
+    batches = iter_batches(loader)
     while step < config.max_steps:
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
         generator = _step_generator(device, config.seed, rank, 0 if config.overfit_batch else micro)
