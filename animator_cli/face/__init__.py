@@ -1,8 +1,8 @@
 """Face and identity: antelopev2 detection, ArcFace embeddings, the cached face stage."""
 
-from animator_cli.face.analyzer import FaceAnalyzer, load_analyzer
+from animator_cli.face.analyzer import FaceAnalyzer, largest_face, load_analyzer
 from animator_cli.face.arcface import aligned_crop, arcface_embed
-from animator_cli.face.identity import FaceIdentity, box_mask, extract_identity, largest_face
+from animator_cli.face.identity import FaceIdentity, box_mask, extract_identity
 from animator_cli.face.stage import export_stage, face_stage
 from animator_cli.face.storage import load_identity, save_identity
 

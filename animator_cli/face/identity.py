@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from animator_cli.errors import InputError
-from animator_cli.face.analyzer import FaceAnalyzer, largest_face, load_analyzer  # noqa: F401 (re-exported)
+from animator_cli.face.analyzer import FaceAnalyzer, load_analyzer
 from animator_cli.video import load_image
 from animator_cli.weights.home import WeightsHome
 

@@ -39,8 +39,8 @@ import cv2
 import numpy as np
 
 from animator_cli.errors import AnimatorError, InputError
-from animator_cli.face.analyzer import load_analyzer
-from animator_cli.face.identity import EMBEDDING_DIM, box_mask, largest_face, to_detector_input
+from animator_cli.face.analyzer import largest_face, load_analyzer
+from animator_cli.face.identity import EMBEDDING_DIM, box_mask, to_detector_input
 from animator_cli.fileio import atomic_dir, ensure_writable_dir, write_text_atomic
 from animator_cli.pose import extract_pose
 from animator_cli.training.dataset import IDENTITY_FILE
