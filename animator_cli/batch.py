@@ -39,6 +39,7 @@ from animator_cli.weights.home import WeightsHome
 
 PATH_KEYS = ("reference", "driving", "poses", "output", "audio_from")
 ANIMATE_KEYS = ("align", "pose_backend", "max_frames")
+GENERATE_ONLY_KEYS = ("poses", "audio_from")
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,14 @@ def read_jobs(path: Path) -> list[dict[str, Any]]:
     defaults = document.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise InputError(f"{path}: `defaults` must be a mapping")
+    defaults = _normalise(defaults)
     jobs = []
     for raw in document["jobs"]:
-        job = {**_normalise(defaults), **_normalise(raw if isinstance(raw, dict) else {"invalid": raw})}
+        entry = _normalise(raw if isinstance(raw, dict) else {"invalid": raw})
+        # A default applies where it means something: animate-only options skip pose-folder jobs and
+        # audio_from skips driving-video jobs (on a job itself, such a key is still an error).
+        skip = GENERATE_ONLY_KEYS if "driving" in entry else ANIMATE_KEYS
+        job = {**{k: v for k, v in defaults.items() if k not in skip}, **entry}
         for key in PATH_KEYS:
             if job.get(key) is not None:
                 job[key] = path.parent / Path(str(job[key])).expanduser()
