@@ -214,3 +214,25 @@ def test_two_processes_with_torchrun(dataset: Path, tiny_home, tmp_path):
                             timeout=600)
     assert second.returncode == 0, second.stderr[-2000:]
     assert json.loads(second.stdout)["start_step"] == 2 and (tmp_path / "checkpoint-3").is_dir()
+
+
+def test_bf16_mixed_precision_runs_the_frozen_encoders_in_bf16(dataset: Path, tiny_home, tmp_path, monkeypatch):
+    """Under bf16 the frozen CLIP and VAE run in bf16 (halving their memory), also after a validation video
+    (whose fp32 pipeline upcasts them); the trained networks keep fp32 master weights."""
+    import animator_cli.training.trainer as trainer
+    from animator_cli.cli.app import run as cli_run
+
+    seen = []
+    real_loss = trainer.training_loss
+
+    def spy(models, *args, **kwargs):
+        seen.append((next(models.image_encoder.parameters()).dtype, next(models.vae.parameters()).dtype,
+                     next(models.pose_net.parameters()).dtype))
+        return real_loss(models, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "training_loss", spy)
+    code = cli_run(["--weights", str(tiny_home.root), "train", "--config", TINY, "--data", str(dataset),
+                    "--output", str(tmp_path), "--max-steps", "2", "mixed_precision=bf16", "validation.every=1",
+                    "validation.num_frames=2", *FAST])
+    assert code == 0
+    assert seen == [(torch.bfloat16, torch.bfloat16, torch.float32)] * 2

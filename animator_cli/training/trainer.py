@@ -29,6 +29,7 @@ from torch import nn
 
 from animator_cli.errors import InputError
 from animator_cli.fileio import ensure_writable_dir, write_text_atomic
+from animator_cli.sampling.conditioning import cast_module
 from animator_cli.sampling.fit import Fit
 from animator_cli.training import checkpoint as ckpt
 from animator_cli.training.config import TrainConfig
@@ -214,6 +215,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
             with _evaluating(unwrapped, trainable, ema), accelerator.autocast():
                 result.validation_videos.append(validation_video(
                     view, config, report, weights, run_dir / "validation" / f"step_{step}.mp4", device))
+            _cast_frozen_encoders(models, config.mixed_precision)  # the fp32 validation pipeline upcast them
     result.step = step
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -227,6 +229,7 @@ def _training_models(config: TrainConfig, weights: WeightsHome, run_dir: Path, a
 
     models = load_models(weights, accelerator.device, torch.float32,
                          _initial_checkpoint(config, weights, run_dir, accelerator))
+    _cast_frozen_encoders(models, config.mixed_precision)
     lora = config.model.lora_rank > 0
     if lora:
         _add_lora(models.unet, config.model.lora_rank, config.model.lora_alpha)
@@ -236,6 +239,17 @@ def _training_models(config: TrainConfig, weights: WeightsHome, run_dir: Path, a
     if config.model.gradient_checkpointing:
         models.unet.enable_gradient_checkpointing()
     return models, groups
+
+
+def _cast_frozen_encoders(models: Any, mixed_precision: str) -> None:
+    """The frozen CLIP encoder runs in the mixed-precision dtype (as the reference trained; it halves CLIP
+    ViT-H's 2.5 GB). The VAE follows only under bf16: SVD's VAE overflows in fp16 (its config forces fp32)."""
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
+    if dtype is None:
+        return
+    cast_module(models.image_encoder, dtype)
+    if dtype == torch.bfloat16:
+        cast_module(models.vae, dtype)
 
 
 def _log_metrics(accelerator: Any, record: dict[str, Any], path: Path) -> None:
