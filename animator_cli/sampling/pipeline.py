@@ -208,6 +208,14 @@ class _Branches:
         self.image_latent, self.guided, self.batched = image_latent, guided, batched
         self.context, self.time_ids = context.to(image_latent.device), time_ids
         self.uncond_context = torch.zeros_like(self.context)
+        self._zero_cache: dict[tuple, torch.Tensor] = {}
+
+    def _zeros(self, like: torch.Tensor) -> torch.Tensor:
+        """Zeros shaped like ``like``, allocated once per shape: windows repeat their sizes at every step."""
+        key = (tuple(like.shape), like.dtype, like.device)
+        if key not in self._zero_cache:
+            self._zero_cache[key] = torch.zeros_like(like)
+        return self._zero_cache[key]
 
     def predict(self, unet: torch.nn.Module, x: torch.Tensor, timestep: float, pose: torch.Tensor) -> torch.Tensor:
         """v-predictions (2, n, 4, h, w): row 0 unconditional (zeros when unguided), row 1 conditional."""
@@ -216,11 +224,11 @@ class _Branches:
         cond_in = torch.cat([x, ref], dim=2)
         if not self.guided:
             cond = unet(cond_in, timestep, self.context, self.time_ids, pose_latents=pose)
-            return torch.cat([torch.zeros_like(cond), cond])
-        uncond_in = torch.cat([x, torch.zeros_like(ref)], dim=2)
+            return torch.cat([self._zeros(cond), cond])
+        uncond_in = torch.cat([x, self._zeros(ref)], dim=2)
         if self.batched:
             return unet(torch.cat([uncond_in, cond_in]), timestep, torch.cat([self.uncond_context, self.context]),
-                        self.time_ids.repeat(2, 1), pose_latents=torch.cat([torch.zeros_like(pose), pose]))
+                        self.time_ids.repeat(2, 1), pose_latents=torch.cat([self._zeros(pose), pose]))
         uncond = unet(uncond_in, timestep, self.uncond_context, self.time_ids)
         cond = unet(cond_in, timestep, self.context, self.time_ids, pose_latents=pose)
         return torch.cat([uncond, cond])
