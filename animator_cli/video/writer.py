@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from fractions import Fraction
@@ -14,12 +15,19 @@ import numpy as np
 from animator_cli.errors import InputError
 from animator_cli.fileio import temp_sibling
 
+MAX_FPS = 1000.0
+
+
+def check_fps(fps: float) -> float:
+    """``fps`` if it is a usable frame rate (finite, 0 < fps ≤ 1000), else an InputError."""
+    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise InputError(f"invalid frame rate {fps}", f"pass --fps between 0 and {MAX_FPS:g}")
+    return fps
+
 
 def fps_fraction(fps: float) -> Fraction:
     """29.97 → 2997/100, 25 → 25: an exact rate the muxer accepts."""
-    if not fps or fps <= 0:
-        raise InputError(f"invalid frame rate {fps}", "pass a positive --fps")
-    return Fraction(fps).limit_denominator(1001)
+    return Fraction(check_fps(fps)).limit_denominator(1001)
 
 
 def _even(rgb: np.ndarray) -> np.ndarray:
