@@ -35,6 +35,8 @@ def _umask() -> int:
 def temp_sibling(target: Path, suffix: str | None = None) -> Path:
     """A fresh, empty temporary file next to ``target`` (same filesystem, so a rename is atomic)."""
     target = Path(target)
+    if target.is_dir():
+        raise InputError(f"output {target} is an existing folder", "give a file name")
     ensure_writable_dir(target.parent)
     try:
         fd, tmp_name = tempfile.mkstemp(
@@ -63,9 +65,18 @@ def atomic_path(target: Path, suffix: str | None = None) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temporary directory next to ``target``; it replaces ``target`` on success."""
+def atomic_dir(target: Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary directory next to ``target``; it becomes ``target`` on success.
+
+    An existing folder at ``target`` is replaced only when ``replace`` is true (callers pass false for a
+    user's folder that is not a previous result of theirs); an existing file is never replaced.
+    """
     target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"output folder {target} is an existing file", "choose another output path")
+    if target.is_dir() and not replace and any(target.iterdir()):
+        raise InputError(f"output folder {target} already exists and holds other files",
+                         "choose a new folder, or remove it first")
     ensure_writable_dir(target.parent)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
@@ -74,16 +85,27 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if target.exists():  # move the old result aside first, so the target is never missing or mixed
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
+        _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` onto ``target``, moving an old ``target`` aside first so it is never missing or mixed."""
+    old = None
+    try:
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / "previous")
+        os.replace(tmp, target)
+    except OSError as exc:
+        if old is not None and (old / "previous").exists() and not target.exists():
+            os.replace(old / "previous", target)  # put the previous result back
+        raise InputError(f"cannot replace {target}: {exc.strerror}", "choose another output folder") from exc
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text_atomic(target: Path, text: str) -> None:

@@ -110,3 +110,67 @@ def test_internal_error_exit_1_and_oom_exit_4(cli, monkeypatch: pytest.MonkeyPat
     result = cli("video", "info", clip)
     assert result.exit_code == 4
     assert "--offload" in _one_line_error(result.stderr)
+
+
+def test_frames_output_never_replaces_a_users_file_or_folder(cli, clip: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"precious")
+    result = cli("video", "frames", clip, "-o", photo)
+    assert result.exit_code == 2 and photo.read_bytes() == b"precious"
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("keep me")
+    result = cli("video", "frames", clip, "-o", folder)
+    assert result.exit_code == 2 and "holds other files" in _one_line_error(result.stderr)
+    assert [p.name for p in folder.iterdir()] == ["todo.txt"]
+    frames = tmp_path / "frames"
+    assert cli("video", "frames", clip, "-o", frames, "--max-frames", 3).exit_code == 0
+    assert cli("video", "frames", clip, "-o", frames).exit_code == 0  # a previous frames folder is replaced
+    assert len(list(frames.iterdir())) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "frames", "notes", "photo.jpg"]
+
+
+def test_encode_output_must_be_an_mp4_file(cli, clip: Path, tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    assert cli("video", "frames", clip, "-o", frames).exit_code == 0
+    (tmp_path / "taken.mp4").mkdir()
+    for target, message in ((tmp_path / "taken.mp4", "is an existing folder"), (tmp_path / "out.avi", ".mp4")):
+        result = cli("video", "encode", frames, "-o", target)
+        assert result.exit_code == 2 and message in _one_line_error(result.stderr)
+    assert not list((tmp_path / "taken.mp4").iterdir()) and not (tmp_path / "out.avi").exists()
+
+
+def test_frames_of_different_sizes_are_an_input_error(cli, tmp_path: Path) -> None:
+    from animator_cli.video import write_frame
+
+    write_frame(tmp_path / "mixed", 0, np.zeros((64, 64, 3), np.uint8))
+    write_frame(tmp_path / "mixed", 1, np.zeros((48, 64, 3), np.uint8))
+    result = cli("video", "encode", tmp_path / "mixed", "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 2 and "frame 1 is 64×48" in _one_line_error(result.stderr)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_still_image_is_not_a_video(cli, astronaut_path: Path) -> None:
+    result = cli("video", "info", astronaut_path)
+    assert result.exit_code == 2 and "still image" in _one_line_error(result.stderr)
+
+
+def test_usage_errors_are_one_line(cli, clip: Path, tmp_path: Path) -> None:
+    result = cli("video", "frames", clip, "-o", tmp_path / "out", "--max-frames", 0)
+    assert result.exit_code == 2
+    assert "--max-frames" in _one_line_error(result.stderr) and not (tmp_path / "out").exists()
+
+
+def test_info_result_is_on_stdout(cli, clip: Path) -> None:
+    result = cli("video", "info", clip)
+    assert result.exit_code == 0 and "fps: 20.0" in result.stdout.splitlines()
+
+
+def test_version_and_light_commands_do_not_import_torch() -> None:
+    """Only the invoked command's module is imported: `--version` and `video info` start in a blink."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from animator_cli.cli.app import run; run(['--version']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -176,3 +176,21 @@ def test_rotated_phone_video_is_decoded_upright(tmp_path: Path) -> None:
     assert upright.shape == (64, 32, 3)
     # 90° counter-clockwise display rotation moves the stored left half to the bottom.
     assert upright[-5, 16, 0] > 200 and upright[5, 16, 0] < 60
+
+
+def test_truncated_faststart_video_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With the index at the front (faststart), a cut file still opens; the missing frames must not pass silently."""
+    path = tmp_path / "faststart.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i, rgb in enumerate(_gradient_frames(100, 64, 64)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    with caplog.at_level("WARNING", logger="animator"):
+        count = sum(1 for _ in iter_frames(cut))
+    assert count < 100 and "ended after" in caplog.text and "truncated" in caplog.text

@@ -60,21 +60,45 @@ def global_options(
     configure_logging(quiet, verbose)
 
 
-# Each module adds its subcommands to `app`; a subcommand is listed here only once it works.
-COMMAND_MODULES = (  # in pipeline order, as `animator --help` lists them
-    "weights_cmd",
-    "video_cmd",
-    "pose_cmd",
-    "face_cmd",
-    "generate_cmd",
-    "train_cmd",
-    "evaluate_cmd",
-)
+# Each module adds its subcommands to `app`; a subcommand is listed here only once it works. In pipeline order,
+# as `animator --help` lists them.
+COMMAND_MODULES = {
+    "weights": "weights_cmd",
+    "video": "video_cmd",
+    "extract-pose": "pose_cmd",
+    "face": "face_cmd",
+    "generate": "generate_cmd",
+    "animate": "generate_cmd",
+    "batch": "generate_cmd",
+    "prepare-data": "train_cmd",
+    "train": "train_cmd",
+    "evaluate": "evaluate_cmd",
+}
+_VALUE_OPTIONS = {"--weights", "--cache-dir", "--device"}
 
 
-def _register_commands() -> None:
-    for name in COMMAND_MODULES:
+def _register_commands(argv: list[str]) -> None:
+    """Import the invoked command's module only (torch, diffusers and friends take seconds to import), or every
+    module when no command is named (`animator --help`, a typo)."""
+    if "--version" in argv[: _command_position(argv)]:
+        return
+    position = _command_position(argv)
+    names = [COMMAND_MODULES[argv[position]]] if position < len(argv) else list(dict.fromkeys(COMMAND_MODULES.values()))
+    for name in names:
         importlib.import_module(f"animator_cli.cli.{name}")
+
+
+def _command_position(argv: list[str]) -> int:
+    """Index of the first argument that names a command (len(argv) if none), skipping global options' values."""
+    skip = False
+    for index, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg in _VALUE_OPTIONS:
+            skip = True
+        elif arg in COMMAND_MODULES:
+            return index
+    return len(argv)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -95,18 +119,20 @@ def _fail(message: str, code: int) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code instead of raising (used by `main` and the tests)."""
-    _register_commands()
-    command = typer.main.get_command(app)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        _register_commands(argv)
+        command = typer.main.get_command(app)
         result = command.main(args=argv, prog_name="animator", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
         return _fail("interrupted", 130)
-    except _click.ClickException as exc:
-        exc.show(file=sys.stderr)
-        return 2 if exc.exit_code == 2 else exc.exit_code
+    except _click.ClickException as exc:  # usage errors: one line, like every other error
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        return _fail(f"{exc.format_message()}{hint}", exc.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except AnimatorError as exc:

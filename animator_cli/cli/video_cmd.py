@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -10,10 +11,11 @@ import typer
 from rich.progress import Progress
 
 from animator_cli.cli.app import app
-from animator_cli.cli.context import emit, stderr
+from animator_cli.cli.context import emit, settings, stderr
 from animator_cli.fileio import atomic_dir
 from animator_cli.video import iter_frames, list_frames, probe, write_frame, write_video
 
+_FRAME = re.compile(r"frame_\d+\.png")
 video_app = typer.Typer(help="Inspect, split and encode videos.", no_args_is_help=True)
 app.add_typer(video_app, name="video")
 
@@ -21,11 +23,12 @@ app.add_typer(video_app, name="video")
 @video_app.command("info")
 def info(video: Annotated[Path, typer.Argument(help="Video file.")]) -> None:
     """Print size, fps, frame count, duration, rotation and audio presence."""
-    details = probe(video)
-    record = dataclasses.asdict(details)
-    for key, value in record.items():
-        stderr.print(f"{key:>12}: {value}", highlight=False)
-    emit(record)
+    record = dataclasses.asdict(probe(video))
+    if settings.json:
+        emit(record)
+    else:  # the result itself, on stdout: `animator video info clip.mp4 | grep fps`
+        for key, value in record.items():
+            print(f"{key}: {value}")
 
 
 @video_app.command("frames")
@@ -37,7 +40,9 @@ def frames(
     """Split a video into frame_<i>.png (the reference's layout), written atomically."""
     details = probe(video)
     total = min(details.frame_count, max_frames or details.frame_count)
-    with atomic_dir(output) as tmp, Progress(console=stderr, transient=True) as progress:
+    # An existing folder is replaced only if it holds nothing but frames (a previous run's output).
+    previous_frames = output.is_dir() and all(_FRAME.fullmatch(p.name) for p in output.iterdir())
+    with atomic_dir(output, replace=previous_frames) as tmp, Progress(console=stderr, transient=True) as progress:
         task = progress.add_task("frames", total=total)
         count = 0
         for count, frame in enumerate(iter_frames(video, max_frames), start=1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from animator_cli.fileio import atomic_path
 from animator_cli.video.images import IMAGE_SUFFIXES, load_image
 from animator_cli.video.probe import open_video
 
+log = logging.getLogger("animator")
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -66,6 +68,9 @@ def _decode(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
                              "re-export or re-download the video") from exc
         if produced == 0:
             raise InputError(f"{path} contains no decodable frames", "the file is truncated or corrupt")
+        if stream.frames and produced < stream.frames:  # the header promised more
+            log.warning("%s ended after %d of the %d frames its header lists; the file may be truncated",
+                        path, produced, stream.frames)
 
 
 def iter_frames(source: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:

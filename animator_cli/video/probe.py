@@ -38,6 +38,8 @@ def open_video(path: Path) -> Iterator[av.container.InputContainer]:
         raise InputError(f"{path} is not a readable video ({exc.strerror or exc})",
                          "check that the file is complete and is a video") from exc
     try:
+        if container.format.name.endswith("_pipe") or container.format.name.startswith("image2"):
+            raise InputError(f"{path} is a still image, not a video", "pass a video file or a folder of frames")
         if not container.streams.video:
             raise InputError(f"{path} has no video stream")
         yield container

@@ -50,6 +50,8 @@ class VideoWriter:
         if not 0 <= crf <= 51:
             raise InputError(f"invalid --crf {crf}", "use 0 (lossless) to 51 (worst); 18 is visually lossless")
         self.path = Path(path)
+        if self.path.suffix.lower() != ".mp4":
+            raise InputError(f"output {self.path} must end in .mp4", "animator writes H.264 mp4 files")
         self.rate = fps_fraction(fps)
         self.crf, self.preset = crf, preset
         self.frames_written = 0
@@ -71,7 +73,8 @@ class VideoWriter:
         if self._stream is None:
             self._stream = self._open_stream(rgb.shape[1], rgb.shape[0])
         elif (rgb.shape[1], rgb.shape[0]) != (self._stream.width, self._stream.height):
-            raise ValueError("all frames of a video must have the same size")
+            raise InputError(f"frame {self.frames_written} is {rgb.shape[1]}×{rgb.shape[0]} but the video is "
+                             f"{self._stream.width}×{self._stream.height}", "all frames must have one size")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = self.frames_written
         frame.time_base = 1 / self.rate

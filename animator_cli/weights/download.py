@@ -41,9 +41,15 @@ def _snapshot(repo_id: str, local_dir: Path, patterns: list[str], token: str | N
     except HfHubHTTPError as exc:
         hint = "accept the model licence on huggingface.co and pass --token" if "401" in str(exc) or "403" in str(
             exc) else "check your network or set HF_ENDPOINT"
-        raise WeightsError(f"download of {repo_id} failed: {exc}", hint) from exc
+        raise WeightsError(f"download of {repo_id} failed: {_first_line(exc)}", hint) from exc
     except OSError as exc:
-        raise WeightsError(f"download of {repo_id} failed: {exc}", "check your network and disk space") from exc
+        raise WeightsError(f"download of {repo_id} failed: {_first_line(exc)}",
+                           "check your network and disk space") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """huggingface_hub's messages run over several lines; the first one says what happened."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def flatten_antelopev2(staging: Path, target: Path) -> Path:
