@@ -18,7 +18,8 @@ File format (paths are relative to the YAML file's folder)::
 Sharding: ``shard=(i, n)`` runs jobs i, i+n, i+2n, …; without it the RANK / WORLD_SIZE variables set by
 torchrun or accelerate are used, so ``torchrun --nproc-per-node 4 -m animator_cli batch jobs.yaml`` splits the
 jobs over four GPUs (each process also takes ``cuda:$LOCAL_RANK`` unless ``--device`` is given).
-A failing job is recorded and the others still run.
+A failing job is recorded and the others still run; `animator batch` then exits with the first failed job's
+code (2 bad input, 3 weights, 4 out of memory, 1 only for an internal error), never with a code of its own.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 import yaml
 
 from animator_cli.cache import StageCache
-from animator_cli.errors import AnimatorError, InputError
+from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError
 from animator_cli.generate import GenerateResult, Runtime, animate, generate, lazy_pipeline, make_options
 from animator_cli.weights.home import WeightsHome
 
@@ -48,6 +49,7 @@ class JobOutcome:
     output: str | None
     result: GenerateResult | None = None
     error: str | None = None
+    exit_code: int = 0  # what the CLI would have exited with for this job alone
 
     @property
     def ok(self) -> bool:
@@ -150,9 +152,13 @@ def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache:
         try:
             outcome = JobOutcome(number, output, result=run_job(job, runtime, weights, cache, pipeline, force))
         except AnimatorError as exc:
-            outcome = JobOutcome(number, output, error=str(exc))
+            outcome = JobOutcome(number, output, error=str(exc), exit_code=exc.exit_code)
         except (RuntimeError, ValueError, OSError) as exc:  # e.g. CUDA out of memory on one long video
-            outcome = JobOutcome(number, output, error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+                oom = OutOfMemoryError(f"out of memory: {exc}")
+                outcome = JobOutcome(number, output, error=str(oom), exit_code=oom.exit_code)
+            else:
+                outcome = JobOutcome(number, output, error=f"{type(exc).__name__}: {exc}", exit_code=1)
         outcomes.append(outcome)
         if on_done is not None:
             on_done(outcome)

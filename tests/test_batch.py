@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+import animator_cli.batch as batch
 from animator_cli.batch import read_jobs, run_job
-from animator_cli.errors import InputError
-from animator_cli.generate import Runtime
+from animator_cli.errors import InputError, OutOfMemoryError, WeightsError
+from animator_cli.generate import GenerateResult, Runtime
 
 
 def test_defaults_apply_only_where_they_mean_something(tmp_path: Path) -> None:
@@ -31,3 +33,26 @@ def test_animate_option_on_a_pose_job_is_still_an_error(tmp_path: Path) -> None:
     (job,) = read_jobs(jobs_file)
     with pytest.raises(InputError, match="only apply to jobs with a driving video"):
         run_job(job, Runtime(device="cpu"), weights=None, cache=None, pipeline=None, force=False)
+
+
+@pytest.mark.parametrize("error, code", [(InputError("bad"), 2), (WeightsError("no weights"), 3),
+                                         (OutOfMemoryError("oom"), 4), (RuntimeError("CUDA out of memory"), 4),
+                                         (ValueError("a bug"), 1)])
+def test_batch_exits_with_the_first_failed_jobs_own_code(cli, tmp_path: Path, monkeypatch, error, code) -> None:
+    """Exit 1 is for bugs: a batch whose first failure is bad input exits 2, missing weights 3, out of memory 4."""
+    jobs_file = tmp_path / "jobs.yaml"
+    jobs_file.write_text("jobs:\n" + "".join(f"  - {{reference: r.png, poses: p, output: {name}.mp4}}\n"
+                                              for name in ("ok", "first", "second")))
+    later = WeightsError("later") if code != 3 else InputError("later")
+
+    def fake_job(job, *_):
+        if job["output"].name == "ok.mp4":
+            return GenerateResult(job["output"], 1, 25.0, 64, 64, cached=True)
+        raise error if job["output"].name == "first.mp4" else later
+
+    monkeypatch.setattr(batch, "run_job", fake_job)
+    result = cli("--weights", tmp_path / "home", "--json", "batch", jobs_file)
+    assert result.exit_code == code, result.stderr
+    report = json.loads(result.stdout)
+    assert report["failed"] == 2 and [j["ok"] for j in report["jobs"]] == [True, False, False]
+    assert "2 of 3 jobs failed" in result.stderr

@@ -13,6 +13,7 @@ from media import clip_with_audio
 
 import animator_cli.generate as generation
 from animator_cli.cache import StageCache
+from animator_cli.errors import InputError
 from animator_cli.generate import GenerateOptions, Runtime, generate, load_pipeline, make_options
 from animator_cli.sampling.conditioning import reference_latent, to_tensor
 from animator_cli.sampling.fit import fit_image
@@ -111,14 +112,41 @@ def test_cli_generate_frames_dir_and_defaults(cli, tiny_home, tmp_path, astronau
     assert (error.argmin(axis=1) == [0, 1, 2]).all() and error.diagonal().max() < 10  # yuv420p chroma loss
 
 
-@pytest.mark.parametrize("args", [("--width", 100), ("--height", 32), ("-r", "640x480"), ("--dtype", "fp8"),
-                                  ("--overlap", 16), ("--noise-aug", -1)])
-def test_cli_bad_options_exit_2(cli, tiny_home, tmp_path, astronaut_path, args):
+@pytest.mark.parametrize("args", [
+    ("--width", 100), ("--height", 32), ("-r", "640x480"), ("--dtype", "fp8"), ("--overlap", 16), ("--noise-aug", -1),
+    ("--width", 0), ("--height", 0), ("--width", 6400000, "--height", 6400000), ("--width", 4160),
+    ("--fps", "inf"), ("--fps", "1e12"), ("--fps", "nan"), ("--fps", 0),
+    ("--seed", -1), ("--seed", "99999999999999999999999"), ("--seed", 2**63),
+    ("--steps", "99999999999999999999"), ("--steps", 1001),
+    ("--guidance", "nan"), ("--guidance", "inf"), ("--min-guidance", "nan"), ("--noise-aug", "nan"),
+    ("--id-scale", "nan"), ("--id-scale", "-inf"), ("--face-opt", "--face-opt-steps", "0:0", "--face-opt-lr", "nan"),
+    ("--motion-bucket", -1)])
+def test_cli_bad_options_exit_2(cli, tiny_home, tmp_path, astronaut_path, args, monkeypatch):
+    """Every bad value is one line and exit 2, before any model is loaded (none were: QA found 0 → 512 wide,
+    inf/huge values → OverflowError exit 1, 6400000² → killed by the kernel, NaN → accepted)."""
+    monkeypatch.setattr(generation, "load_pipeline", lambda *_: pytest.fail("models loaded for a bad option"))
     poses = _skeletons(tmp_path / "poses", 3)
     result = cli("--weights", tiny_home.root, "generate", astronaut_path, poses, "-o", tmp_path / "o.mp4",
                  "--steps", 1, *args)
     assert result.exit_code == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "o.mp4").exists()
+
+
+def test_options_limits_are_checked_in_the_library():
+    """Python callers and batch jobs get the same checks as the CLI; 0 is a value, not "unset"."""
+    with pytest.raises(InputError, match="--width 0"):
+        make_options(width=0)
+    with pytest.raises(InputError, match="4096"):
+        make_options(width=8192, height=64)
+    face_opt_nan = {"face_opt": True, "face_opt_steps": "0:0", "face_opt_lr": float("nan")}
+    for bad in ({"fps": float("inf")}, {"fps": 10**400}, {"seed": 2**63}, {"steps": "3"}, {"guidance": "nan"},
+                {"motion_bucket": -1}, {"id_scale": float("nan")}, face_opt_nan):
+        with pytest.raises(InputError):
+            make_options(**{**FAST, **bad})
+    assert make_options(width=4096, height=64, seed=2**63 - 1, steps=1000).width == 4096
+    with pytest.raises(InputError, match="--fps"):
+        GenerateOptions(fps=float("inf")).validate()
 
 
 def test_cli_missing_inputs_exit_2(cli, tiny_home, tmp_path, astronaut_path):
@@ -259,7 +287,7 @@ def test_cli_batch_loads_models_once_and_reports_failures(cli, tiny_home, tmp_pa
     real_load = generation.load_pipeline
     monkeypatch.setattr(generation, "load_pipeline", lambda *a: loads.append(1) or real_load(*a))
     result = cli("--weights", tiny_home.root, "batch", tmp_path / "jobs.yaml")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the first failed job's own code: bad input
     assert (tmp_path / "out/a.mp4").exists() and (tmp_path / "out/c.mp4").exists()
     assert not (tmp_path / "out/b.mp4").exists() and not (tmp_path / "out/d.mp4").exists()
     assert probe(tmp_path / "out/c.mp4").has_audio and probe(tmp_path / "out/a.mp4").frame_count == 4
@@ -268,7 +296,7 @@ def test_cli_batch_loads_models_once_and_reports_failures(cli, tiny_home, tmp_pa
 
     # shard 1/2 runs jobs 1 and 3 only (both fail); RANK/WORLD_SIZE give the same split
     shard = cli("--weights", tiny_home.root, "--json", "batch", tmp_path / "jobs.yaml", "--shard", "1/2")
-    assert shard.exit_code == 1 and [j["index"] for j in json.loads(shard.stdout)["jobs"]] == [1, 3]
+    assert shard.exit_code == 2 and [j["index"] for j in json.loads(shard.stdout)["jobs"]] == [1, 3]
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     env = cli("--weights", tiny_home.root, "--json", "batch", tmp_path / "jobs.yaml")

@@ -221,3 +221,11 @@ def test_make_tiny_command(cli, tmp_path: Path) -> None:
     assert load_models(WeightsHome(target), "cpu", torch.float32).unet.processor_counts()["IDAttnProcessor"] == 16
     again = cli("weights", "make-tiny", target)
     assert again.exit_code == 2 and "not an empty folder" in again.stderr
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "99999999999999999999999"])
+def test_make_tiny_seed_out_of_range_exits_2(cli, tmp_path: Path, seed: str) -> None:
+    """numpy seeds are 0 ≤ seed < 2**32; outside that make-tiny crashed with exit 1."""
+    result = cli("weights", "make-tiny", tmp_path / "tiny", "--seed", seed)
+    assert result.exit_code == 2 and "--seed" in result.stderr, result.stderr
+    assert not (tmp_path / "tiny").exists() and not list(tmp_path.iterdir())

@@ -129,10 +129,44 @@ def test_align_none_draws_unaligned_at_the_reference_size(clip, tmp_path):
     np.testing.assert_array_equal(source, drawn)
 
 
-@pytest.mark.parametrize("option", [("--fps", "0"), ("--fps", "-5"), ("--max-frames", "0")])
+@pytest.mark.parametrize("option", [("--fps", "0"), ("--fps", "-5"), ("--max-frames", "0"), ("--fps", "inf"),
+                                    ("--fps", "1e12"), ("--fps", "nan")])
 def test_invalid_fps_or_frame_count_exits_2(cli, tmp_path, option):
     clip = tmp_path / "clip.mp4"
     write_video(clip, [np.zeros((64, 64, 3), np.uint8)] * 2, fps=10)
     result = cli("extract-pose", clip, "-o", tmp_path / "poses", *option)
-    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.exit_code == 2 and option[0] in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "poses").exists()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (31, 200), (200, 16)])
+def test_tiny_reference_or_driving_frames_exit_2(cli, clip, tmp_path, size):
+    """A 1×1 reference used to give a 1×1 pose canvas; images under 32 px a side are refused up front."""
+    width, height = size
+    reference = tmp_path / "ref.png"
+    cv2.imwrite(str(reference), np.full((height, width, 3), 128, np.uint8))
+    result = cli("extract-pose", clip, "-r", reference, "-o", tmp_path / "a")
+    assert result.exit_code == 2 and "32 pixels" in result.stderr and "ref.png" in result.stderr
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "frame_0.png"), np.full((height, width, 3), 128, np.uint8))
+    result = cli("extract-pose", frames, "-o", tmp_path / "b", "--backend", "mediapipe")
+    assert result.exit_code == 2 and "32 pixels" in result.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_force_replaces_only_a_previous_pose_output(cli, clip, tmp_path):
+    """A folder with just a meta.json (e.g. a `face -o` output plus the user's files) is never deleted."""
+    other = tmp_path / "face"
+    other.mkdir()
+    (other / "meta.json").write_text(json.dumps({"faces": 1}))
+    (other / "keypoints.npz").write_bytes(b"")
+    (other / "notes.txt").write_text("keep me")
+    result = cli("extract-pose", clip, "-o", other, "--force", "--max-frames", "1")
+    assert result.exit_code == 2 and "not a pose folder" in result.stderr
+    assert (other / "notes.txt").read_text() == "keep me"
+    poses = tmp_path / "poses"
+    assert cli("extract-pose", clip, "-o", poses, "--max-frames", "1").exit_code == 0
+    again = cli("extract-pose", clip, "-o", poses, "--force", "--max-frames", "2")
+    assert again.exit_code == 0, again.stderr
+    assert len(list_frames(poses)) == 2

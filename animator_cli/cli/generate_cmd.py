@@ -167,7 +167,10 @@ def batch(
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
     checkpoint: Checkpoint = None, force: Force = False,
 ) -> None:
-    """Run many generate/animate jobs with the models loaded once; exit 1 if any job failed.
+    """Run many generate/animate jobs with the models loaded once; a failed job does not stop the others.
+
+    Exit code: 0 if every job succeeded, else the first failed job's own code (2 bad input, 3 weights,
+    4 out of memory, 1 internal error).
 
     A job: reference, output, driving (video) or poses (folder), any generate option by its long name.
 
@@ -187,4 +190,4 @@ def batch(
           "failed": len(failed)}, [o.result.output for o in outcomes if o.ok])
     if failed:
         stderr.print(f"[bold red]{len(failed)} of {len(outcomes)} jobs failed[/]")
-        raise typer.Exit(1)
+        raise typer.Exit(failed[0].exit_code)

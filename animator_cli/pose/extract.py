@@ -30,12 +30,13 @@ from animator_cli.pose.draw import draw_pose
 from animator_cli.pose.keypoints import Pose, PoseTrack, save_keypoints
 from animator_cli.pose.smooth import one_euro
 from animator_cli.pose.track import MainPersonTracker, fill_gaps, largest
-from animator_cli.video import VideoWriter, iter_frames, list_frames, load_image, probe
+from animator_cli.video import VideoWriter, check_fps, iter_frames, list_frames, load_image, probe
 from animator_cli.weights.home import WeightsHome
 
 STAGE = "pose"
 FOLDER_FPS = 25.0  # frame folders carry no rate
 MAX_GAP_SECONDS = 0.5  # detection gaps up to this long are interpolated
+MIN_SIDE = 32  # smaller images hold no detectable person and give a degenerate canvas
 log = logging.getLogger("animator")
 Progress = Callable[[int, int], None]
 
@@ -45,9 +46,26 @@ def _source_info(source: Path, fps: float | None) -> tuple[tuple[int, int], floa
     if source.is_dir():
         frames = list_frames(source)
         height, width = load_image(frames[0]).shape[:2]
+        _check_size(source, "driving frames", width, height)
         return (width, height), fps or FOLDER_FPS, len(frames)
     info = probe(source)
+    _check_size(source, "driving video", info.width, info.height)
     return (info.width, info.height), fps or info.fps, info.frame_count
+
+
+def _check_size(path: Path, what: str, width: int, height: int) -> None:
+    if min(width, height) < MIN_SIDE:
+        raise InputError(f"{what} {path} is {width}×{height} pixels",
+                         f"use images at least {MIN_SIDE} pixels on each side")
+
+
+def is_pose_output(folder: Path) -> bool:
+    """True for a folder written by `extract_pose`: a pose meta.json (it names the backend) and keypoints.npz."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "backend" in meta and (folder / "keypoints.npz").is_file()
 
 
 def detect_track(source: Path, backend: PoseBackend, size: tuple[int, int], fps: float,
@@ -147,29 +165,30 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
     ``reference``: the person to animate; poses are aligned to it with ``align`` (global, limbs, none) and drawn
     at its size. ``backend``: auto, dwpose or mediapipe. With ``out_dir`` the folder is written there (an existing
     folder is replaced only if it is a previous pose output); otherwise it is the stage-cache entry, reused unless
-    ``force``. ``progress(done, total)`` is called after every detected frame.
+    ``force``. ``progress(done, total)`` is called after every detected frame. The reference and the driving
+    frames must be at least 32 pixels on each side.
     """
     source = Path(source)
     if not source.exists():
         raise InputError(f"driving video {source} does not exist")
-    if fps is not None and fps <= 0:
-        raise InputError(f"--fps {fps} must be positive")
+    if fps is not None:
+        check_fps(fps)
     if max_frames is not None and max_frames < 1:
         raise InputError(f"--max-frames {max_frames} must be at least 1")
-    if reference is not None and not Path(reference).is_file():
-        raise InputError(f"reference image {reference} does not exist")
+    if reference is not None:
+        if not Path(reference).is_file():
+            raise InputError(f"reference image {reference} does not exist")
+        height, width = load_image(Path(reference)).shape[:2]
+        _check_size(Path(reference), "reference image", width, height)
     if align not in ALIGN_MODES:
         raise InputError(f"unknown alignment '{align}'", f"choose from {', '.join(ALIGN_MODES)}")
-    if max_frames is not None and max_frames < 1:
-        raise InputError(f"--max-frames must be at least 1, got {max_frames}")
     weights = weights or WeightsHome.resolve()
     resolved = resolve_backend(backend, weights)
     build_args = (source, Path(reference) if reference else None, align, resolved, smooth, max_frames, preview, fps,
                   weights, device, progress)
     if out_dir is not None:
         out_dir = Path(out_dir)
-        if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
-                                                          and not (out_dir / "meta.json").exists())):
+        if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not is_pose_output(out_dir))):
             raise InputError(f"{out_dir} exists and is not a pose folder", "choose a new or empty -o folder")
         with atomic_dir(out_dir) as tmp:
             _build(tmp, *build_args)

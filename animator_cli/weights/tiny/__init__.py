@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from animator_cli.errors import InputError
 from animator_cli.weights.home import WeightsHome
 from animator_cli.weights.tiny import antelopev2, arcface, dwpose, svd
 
+MAX_SEED = 2**32  # numpy's seed range
+
 
 def make_tiny(root: Path, seed: int = 0) -> WeightsHome:
-    """Write a tiny weights home at ``root`` and return it."""
+    """Write a tiny weights home at ``root`` and return it. ``seed`` seeds numpy too, so it must fit 32 bits."""
+    if not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+        raise InputError(f"--seed {seed} is out of range", f"use a seed between 0 and {MAX_SEED - 1}")
     root = Path(root)
     svd.write(root, seed)  # checkpoints/SVD/ and checkpoints/Animation/*.pth
     dwpose.write(root, seed)  # checkpoints/DWPose/*.onnx
