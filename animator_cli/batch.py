@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from animator_cli.cache import StageCache
-from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError
+from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
 from animator_cli.generate import GenerateResult, Runtime, animate, generate, lazy_pipeline, make_options
 from animator_cli.weights.home import WeightsHome
 
@@ -154,7 +154,7 @@ def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache:
         except AnimatorError as exc:
             outcome = JobOutcome(number, output, error=str(exc), exit_code=exc.exit_code)
         except (RuntimeError, ValueError, OSError) as exc:  # e.g. CUDA out of memory on one long video
-            if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+            if is_out_of_memory(exc):
                 oom = OutOfMemoryError(f"out of memory: {exc}")
                 outcome = JobOutcome(number, output, error=str(oom), exit_code=oom.exit_code)
             else:

@@ -38,3 +38,13 @@ class OutOfMemoryError(AnimatorError):
         super().__init__(
             message, hint or "try fewer frames, --offload, a smaller --tile or a lower resolution"
         )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory (torch's OOM error, or a RuntimeError saying so)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # no torch imported means no torch allocation failed
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

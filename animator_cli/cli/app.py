@@ -18,7 +18,7 @@ from animator_cli import __version__
 from animator_cli.cache import StageCache
 from animator_cli.cli import context
 from animator_cli.cli.context import configure_logging, settings, stderr
-from animator_cli.errors import AnimatorError, OutOfMemoryError
+from animator_cli.errors import AnimatorError, OutOfMemoryError, is_out_of_memory
 from animator_cli.weights.home import WeightsHome
 
 # Typer ≥ 0.29 vendors click; take the exception classes from wherever its Exit lives.
@@ -101,15 +101,6 @@ def _command_position(argv: list[str]) -> int:
     return len(argv)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        return False
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-
-
 def _fail(message: str, code: int) -> int:
     if settings.verbose:
         traceback.print_exc(file=sys.stderr)
@@ -138,7 +129,7 @@ def run(argv: list[str] | None = None) -> int:
     except AnimatorError as exc:
         return _fail(str(exc), exc.exit_code)
     except Exception as exc:
-        if _is_oom(exc):
+        if is_out_of_memory(exc):
             oom = OutOfMemoryError(f"out of memory on {settings.device or 'the device'}")
             return _fail(str(oom), oom.exit_code)
         hint = "" if settings.verbose else " (rerun with --verbose for the traceback)"
