@@ -216,6 +216,18 @@ def test_two_processes_with_torchrun(dataset: Path, tiny_home, tmp_path):
     assert json.loads(second.stdout)["start_step"] == 2 and (tmp_path / "checkpoint-3").is_dir()
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state: a run with another mixed precision needs a clean slate (a CLI run
+    is its own process, so only tests that switch precision in one process need this)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.usefixtures("fresh_accelerate_state")
 def test_bf16_mixed_precision_runs_the_frozen_encoders_in_bf16(dataset: Path, tiny_home, tmp_path, monkeypatch):
     """Under bf16 the frozen CLIP and VAE run in bf16 (halving their memory), also after a validation video
     (whose fp32 pipeline upcasts them); the trained networks keep fp32 master weights."""
