@@ -13,6 +13,7 @@ import numpy as np
 
 from animator_cli.pose.backend import PoseBackend
 from animator_cli.pose.keypoints import Pose
+from animator_cli.pose.mediapipe_backend import quiet_native_stderr
 from animator_cli.pose.track import is_person
 
 FACE_CONFIDENCE = 0.5
@@ -30,18 +31,15 @@ class PeopleCounter:
         if self._faces is None:
             from mediapipe.python.solutions import face_detection
 
-            from animator_cli.pose.mediapipe_backend import quiet_native_stderr
-
-            with quiet_native_stderr():  # model loading prints TFLite notices on fd 2
-                self._faces = face_detection.FaceDetection(model_selection=1,
-                                                           min_detection_confidence=FACE_CONFIDENCE)
+            self._faces = face_detection.FaceDetection(model_selection=1, min_detection_confidence=FACE_CONFIDENCE)
         return self._faces
 
     def faces(self, rgb: np.ndarray) -> int:
         """Faces found by MediaPipe's full-range detector (0 without mediapipe)."""
         if not self.counts_faces:
             return 0
-        result = self._detector().process(np.ascontiguousarray(rgb))
+        with quiet_native_stderr():  # loading and the first frames print TFLite notices on fd 2
+            result = self._detector().process(np.ascontiguousarray(rgb))
         return len(result.detections or [])
 
     def count(self, rgb: np.ndarray) -> tuple[list[Pose], int]:
