@@ -38,15 +38,17 @@ class IdentityTimeline:
         return int(np.isnan(self.cosines).sum())
 
     def worst_range(self) -> tuple[int, int, float] | None:
-        """(first, last, mean cosine) of the WORST_SECONDS-long stretch with the lowest mean over its faces."""
+        """(first, last, mean cosine) of the WORST_SECONDS-long stretch with the lowest mean over its faces, among
+        those where more than half the frames show a face (any, if none does)."""
         span = max(1, min(len(self.cosines), round(WORST_SECONDS * self.fps)))
+        found = np.isfinite(self.cosines)
+        counts = np.convolve(found, np.ones(span, int), "valid")
+        needed = span // 2 + 1 if (counts >= span // 2 + 1).any() else 1
         best: tuple[int, int, float] | None = None
-        for start in range(len(self.cosines) - span + 1):
-            values = self.cosines[start:start + span]
-            if np.isfinite(values).any():
-                mean = float(np.nanmean(values))
-                if best is None or mean < best[2]:
-                    best = (start, start + span - 1, mean)
+        for start in np.flatnonzero(counts >= needed).tolist():
+            mean = float(np.nanmean(self.cosines[start:start + span]))
+            if best is None or mean < best[2]:
+                best = (start, start + span - 1, mean)
         return best
 
     def summary(self) -> str:
