@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from animator_cli.check.measure import REGIONS
+from animator_cli.errors import InputError
 
 SEVERITIES = ("info", "warning", "error")
 SHARE_WARN = 0.2  # share of driving frames with another view, nobody or several people that warrants a warning
@@ -76,6 +77,15 @@ class AlignmentReport:
     @property
     def errors(self) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.severity == "error")
+
+    def raise_for(self, strict: bool = False) -> None:
+        """InputError (exit 2, one line) for the first error finding, or for any warning when ``strict``."""
+        if self.errors:
+            raise InputError(self.errors[0].message, self.errors[0].suggestion or None)
+        if strict and self.warnings:
+            first = self.warnings[0]
+            raise InputError(f"{len(self.warnings)} warning(s) from the alignment check (--strict), first: "
+                             f"{first.message}", first.suggestion or None)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe: NaN → None, tuples → lists, paths → strings."""

@@ -7,6 +7,7 @@ reference photo and SAMPLE_FRAMES evenly spaced driving frames are looked at onc
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from animator_cli.video import iter_frames, load_image
 from animator_cli.weights.home import WeightsHome
 
 SAMPLE_FRAMES = 16
+CHECK_MODES = ("warn", "strict", "off")  # what `animate` does with the check's findings
+log = logging.getLogger("animator")
 
 
 def _shares(values: list[str | None]) -> dict[str, float]:
@@ -135,3 +138,21 @@ def check_alignment(reference: Path, driving: Path, *, weights: WeightsHome, cac
     if preview is not None:
         preview = write_preview(preview, ref_rgb, drawn, track, {i: frames[i] for i in shown if i in frames})
     return AlignmentReport(judge(measured), best_align(measured), measured, preview)
+
+
+def preflight(reference: Path, driving: Path, mode: str, *, weights: WeightsHome, cache: StageCache,
+              align: str = "global", backend: str = "auto", device: str | None = None,
+              max_frames: int | None = None) -> AlignmentReport | None:
+    """The check `animate` runs first: warnings and errors are logged; ``mode`` strict raises on any of them
+    (before anything is rendered), warn never raises for a finding, off skips the check."""
+    if mode not in CHECK_MODES:
+        raise InputError(f"unknown --check {mode}", f"choose from {', '.join(CHECK_MODES)}")
+    if mode == "off":
+        return None
+    report = check_alignment(reference, driving, weights=weights, cache=cache, align=align, backend=backend,
+                             device=device, max_frames=max_frames)
+    for finding in report.warnings:
+        log.warning("check: %s", finding.message + (f" → {finding.suggestion}" if finding.suggestion else ""))
+    if mode == "strict":
+        report.raise_for(strict=True)
+    return report

@@ -9,6 +9,7 @@ rendered with --face-opt, the HJB steps named; the summary names the worst WORST
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,3 +156,14 @@ def identity_timeline(video: Path, reference: Path, *, weights: WeightsHome, dev
     rate = fps or (probe(video).fps if video.is_file() else 25.0)
     windows = window_indices(len(values), tile or defaults.tile, overlap or defaults.overlap)
     return IdentityTimeline(np.array(values, np.float64), rate, tuple(tuple(w) for w in windows), hjb_steps)
+
+
+def write_identity_report(folder: Path, video: Path, reference: Path, *, weights: WeightsHome,
+                          device: str | None = None, fps: float | None = None, tile: int | None = None,
+                          overlap: int | None = None, hjb_steps: tuple[int, int] | None = None) -> IdentityTimeline:
+    """`--report DIR` of generate/animate: the rendered video's timeline written to ``folder``, summary logged."""
+    timeline = identity_timeline(video, reference, weights=weights, device=device, fps=fps, tile=tile,
+                                 overlap=overlap, hjb_steps=hjb_steps)
+    timeline.write(folder)
+    logging.getLogger("animator").info("%s (%s)", timeline.summary(), Path(folder) / PLOT_FILE)
+    return timeline

@@ -7,20 +7,9 @@ from typing import Annotated
 
 import typer
 
-from animator_cli.check import AlignmentReport, check_alignment
+from animator_cli.check import check_alignment
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings
-from animator_cli.errors import InputError
-
-
-def raise_for(report: AlignmentReport, strict: bool) -> None:
-    """Exit 2 (one line) on an error finding, or on any warning when ``strict``."""
-    if report.errors:
-        first = report.errors[0]
-        raise InputError(first.message, first.suggestion or None)
-    if strict and report.warnings:
-        raise InputError(f"{len(report.warnings)} warning(s) from the alignment check (--strict)",
-                         report.warnings[0].suggestion or report.warnings[0].message)
 
 
 @app.command("check")
@@ -50,4 +39,4 @@ def check_command(
             print(finding.line())
         if report.preview:
             print(report.preview)
-    raise_for(report, strict)
+    report.raise_for(strict)
