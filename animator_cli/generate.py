@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from animator_cli.cache import StageCache
+from animator_cli.check.report import preflight
 from animator_cli.errors import InputError
 from animator_cli.face import face_stage, load_identity
 from animator_cli.fileio import atomic_path, ensure_writable_dir
@@ -117,7 +118,7 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
              runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
              pipeline: PipelineLoader | None = None, audio_from: Path | None = None,
              frames_dir: Path | None = None, face_masks: Path | None = None, force: bool = False,
-             progress: Progress | None = None) -> GenerateResult:
+             progress: Progress | None = None, report: Path | None = None) -> GenerateResult:
     """Animate ``reference`` along the skeleton frames in ``poses`` and write an H.264 mp4 to ``output``.
 
     ``audio_from`` muxes that video's audio; ``frames_dir`` also writes each frame as `frame_<i>.png` (this
@@ -166,6 +167,12 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
             for i, frame in enumerate(video):
                 write_frame(frames_dir, i, frame)
     _export(entry.path / VIDEO_FILE, output, audio_from)
+    if report is not None:  # the identity timeline of the video just written (animator_cli.check.timeline)
+        from animator_cli.check.timeline import write_identity_report
+
+        write_identity_report(report, output, reference, weights=weights, device=runtime.device, fps=fps,
+                              tile=options.sampling.tile, overlap=options.sampling.overlap,
+                              hjb_steps=(options.face_opt.start, options.face_opt.end) if options.face_opt else None)
     return GenerateResult(output, len(frame_paths), fps, options.width, options.height, cached,
                           Path(audio_from) if audio_from else None)
 
@@ -173,17 +180,23 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
 def animate(reference: Path, driving: Path, output: Path, options: GenerateOptions = GenerateOptions(),
             runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
             pipeline: PipelineLoader | None = None, align: str = "global", pose_backend: str = "auto",
-            max_frames: int | None = None, force: bool = False, progress: Progress | None = None) -> GenerateResult:
+            max_frames: int | None = None, force: bool = False, progress: Progress | None = None,
+            check: str = "warn", report: Path | None = None) -> GenerateResult:
     """Animate ``reference`` with the motion of the ``driving`` video: pose extraction aligned to the
-    reference, identity, generation, the driving audio muxed in. Each stage is cached."""
+    reference, identity, generation, the driving audio muxed in. Each stage is cached.
+
+    ``check``: the alignment preflight first (`animator check`; warn logs, strict stops on a warning, off).
+    ``report``: also write the identity timeline of the result into that folder."""
     options.validate()
     if not Path(driving).exists():
         raise InputError(f"driving video {driving} does not exist")
+    preflight(reference, driving, check, weights=weights, cache=cache, align=align, backend=pose_backend,
+              device=runtime.device, max_frames=max_frames)
     poses = extract_pose(Path(driving), reference=Path(reference), align=align, backend=pose_backend,
                          max_frames=max_frames, weights=weights, cache=cache, device=runtime.device, force=force)
     audio = Path(driving) if Path(driving).is_file() else None
     return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
-                    audio_from=audio, force=force, progress=progress)
+                    audio_from=audio, force=force, progress=progress, report=report)
 
 
 def _export(video: Path, output: Path, audio_from: Path | None) -> None:

@@ -71,6 +71,10 @@ FaceOptMargin = Annotated[int | None, typer.Option(
     "--face-opt-margin", min=0, help="Decode only the faces' region plus N latent cells (8 px) instead of whole "
     "frames: several times faster, approximate (docs/hjb.md).")]
 Output = Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.")]
+Report = Annotated[Path | None, typer.Option(
+    "--report", help="Also write the identity timeline of the result (identity.csv, identity.png) here.")]
+Check = Annotated[str, typer.Option(
+    "--check", help="Alignment check before rendering (`animator check`): warn, strict (stop on a warning), off.")]
 
 
 def build_runtime(dtype: str | None = None, offload: bool = False, vae_on_cpu: bool = False,
@@ -114,7 +118,7 @@ def generate(
     face_masks: Annotated[Path | None, typer.Option(
         "--face-masks", help="With --face-opt: folder of frame_<i>.png face masks instead of the pose keypoints.")]
     = None,
-    force: Force = False,
+    force: Force = False, report: Report = None,
 ) -> None:
     """Animate REFERENCE along the skeleton frames in POSES; writes an H.264 mp4."""
     options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
@@ -127,7 +131,7 @@ def generate(
     with step_progress("generate") as progress:
         result = generate_stage(reference, poses, output, options, runtime, weights=settings.weights,
                                 cache=settings.cache, audio_from=audio_from, frames_dir=frames_dir,
-                                face_masks=face_masks, force=force, progress=progress)
+                                face_masks=face_masks, force=force, progress=progress, report=report)
     emit(result.as_dict(), [result.output])
 
 
@@ -151,7 +155,7 @@ def animate(
     face_opt: FaceOpt = False, face_opt_iters: FaceOptIters = _F.iters,
     face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
     face_opt_margin: FaceOptMargin = None,
-    force: Force = False,
+    force: Force = False, check: Check = "warn", report: Report = None,
 ) -> None:
     """Extract poses from DRIVING (aligned to REFERENCE), then generate; the driving audio is kept."""
     options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
@@ -164,7 +168,7 @@ def animate(
     with step_progress("animate") as progress:
         result = animate_stage(reference, driving, output, options, runtime, weights=settings.weights,
                                cache=settings.cache, align=align, pose_backend=pose_backend, max_frames=max_frames,
-                               force=force, progress=progress)
+                               force=force, progress=progress, check=check, report=report)
     emit(result.as_dict(), [result.output])
 
 
