@@ -34,6 +34,7 @@ from animator_cli.sampling.fit import Fit
 from animator_cli.training import checkpoint as ckpt
 from animator_cli.training.config import TrainConfig
 from animator_cli.training.dataset import BatchPlan, ClipDataset, DataReport, check_dataset, collate, iter_batches
+from animator_cli.training.preflight import check_training
 from animator_cli.training.step import training_loss
 from animator_cli.weights.home import WeightsHome
 
@@ -105,8 +106,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
 
     from animator_cli.models.loading import AnimatorModels
 
-    if config.data.path is None:
-        raise InputError("no dataset given", "pass --data DATASET_DIR or set data.path in the config")
+    check_training(config, weights)
     run_dir = ensure_writable_dir(Path(config.output))
     tracker = "tensorboard" if _has_tensorboard() else None
     accelerator = Accelerator(gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
