@@ -128,11 +128,9 @@ def needed_weights(runtime: Runtime, pose_backend: str | None = None) -> list[st
     return keys + (["dwpose"] if pose_backend == "dwpose" else [])
 
 
-def check_request(reference: Path, output: Path, options: GenerateOptions, runtime: Runtime, weights: WeightsHome,
-                  *, driving: Path | None = None, audio_from: Path | None = None, face_masks: Path | None = None,
-                  pose_backend: str | None = None) -> None:
-    """Everything that can be checked before any work, in this order: option values, input and output paths,
-    then every weights component the render needs (all missing ones in one error). Imports nothing heavy."""
+def check_inputs(reference: Path, output: Path, options: GenerateOptions, runtime: Runtime, *,
+                 driving: Path | None = None, audio_from: Path | None = None, face_masks: Path | None = None) -> None:
+    """Option values, then input and output paths: checked before any work and without importing anything heavy."""
     options.validate()
     runtime.validate()
     if driving is not None and not Path(driving).exists():
@@ -144,6 +142,10 @@ def check_request(reference: Path, output: Path, options: GenerateOptions, runti
         require_file(audio_from, "--audio-from")
     if face_masks is not None and (options.face_opt is None or not Path(face_masks).is_dir()):
         raise InputError(f"--face-masks {face_masks} needs --face-opt and must be a folder of frame_<i>.png")
+
+
+def check_weights(weights: WeightsHome, runtime: Runtime, pose_backend: str | None = None) -> None:
+    """Every weights component the render needs (all missing ones in one error), and a usable pose backend."""
     weights.require_components(needed_weights(runtime, pose_backend))
     if pose_backend is not None:
         resolve_backend(pose_backend, weights)  # an unknown name, or `auto` with neither DWPose nor MediaPipe
@@ -163,10 +165,11 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     A cached video is found without importing torch: the cache key needs only file hashes and parameters.
     """
     reference, poses, output = Path(reference), Path(poses), Path(output)
-    check_request(reference, output, options, runtime, weights, audio_from=audio_from, face_masks=face_masks)
+    check_inputs(reference, output, options, runtime, audio_from=audio_from, face_masks=face_masks)
+    frame_paths = pose_frames(poses)
+    check_weights(weights, runtime)
     source = load_image(reference)
     rgb = fit_image(source, options.width, options.height, options.fit)
-    frame_paths = pose_frames(poses)
     fps = options.fps or pose_fps(poses) or DEFAULT_FPS
     face_dir, _ = face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
                              allow_no_face=options.allow_no_face, device=runtime.device, force=force)
@@ -220,8 +223,8 @@ def animate(reference: Path, driving: Path, output: Path, options: GenerateOptio
     """Animate ``reference`` with the motion of the ``driving`` video: pose extraction aligned to the
     reference, identity, generation, the driving audio muxed in. Each stage is cached. Options, paths and
     weights are all checked before the pose stage starts."""
-    check_request(Path(reference), Path(output), options, runtime, weights, driving=Path(driving),
-                  pose_backend=pose_backend)
+    check_inputs(Path(reference), Path(output), options, runtime, driving=Path(driving))
+    check_weights(weights, runtime, pose_backend)
     poses = extract_pose(Path(driving), reference=Path(reference), align=align, backend=pose_backend,
                          max_frames=max_frames, weights=weights, cache=cache, device=runtime.device, force=force,
                          progress=progress)
