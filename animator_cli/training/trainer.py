@@ -29,6 +29,7 @@ from torch import nn
 
 from animator_cli.errors import InputError
 from animator_cli.fileio import ensure_writable_dir, write_text_atomic
+from animator_cli.progress import stage
 from animator_cli.sampling.conditioning import cast_module
 from animator_cli.sampling.fit import Fit
 from animator_cli.training import checkpoint as ckpt
@@ -127,7 +128,8 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     plan = BatchPlan([len(c) for c in report.clips], config.data.batch_size, world, rank, config.seed,
                      [b.list_file for b in config.data.buckets])
 
-    models, groups = _training_models(config, weights, run_dir, accelerator)
+    with stage("loading models"):
+        models, groups = _training_models(config, weights, run_dir, accelerator)
     optim = config.optim
     optimizer = torch.optim.AdamW([{"params": params, "name": name} for name, params in groups.items()],
                                   lr=optim.learning_rate, betas=(optim.adam_beta1, optim.adam_beta2),
