@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from animator_cli.cache import StageCache
-from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
+from animator_cli.errors import AnimatorError, InputError, known_failure
 from animator_cli.generate import GenerateResult, Runtime, animate, generate, lazy_pipeline, make_options
 from animator_cli.weights.home import WeightsHome
 
@@ -154,9 +154,8 @@ def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache:
         except AnimatorError as exc:
             outcome = JobOutcome(number, output, error=str(exc), exit_code=exc.exit_code)
         except (RuntimeError, ValueError, OSError) as exc:  # e.g. CUDA out of memory on one long video
-            if is_out_of_memory(exc):
-                oom = OutOfMemoryError(f"out of memory: {exc}")
-                outcome = JobOutcome(number, output, error=str(oom), exit_code=oom.exit_code)
+            if (known := known_failure(exc, runtime.device)) is not None:
+                outcome = JobOutcome(number, output, error=str(known), exit_code=known.exit_code)
             else:
                 outcome = JobOutcome(number, output, error=f"{type(exc).__name__}: {exc}", exit_code=1)
         outcomes.append(outcome)

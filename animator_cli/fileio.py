@@ -1,4 +1,4 @@
-"""Atomic writes: results appear under their final name only when complete."""
+"""Safe writes: results appear under their final name only when complete, and never over the command's inputs."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from animator_cli.errors import InputError
+from animator_cli.errors import DiskFullError, InputError, is_disk_full
 
 
 def ensure_writable_dir(directory: Path) -> Path:
@@ -24,6 +24,50 @@ def ensure_writable_dir(directory: Path) -> Path:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise InputError(f"output directory {directory} is not writable", "choose another -o path")
     return directory
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether two existing paths are one file or folder (one inode: symlinks and hard links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet) or cannot be examined
+        return a.resolve() == b.resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies below ``folder``, compared by inode so symlinks and bind mounts are seen through."""
+    try:
+        target = folder.stat()
+    except OSError:
+        return False
+    for parent in path.resolve().parents:
+        with contextlib.suppress(OSError):
+            found = parent.stat()
+            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+                return True
+    return False
+
+
+def refuse_overwriting_inputs(output: Path, inputs: Iterable[Path | str | None], *, folder: bool = False,
+                              names: Iterable[str] = ()) -> None:
+    """Fail with an InputError, before any work, when writing ``output`` would destroy one of ``inputs``.
+
+    ``output`` clashes with an input that is the same file or folder, under any name (symlinks and hard links
+    included). With ``folder``, ``output`` is a folder the command replaces or fills, so an input inside it
+    clashes too. ``names`` are files the command writes inside ``output`` (e.g. frame_<i>.png); each is checked.
+    """
+    output = Path(output)
+    targets = [output, *(output / name for name in names)]
+    for source in (Path(p) for p in inputs if p is not None):
+        if not source.exists():
+            continue  # a missing input gets its own error; nothing of it can be lost
+        for target in targets:
+            if target.exists() and _same(target, source):
+                raise InputError(f"output {target} is also an input ({source}); writing it would destroy the input",
+                                 "choose another output path")
+        if folder and _inside(source, output):
+            raise InputError(f"output folder {output} holds the input {source}; writing it could destroy the input",
+                             "choose another output folder")
 
 
 def _umask() -> int:
@@ -59,8 +103,10 @@ def atomic_path(target: Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFullError(target) from exc
         raise
 
 
@@ -86,8 +132,10 @@ def atomic_dir(target: Path, replace: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         _swap_into_place(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise DiskFullError(target) from exc
         raise
 
 

@@ -2,11 +2,12 @@
 
 from animator_cli.video.audio import mux_audio
 from animator_cli.video.frames import iter_frames, list_frames, write_frame
-from animator_cli.video.images import load_image
+from animator_cli.video.images import MAX_PIXELS, MIN_SIDE, check_min_size, load_image
 from animator_cli.video.probe import VideoInfo, probe
 from animator_cli.video.writer import VideoWriter, check_fps, write_video
 
 __all__ = [
-    "VideoInfo", "VideoWriter", "check_fps", "iter_frames", "list_frames", "load_image", "mux_audio", "probe",
+    "MAX_PIXELS", "MIN_SIDE", "VideoInfo", "VideoWriter", "check_fps", "check_min_size",
+    "iter_frames", "list_frames", "load_image", "mux_audio", "probe",
     "write_frame", "write_video",
 ]
