@@ -31,13 +31,22 @@ import torch
 from animator_cli.cache import StageCache
 from animator_cli.errors import InputError
 from animator_cli.face import face_stage, load_identity
-from animator_cli.fileio import atomic_path, ensure_writable_dir
+from animator_cli.fileio import atomic_path, ensure_writable_dir, refuse_overwriting_inputs
 from animator_cli.hjb import FaceOptOptions, arcface_sources, build_refiner, parse_steps
 from animator_cli.pose import extract_pose
 from animator_cli.sampling.fit import Fit, fit_image
 from animator_cli.sampling.pipeline import AnimationPipeline, Progress, SamplingOptions
 from animator_cli.sampling.windows import window_indices
-from animator_cli.video import check_fps, list_frames, load_image, mux_audio, write_frame, write_video
+from animator_cli.video import (
+    check_fps,
+    check_min_size,
+    list_frames,
+    load_image,
+    mux_audio,
+    plan_audio,
+    write_frame,
+    write_video,
+)
 from animator_cli.weights.home import WeightsHome
 
 log = logging.getLogger("animator")
@@ -252,15 +261,21 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     """
     options.validate()
     reference, poses, output = Path(reference), Path(poses), Path(output)
-    if output.suffix.lower() != ".mp4":
-        raise InputError(f"output {output} must end in .mp4")
+    inputs = [reference, poses, audio_from, face_masks]
+    _check_output(output, inputs)
     if audio_from is not None and not Path(audio_from).is_file():
         raise InputError(f"--audio-from {audio_from} does not exist")
     if face_masks is not None and (options.face_opt is None or not Path(face_masks).is_dir()):
         raise InputError(f"--face-masks {face_masks} needs --face-opt and must be a folder of frame_<i>.png")
     source = load_image(reference)
+    check_min_size(reference, "reference image", source.shape[1], source.shape[0])
     rgb = fit_image(source, options.width, options.height, options.fit)
     frame_paths = pose_frames(poses)
+    if frames_dir is not None:
+        refuse_overwriting_inputs(frames_dir, [*inputs, output],
+                                  names=(f"frame_{i}.png" for i in range(len(frame_paths))))
+    if audio_from is not None and plan_audio(Path(audio_from)) is None:  # unusable audio: known now, not at the end
+        audio_from = None
     fps = options.fps or pose_fps(poses) or DEFAULT_FPS
     face_dir, _ = face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
                              allow_no_face=options.allow_no_face, device=runtime.device, force=force)
@@ -302,6 +317,7 @@ def animate(reference: Path, driving: Path, output: Path, options: GenerateOptio
     """Animate ``reference`` with the motion of the ``driving`` video: pose extraction aligned to the
     reference, identity, generation, the driving audio muxed in. Each stage is cached."""
     options.validate()
+    _check_output(Path(output), [reference, driving])
     if not Path(driving).exists():
         raise InputError(f"driving video {driving} does not exist")
     poses = extract_pose(Path(driving), reference=Path(reference), align=align, backend=pose_backend,
@@ -309,6 +325,13 @@ def animate(reference: Path, driving: Path, output: Path, options: GenerateOptio
     audio = Path(driving) if Path(driving).is_file() else None
     return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
                     audio_from=audio, force=force, progress=progress)
+
+
+def _check_output(output: Path, inputs: list[Path | None]) -> None:
+    """An .mp4 output that is none of the inputs: checked before any work."""
+    if output.suffix.lower() != ".mp4":
+        raise InputError(f"output {output} must end in .mp4")
+    refuse_overwriting_inputs(output, inputs)
 
 
 def _export(video: Path, output: Path, audio_from: Path | None) -> None:
