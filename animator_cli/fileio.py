@@ -53,7 +53,7 @@ def refuse_overwriting_inputs(output: Path, inputs: Iterable[Path | str | None],
     """Fail with an InputError, before any work, when writing ``output`` would destroy one of ``inputs``.
 
     ``output`` clashes with an input that is the same file or folder, under any name (symlinks and hard links
-    included). With ``folder``, ``output`` is a folder the command replaces or fills, so an input inside it
+    included), and with an existing file inside an input folder (a new file there is fine). With ``folder``, ``output`` is a folder the command replaces or fills, so an input inside it
     clashes too. ``names`` are files the command writes inside ``output`` (e.g. frame_<i>.png); each is checked.
     """
     output = Path(output)
@@ -62,7 +62,8 @@ def refuse_overwriting_inputs(output: Path, inputs: Iterable[Path | str | None],
         if not source.exists():
             continue  # a missing input gets its own error; nothing of it can be lost
         for target in targets:
-            if target.exists() and _same(target, source):
+            resolved = target.resolve()  # `new/../in.mp4` is in.mp4 once `new` is created
+            if _same(resolved, source) or (source.is_dir() and resolved.exists() and _inside(resolved, source)):
                 raise InputError(f"output {target} is also an input ({source}); writing it would destroy the input",
                                  "choose another output path")
         if folder and _inside(source, output):
