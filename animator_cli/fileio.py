@@ -52,9 +52,10 @@ def refuse_overwriting_inputs(output: Path, inputs: Iterable[Path | str | None],
                               names: Iterable[str] = ()) -> None:
     """Fail with an InputError, before any work, when writing ``output`` would destroy one of ``inputs``.
 
-    ``output`` clashes with an input that is the same file or folder, under any name (symlinks and hard links
-    included), and with an existing file inside an input folder (a new file there is fine). With ``folder``, ``output`` is a folder the command replaces or fills, so an input inside it
-    clashes too. ``names`` are files the command writes inside ``output`` (e.g. frame_<i>.png); each is checked.
+    ``output`` clashes with an input that is the same file or folder under any name (symlinks and hard links
+    included), and with an existing file inside an input folder (a new file there is fine). With ``folder``,
+    ``output`` is a folder the command replaces or fills, so an input inside it clashes too. ``names`` are the
+    files the command writes inside ``output`` (e.g. frame_<i>.png); each is checked.
     """
     output = Path(output)
     targets = [output, *(output / name for name in names)]
