@@ -36,7 +36,7 @@ import yaml
 
 from animator_cli.cache import StageCache
 from animator_cli.errors import AnimatorError, InputError, known_failure
-from animator_cli.fileio import refuse_overwriting_inputs
+from animator_cli.fileio import check_output_path
 from animator_cli.generate import GenerateResult, Runtime, animate, generate, lazy_pipeline, make_options
 from animator_cli.weights.home import WeightsHome
 
@@ -155,7 +155,7 @@ def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache:
         output = str(job["output"]) if job.get("output") is not None else None
         try:
             if output is not None:  # another job's input is as precious as this job's own
-                refuse_overwriting_inputs(job["output"], inputs)
+                check_output_path(job["output"], inputs)
             outcome = JobOutcome(number, output, result=run_job(job, runtime, weights, cache, pipeline, force))
         except AnimatorError as exc:
             outcome = JobOutcome(number, output, error=str(exc), exit_code=exc.exit_code)

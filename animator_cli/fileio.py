@@ -48,9 +48,21 @@ def _inside(path: Path, folder: Path) -> bool:
     return False
 
 
-def refuse_overwriting_inputs(output: Path, inputs: Iterable[Path | str | None], *, folder: bool = False,
-                              names: Iterable[str] = ()) -> None:
-    """Fail with an InputError, before any work, when writing ``output`` would destroy one of ``inputs``.
+def _check_writable(output: Path, folder: bool) -> None:
+    """The output is of the right kind (file or folder) and its nearest existing folder is writable."""
+    if output.is_dir() and not folder:
+        raise InputError(f"output {output} is an existing folder", "give a file name")
+    if output.exists() and not output.is_dir() and folder:
+        raise InputError(f"output folder {output} is an existing file", "choose another output path")
+    parent = next(p for p in output.absolute().parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into {parent}", "choose another output path")
+
+
+def check_output_path(output: Path, inputs: Iterable[Path | str | None], *, folder: bool = False,
+                      names: Iterable[str] = ()) -> None:
+    """Fail with an InputError, before any work, when ``output`` cannot be written or writing it would destroy
+    one of ``inputs``.
 
     ``output`` clashes with an input that is the same file or folder under any name (symlinks and hard links
     included), and with an existing file inside an input folder (a new file there is fine). With ``folder``,
@@ -58,6 +70,7 @@ def refuse_overwriting_inputs(output: Path, inputs: Iterable[Path | str | None],
     files the command writes inside ``output`` (e.g. frame_<i>.png); each is checked.
     """
     output = Path(output)
+    _check_writable(output, folder or bool(names))
     targets = [output, *(output / name for name in names)]
     for source in (Path(p) for p in inputs if p is not None):
         if not source.exists():

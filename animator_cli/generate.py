@@ -31,7 +31,7 @@ import torch
 from animator_cli.cache import StageCache
 from animator_cli.errors import InputError
 from animator_cli.face import face_stage, load_identity
-from animator_cli.fileio import atomic_path, ensure_writable_dir, refuse_overwriting_inputs
+from animator_cli.fileio import atomic_path, check_output_path, ensure_writable_dir
 from animator_cli.hjb import FaceOptOptions, arcface_sources, build_refiner, parse_steps
 from animator_cli.pose import extract_pose
 from animator_cli.sampling.fit import Fit, fit_image
@@ -264,7 +264,8 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     inputs = [reference, poses, audio_from, face_masks]
     _check_output(output, inputs)
     if audio_from is not None and not Path(audio_from).is_file():
-        raise InputError(f"--audio-from {audio_from} does not exist")
+        what = "is a folder" if Path(audio_from).is_dir() else "does not exist"
+        raise InputError(f"--audio-from {audio_from} {what}", "pass a video or audio file")
     if face_masks is not None and (options.face_opt is None or not Path(face_masks).is_dir()):
         raise InputError(f"--face-masks {face_masks} needs --face-opt and must be a folder of frame_<i>.png")
     source = load_image(reference)
@@ -272,7 +273,7 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     rgb = fit_image(source, options.width, options.height, options.fit)
     frame_paths = pose_frames(poses)
     if frames_dir is not None:
-        refuse_overwriting_inputs(frames_dir, [*inputs, output],
+        check_output_path(frames_dir, [*inputs, output],
                                   names=(f"frame_{i}.png" for i in range(len(frame_paths))))
     if audio_from is not None and plan_audio(Path(audio_from)) is None:  # unusable audio: known now, not at the end
         audio_from = None
@@ -331,7 +332,7 @@ def _check_output(output: Path, inputs: list[Path | None]) -> None:
     """An .mp4 output that is none of the inputs: checked before any work."""
     if output.suffix.lower() != ".mp4":
         raise InputError(f"output {output} must end in .mp4")
-    refuse_overwriting_inputs(output, inputs)
+    check_output_path(output, inputs)
 
 
 def _export(video: Path, output: Path, audio_from: Path | None) -> None:

@@ -21,7 +21,7 @@ from PIL import Image
 
 import animator_cli.batch as batch
 from animator_cli.errors import DiskFullError, InputError, is_disk_full, known_failure
-from animator_cli.fileio import atomic_path, refuse_overwriting_inputs
+from animator_cli.fileio import atomic_path, check_output_path
 from animator_cli.video import MAX_PIXELS, list_frames, load_image, probe, write_frame
 
 SMALL = ("--width", 64, "--height", 64, "--steps", 1)
@@ -68,14 +68,14 @@ def test_helper_sees_through_names_links_and_folders(tmp_path: Path) -> None:
     for alias in (source, tmp_path / "hard.mp4", tmp_path / "soft.mp4", tmp_path / "dirlink" / "in.mp4",
                   tmp_path / "sub" / ".." / "in.mp4"):
         with pytest.raises(InputError, match="is also an input"):
-            refuse_overwriting_inputs(alias, [None, source])
-    refuse_overwriting_inputs(tmp_path / "new.mp4", [source])  # a new name is fine
+            check_output_path(alias, [None, source])
+    check_output_path(tmp_path / "new.mp4", [source])  # a new name is fine
     with pytest.raises(InputError, match="holds the input"):
-        refuse_overwriting_inputs(tmp_path / "dirlink", [source], folder=True)
-    refuse_overwriting_inputs(tmp_path / "elsewhere", [source], folder=True)
+        check_output_path(tmp_path / "dirlink", [source], folder=True)
+    check_output_path(tmp_path / "elsewhere", [source], folder=True)
     (tmp_path / "frames").mkdir()
     with pytest.raises(InputError, match="frame_1.png is also an input"):
-        refuse_overwriting_inputs(tmp_path, [tmp_path / "frames", source.rename(tmp_path / "frame_1.png")],
+        check_output_path(tmp_path, [tmp_path / "frames", source.rename(tmp_path / "frame_1.png")],
                                   names=["frame_0.png", "frame_1.png"])
     assert (tmp_path / "frame_1.png").read_bytes() == b"video"
 
@@ -332,3 +332,19 @@ def test_stray_image_is_not_encoded_as_a_frame(cli, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["frames"] == 3 and probe(tmp_path / "o.mp4").frame_count == 3
     assert "frame_x.png" in result.stderr
+
+
+def test_unusable_output_paths_fail_before_any_work(cli, tiny_home, tmp_path: Path, photo: Path) -> None:
+    poses = _stick_poses(tmp_path / "poses")
+    (tmp_path / "taken.mp4").mkdir()
+    result = cli("--weights", tiny_home.root, "generate", photo, poses, "-o", tmp_path / "taken.mp4", *SMALL)
+    assert result.exit_code == 2 and "is an existing folder" in result.stderr
+    result = cli("--weights", tiny_home.root, "generate", photo, poses, "-o", tmp_path / "o.mp4", *SMALL,
+                 "--audio-from", tmp_path / "taken.mp4")
+    assert result.exit_code == 2 and "taken.mp4 is a folder" in result.stderr
+    result = cli("--weights", tiny_home.root, "generate", photo, poses, "-o", photo / "o.mp4", *SMALL)
+    assert result.exit_code == 2 and f"cannot write into {photo}" in result.stderr
+    assert not (tmp_path / "stage-cache").exists()
+    video = clip_with_audio(tmp_path / "v.mp4", 3, 10)
+    result = cli("evaluate", video, video, "--metrics", "l1", "--per-frame", tmp_path / "taken.mp4")
+    assert result.exit_code == 2 and "is an existing folder" in result.stderr and "evaluation" not in result.stderr

@@ -13,7 +13,7 @@ from rich.table import Table
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings, stderr
 from animator_cli.evaluation import METRICS, EvaluationResult, evaluate, json_safe, parse_metrics
-from animator_cli.fileio import atomic_path, refuse_overwriting_inputs
+from animator_cli.fileio import atomic_path, check_output_path
 
 
 def _format(value: float | None) -> str:
@@ -61,7 +61,7 @@ def evaluate_command(
     """Compare generated frames with the ground truth; a table on stderr, JSON on stdout with --json."""
     names = parse_metrics(metrics)
     if per_frame is not None:
-        refuse_overwriting_inputs(per_frame, [generated, ground_truth, reference])
+        check_output_path(per_frame, [generated, ground_truth, reference])
     with stderr.status("evaluating...") as status:
         result = evaluate(generated, ground_truth, names, settings.weights, reference, settings.device,
                           progress=lambda case, n: status.update(f"evaluating {case}: frame {n}"))

@@ -23,7 +23,7 @@ import numpy as np
 
 from animator_cli.cache import StageCache
 from animator_cli.errors import InputError
-from animator_cli.fileio import atomic_dir, refuse_overwriting_inputs
+from animator_cli.fileio import atomic_dir, check_output_path
 from animator_cli.pose.align import ALIGN_MODES, Alignment, align_track
 from animator_cli.pose.backend import PoseBackend, open_backend, resolve_backend
 from animator_cli.pose.draw import draw_pose
@@ -181,7 +181,7 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
                   weights, device, progress)
     if out_dir is not None:
         out_dir = Path(out_dir)
-        refuse_overwriting_inputs(out_dir, [source, reference], folder=True)
+        check_output_path(out_dir, [source, reference], folder=True)
         if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not is_pose_output(out_dir))):
             raise InputError(f"{out_dir} exists and is not a pose folder", "choose a new or empty -o folder")
         with atomic_dir(out_dir) as tmp:

@@ -41,7 +41,7 @@ import numpy as np
 from animator_cli.errors import AnimatorError, InputError
 from animator_cli.face.analyzer import largest_face, load_analyzer
 from animator_cli.face.identity import EMBEDDING_DIM, box_mask, to_detector_input
-from animator_cli.fileio import atomic_dir, ensure_writable_dir, refuse_overwriting_inputs, write_text_atomic
+from animator_cli.fileio import atomic_dir, check_output_path, ensure_writable_dir, write_text_atomic
 from animator_cli.pose import extract_pose
 from animator_cli.training.dataset import IDENTITY_FILE
 from animator_cli.video import iter_frames, list_frames, load_image, probe, write_frame
@@ -182,7 +182,7 @@ def prepare_dataset(videos_dir: Path, dataset: Path, weights: WeightsHome, *, wo
                     progress: Callable[[str, int, int], None] | None = None) -> PrepareResult:
     """Build every missing clip of ``videos_dir`` into ``dataset``; finished clips are kept (resumable)."""
     videos = find_videos(videos_dir)
-    refuse_overwriting_inputs(Path(dataset), [videos_dir], folder=True)  # clip folders replace what they meet
+    check_output_path(Path(dataset), [videos_dir], folder=True)  # clip folders replace what they meet
     dataset = ensure_writable_dir(Path(dataset))
     result = PrepareResult(dataset)
     todo = []

@@ -28,7 +28,7 @@ import yaml
 from torch import nn
 
 from animator_cli.errors import InputError
-from animator_cli.fileio import ensure_writable_dir, refuse_overwriting_inputs, write_text_atomic
+from animator_cli.fileio import check_output_path, ensure_writable_dir, write_text_atomic
 from animator_cli.sampling.conditioning import cast_module
 from animator_cli.sampling.fit import Fit
 from animator_cli.training import checkpoint as ckpt
@@ -107,7 +107,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
 
     if config.data.path is None:
         raise InputError("no dataset given", "pass --data DATASET_DIR or set data.path in the config")
-    refuse_overwriting_inputs(Path(config.output), [Path(config.data.path)], folder=True)
+    check_output_path(Path(config.output), [Path(config.data.path)], folder=True)
     run_dir = ensure_writable_dir(Path(config.output))
     tracker = "tensorboard" if _has_tensorboard() else None
     accelerator = Accelerator(gradient_accumulation_steps=config.optim.gradient_accumulation_steps,

@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from animator_cli.errors import DiskFullError, InputError, is_disk_full
-from animator_cli.fileio import refuse_overwriting_inputs, temp_sibling
+from animator_cli.fileio import check_output_path, temp_sibling
 
 MAX_FPS = 1000.0
 
@@ -123,7 +123,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, crf: int =
     from animator_cli.video.audio import mux_audio
 
     path = Path(path)
-    refuse_overwriting_inputs(path, [audio_from])
+    check_output_path(path, [audio_from])
     silent = path if audio_from is None else temp_sibling(path, suffix=".video.mp4")
     try:
         with VideoWriter(silent, fps, crf) as writer:
