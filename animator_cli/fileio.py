@@ -55,7 +55,9 @@ def _check_writable(output: Path, folder: bool) -> None:
     if output.exists() and not output.is_dir() and folder:
         raise InputError(f"output folder {output} is an existing file", "choose another output path")
     parent = next(p for p in output.absolute().parents if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():
+        raise InputError(f"output path {parent} is a file, not a directory", "choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write into {parent}", "choose another output path")
 
 

@@ -343,7 +343,7 @@ def test_unusable_output_paths_fail_before_any_work(cli, tiny_home, tmp_path: Pa
                  "--audio-from", tmp_path / "taken.mp4")
     assert result.exit_code == 2 and "taken.mp4 is a folder" in result.stderr
     result = cli("--weights", tiny_home.root, "generate", photo, poses, "-o", photo / "o.mp4", *SMALL)
-    assert result.exit_code == 2 and f"cannot write into {photo}" in result.stderr
+    assert result.exit_code == 2 and f"{photo} is a file, not a directory" in result.stderr
     assert not (tmp_path / "stage-cache").exists()
     video = clip_with_audio(tmp_path / "v.mp4", 3, 10)
     result = cli("evaluate", video, video, "--metrics", "l1", "--per-frame", tmp_path / "taken.mp4")
