@@ -31,13 +31,22 @@ from animator_cli.check.report import preflight
 from animator_cli.device import device_type
 from animator_cli.errors import InputError, require_file
 from animator_cli.face import FaceIdentity, face_stage, load_identity
-from animator_cli.fileio import atomic_path, ensure_writable_dir
+from animator_cli.fileio import atomic_path, check_output_path, ensure_writable_dir
 from animator_cli.options import DEFAULT_FPS, GenerateOptions, Runtime
 from animator_cli.pose import extract_pose
 from animator_cli.pose.backend import resolve_backend
 from animator_cli.progress import Progress, stage
 from animator_cli.sampling.fit import Fit, fit_image
-from animator_cli.video import check_fps, list_frames, load_image, mux_audio, write_frame, write_video
+from animator_cli.video import (
+    check_fps,
+    check_min_size,
+    list_frames,
+    load_image,
+    mux_audio,
+    plan_audio,
+    write_frame,
+    write_video,
+)
 from animator_cli.weights.home import WeightsHome
 
 if TYPE_CHECKING:  # torch, diffusers and the models load only when a video is rendered, never on a cached rerun
@@ -130,14 +139,17 @@ def needed_weights(runtime: Runtime, pose_backend: str | None = None) -> list[st
 
 
 def check_inputs(reference: Path, output: Path, options: GenerateOptions, runtime: Runtime, *,
-                 driving: Path | None = None, audio_from: Path | None = None, face_masks: Path | None = None) -> None:
-    """Option values, then input and output paths: checked before any work and without importing anything heavy."""
+                 driving: Path | None = None, poses: Path | None = None, audio_from: Path | None = None,
+                 face_masks: Path | None = None) -> None:
+    """Option values, then input and output paths (the output may be none of the inputs): checked before any work
+    and without importing anything heavy."""
     options.validate()
     runtime.validate()
     if driving is not None and not Path(driving).exists():
         raise InputError(f"driving video {driving} does not exist")
     if Path(output).suffix.lower() != ".mp4":
         raise InputError(f"output {output} must end in .mp4")
+    check_output_path(Path(output), [reference, driving, poses, audio_from, face_masks])
     require_file(reference, "reference image")
     if audio_from is not None:
         require_file(audio_from, "--audio-from")
@@ -166,10 +178,16 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     A cached video is found without importing torch: the cache key needs only file hashes and parameters.
     """
     reference, poses, output = Path(reference), Path(poses), Path(output)
-    check_inputs(reference, output, options, runtime, audio_from=audio_from, face_masks=face_masks)
+    check_inputs(reference, output, options, runtime, poses=poses, audio_from=audio_from, face_masks=face_masks)
     frame_paths = pose_frames(poses)
+    if frames_dir is not None:
+        check_output_path(frames_dir, [reference, poses, audio_from, face_masks, output],
+                          names=(f"frame_{i}.png" for i in range(len(frame_paths))))
     check_weights(weights, runtime)
+    if audio_from is not None and plan_audio(Path(audio_from)) is None:  # unusable audio: known now, not at the end
+        audio_from = None
     source = load_image(reference)
+    check_min_size(reference, "reference image", source.shape[1], source.shape[0])
     rgb = fit_image(source, options.width, options.height, options.fit)
     fps = options.fps or pose_fps(poses) or DEFAULT_FPS
     face_dir, _ = face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,

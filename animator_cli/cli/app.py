@@ -19,7 +19,7 @@ from animator_cli.cache import StageCache
 from animator_cli.cli import context
 from animator_cli.cli.context import configure_logging, settings, stderr
 from animator_cli.cli.help import HELP_OPTIONS, tidy_help
-from animator_cli.errors import AnimatorError, OutOfMemoryError, is_out_of_memory
+from animator_cli.errors import AnimatorError, known_failure
 from animator_cli.weights.home import WeightsHome
 
 # Typer ≥ 0.29 vendors click; take the exception classes from wherever its Exit lives.
@@ -169,9 +169,8 @@ def run(argv: list[str] | None = None) -> int:
     except AnimatorError as exc:
         return _fail(str(exc), exc.exit_code)
     except Exception as exc:
-        if is_out_of_memory(exc):
-            oom = OutOfMemoryError(f"out of memory on {settings.device or 'the device'}")
-            return _fail(str(oom), oom.exit_code)
+        if (known := known_failure(exc, settings.device)) is not None:  # out of memory, disk full
+            return _fail(str(known), known.exit_code)
         hint = "" if settings.verbose else " (rerun with --verbose for the traceback)"
         return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterable
@@ -12,8 +13,8 @@ from types import TracebackType
 import av
 import numpy as np
 
-from animator_cli.errors import InputError
-from animator_cli.fileio import temp_sibling
+from animator_cli.errors import DiskFullError, InputError, is_disk_full
+from animator_cli.fileio import check_output_path, temp_sibling
 
 MAX_FPS = 1000.0
 
@@ -82,18 +83,25 @@ class VideoWriter:
         self.frames_written += 1
 
     def close(self) -> Path:
-        """Flush the encoder and move the finished file into place."""
+        """Flush the encoder and move the finished file into place (on failure, drop the partial file)."""
         if self._stream is None:
             self.abort()
             raise InputError(f"no frames to write to {self.path}")
-        self._container.mux(self._stream.encode(None))
-        self._container.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+            os.replace(self._tmp, self.path)
+        except BaseException as exc:
+            self.abort()
+            if is_disk_full(exc):  # reported against the output path, not the temporary name
+                raise DiskFullError(self.path) from exc
+            raise
         return self.path
 
     def abort(self) -> None:
         """Drop the partial file; the target path is left untouched."""
-        self._container.close()
+        with contextlib.suppress(av.error.FFmpegError, OSError):  # a full disk fails the final flush again
+            self._container.close()
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
@@ -105,6 +113,8 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+            if is_disk_full(exc):
+                raise DiskFullError(self.path) from exc
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, crf: int = 18,
@@ -113,6 +123,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, crf: int =
     from animator_cli.video.audio import mux_audio
 
     path = Path(path)
+    check_output_path(path, [audio_from])
     silent = path if audio_from is None else temp_sibling(path, suffix=".video.mp4")
     try:
         with VideoWriter(silent, fps, crf) as writer:
