@@ -68,7 +68,7 @@ def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
     home = torch.device("cpu") if runtime.offload else runtime.torch_device()  # no detour through host RAM
     models = load_models(weights, home, runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
     return AnimationPipeline(models, runtime.torch_device(), runtime.torch_dtype(), offload=runtime.offload,
-                             vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg)
+                             vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg, ranks=runtime.ranks)
 
 
 def lazy_pipeline(weights: WeightsHome, runtime: Runtime) -> PipelineLoader:
@@ -137,8 +137,10 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     rgb = fit_image(source, options.width, options.height, options.fit)
     frame_paths = pose_frames(poses)
     fps = options.fps or pose_fps(poses) or DEFAULT_FPS
-    face_dir, _ = face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
-                             allow_no_face=options.allow_no_face, device=runtime.device, force=force)
+    ranks = runtime.ranks  # in a window-parallel run, rank 0 runs the cached stages and writes the output
+    face_dir, _ = ranks.on_main(lambda: face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
+                                                   allow_no_face=options.allow_no_face, device=runtime.device,
+                                                   force=force))
     face = load_identity(face_dir)
     identity = face.embedding
 
@@ -148,7 +150,9 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
               "identity": hashlib.sha256(identity.tobytes()).hexdigest(),
               "weights": weights_signature(weights, runtime.checkpoint_dir, options.face_opt is not None)}
     entry = cache.entry("generate", [reference, poses, *([face_masks] if face_masks else [])], params)
-    cached = entry.done and not force and frames_dir is None
+    cached = ranks.on_main(lambda: entry.done and not force and frames_dir is None)
+    result = GenerateResult(output, len(frame_paths), fps, options.width, options.height, cached,
+                            Path(audio_from) if audio_from else None)
     if cached:
         log.info("generation cached: %s", entry.path)
     else:
@@ -159,15 +163,17 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
         frames = load_poses(frame_paths, options.width, options.height, options.fit)
         generator = torch.Generator(device=animation.device).manual_seed(options.seed)
         video = animation(rgb, frames, identity, options.sampling, generator, progress, refine=refine)
+        if video is None:  # another rank writes it
+            return result
         with entry.writing() as tmp:
             write_video(tmp / VIDEO_FILE, video, fps, options.crf)
         if frames_dir is not None:
             ensure_writable_dir(frames_dir)
             for i, frame in enumerate(video):
                 write_frame(frames_dir, i, frame)
-    _export(entry.path / VIDEO_FILE, output, audio_from)
-    return GenerateResult(output, len(frame_paths), fps, options.width, options.height, cached,
-                          Path(audio_from) if audio_from else None)
+    if ranks.is_main:
+        _export(entry.path / VIDEO_FILE, output, audio_from)
+    return result
 
 
 def animate(reference: Path, driving: Path, output: Path, options: GenerateOptions = GenerateOptions(),
@@ -179,8 +185,9 @@ def animate(reference: Path, driving: Path, output: Path, options: GenerateOptio
     options.validate()
     if not Path(driving).exists():
         raise InputError(f"driving video {driving} does not exist")
-    poses = extract_pose(Path(driving), reference=Path(reference), align=align, backend=pose_backend,
-                         max_frames=max_frames, weights=weights, cache=cache, device=runtime.device, force=force)
+    poses = runtime.ranks.on_main(lambda: extract_pose(
+        Path(driving), reference=Path(reference), align=align, backend=pose_backend, max_frames=max_frames,
+        weights=weights, cache=cache, device=runtime.device, force=force))
     audio = Path(driving) if Path(driving).is_file() else None
     return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
                     audio_from=audio, force=force, progress=progress)

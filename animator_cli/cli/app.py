@@ -127,7 +127,7 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except AnimatorError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return exc.exit_code if exc.silent else _fail(str(exc), exc.exit_code)
     except Exception as exc:
         if is_out_of_memory(exc):
             oom = OutOfMemoryError(f"out of memory on {settings.device or 'the device'}")
