@@ -3,10 +3,12 @@
 Launched by ``torchrun`` or ``accelerate launch`` (their RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT
 variables), every rank loads the models on its own device (``cuda:LOCAL_RANK`` with NCCL, else the CPU with gloo)
 and runs the same sampler with the same random draws. What the ranks share out (`Ranks.take`: contiguous shares
-balanced by size, so a two-rank sum adds the partial sums in the one-process order):
+balanced by size):
 
-- the temporal windows of every denoising step, whose blended sums are added with one ``all_reduce`` per step;
-- the HJB refiner's chunks of x̂0, combined the same way;
+- the temporal windows of every denoising step: one collective per step gathers their v-predictions, which every
+  rank blends in window order (`OrderedSum`), so any number of ranks gives the one-process latents bit for bit;
+- the HJB refiner's chunks of x̂0: each rank fills in its own chunks and one ``all_reduce`` adds the (otherwise
+  zero) tensors, exact as every element comes from one rank;
 - the stages that write the cache (face, pose extraction, whether the video is cached): rank 0 runs them
   (`Ranks.on_main`) and the others wait for its answer, then read the same cache entries;
 - the decode and the output file: rank 0 only.
@@ -94,7 +96,7 @@ class Ranks:
         if self.parallel:
             import torch.distributed as dist
 
-            with self._collective():
+            with self.collective():
                 dist.all_reduce(tensor)
 
     def on_main(self, stage: Callable[[], T]) -> T:
@@ -112,7 +114,7 @@ class Ranks:
                 raise
             self.store.set(key, pickle.dumps(("ok", value)))
             return value
-        with self._collective():
+        with self.collective():
             self.store.wait([key], self.timeout)
             outcome = pickle.loads(self.store.get(key))
         if outcome[0] == "failed":
@@ -127,7 +129,7 @@ class Ranks:
                 self.store.set(FAILURE_KEY, json.dumps({"rank": self.rank, "code": code, "message": message}))
 
     @contextlib.contextmanager
-    def _collective(self) -> Iterator[None]:
+    def collective(self) -> Iterator[None]:
         """Turn a failed collective (a peer crashed, or the timeout passed) into a `PeerFailure`."""
         try:
             yield
@@ -141,9 +143,50 @@ class Ranks:
             if self.store.check([FAILURE_KEY]):
                 report = json.loads(self.store.get(FAILURE_KEY))
                 return PeerFailure(f"rank {report['rank']} failed: {report['message']}", report["code"], silent=True)
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = _first_line(exc).split("] ", 1)[-1]  # without gloo's "[source.cc:line] " prefix
         return PeerFailure(f"rank {self.rank}: another rank stopped without reporting an error ({detail[:200]})", 1,
                            silent=False, hint="it was killed or lost its connection: see the launcher's log")
+
+
+class OrderedSum:
+    """``total`` plus contributions ``index_add_``-ed along dim 1, one per item, each computed by the rank that owns
+    the item (`Ranks.take`): with many ranks the contributions are gathered and added in item order on every rank,
+    so the sum equals the one-process sum bit for bit. (An all_reduce of partial sums would re-associate the
+    additions where the items of several ranks overlap, like the anchor frame 0 shared by every window.)"""
+
+    def __init__(self, total: torch.Tensor, ranks: Ranks, indices: Sequence[torch.Tensor]) -> None:
+        self.total, self.ranks, self.indices = total, ranks, indices
+        self._kept: list[torch.Tensor] = []
+
+    def add(self, index: torch.Tensor, value: torch.Tensor) -> None:
+        """Add the next owned item's contribution (``value`` along dim 1 lands at ``index``)."""
+        if self.ranks.parallel:
+            self._kept.append(value)
+        else:
+            self.total.index_add_(1, index, value)
+
+    def result(self) -> torch.Tensor:
+        if not self.ranks.parallel:
+            return self.total
+        import torch
+        import torch.distributed as dist
+
+        owners = shares([len(index) for index in self.indices], self.ranks.world_size)
+        lengths = [sum(len(self.indices[i]) for i in owned) for owned in owners]
+        shape = (self.total.shape[0], max(lengths), *self.total.shape[2:])
+        mine = self.total.new_zeros(shape)
+        if self._kept:
+            mine[:, :lengths[self.ranks.rank]] = torch.cat(self._kept, dim=1)
+        gathered = [torch.empty_like(mine) for _ in owners]
+        with self.ranks.collective():
+            dist.all_gather(gathered, mine)
+        for owned, values in zip(owners, gathered, strict=True):
+            start = 0
+            for item in owned:
+                index = self.indices[item]
+                self.total.index_add_(1, index, values[:, start:start + len(index)])
+                start += len(index)
+        return self.total
 
 
 def failure(exc: BaseException) -> tuple[int, str]:
@@ -152,10 +195,15 @@ def failure(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, KeyboardInterrupt):
         code, message = 130, "interrupted"
     elif is_out_of_memory(exc):
-        code, message = 4, f"out of memory ({str(exc).strip().splitlines()[0][:200]})"
+        code, message = 4, f"out of memory ({_first_line(exc)[:200]})"
     else:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = _first_line(exc)
     return (code if isinstance(code, int) else 1), message
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def world_size() -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from animator_cli import __version__
 from animator_cli.cache import StageCache
@@ -104,7 +105,7 @@ def _command_position(argv: list[str]) -> int:
 def _fail(message: str, code: int) -> int:
     if settings.verbose:
         traceback.print_exc(file=sys.stderr)
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return code
 
 

@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from animator_cli.distributed import Ranks
+from animator_cli.distributed import OrderedSum, Ranks
 from animator_cli.errors import InputError
 from animator_cli.models.loading import AnimatorModels
 from animator_cli.options import SamplingOptions
@@ -151,13 +151,12 @@ class AnimationPipeline:
     def _blend(self, unet: torch.nn.Module, x_in: torch.Tensor, timestep: float, tiles: _Tiles,
                pose_features: torch.Tensor, branches: _Branches) -> tuple[torch.Tensor, torch.Tensor]:
         """Window-blended (cond, uncond) v-predictions, each (1, F, 4, h, w) fp32."""
-        total = torch.zeros(2, *x_in.shape[1:], device=self.device)
+        total = OrderedSum(torch.zeros(2, *x_in.shape[1:], device=self.device), self.ranks, tiles.indices)
         for index, weights in tiles.windows:
             pose = pose_features[index.to(pose_features.device)].to(self.device)
             v = branches.predict(unet, x_in[:, index], timestep, pose)
-            total.index_add_(1, index, v.float() * weights)
-        self.ranks.all_reduce(total)  # each rank blended its own windows
-        total /= tiles.weight_sum
+            total.add(index, v.float() * weights)
+        total = total.result() / tiles.weight_sum
         return total[1:], total[:1]
 
     def _decode(self, latents: torch.Tensor, chunk: int) -> np.ndarray:
@@ -180,8 +179,8 @@ def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
 
 
 class _Tiles:
-    """This rank's windows (all of them in a single process): frame indices and blending weights on the device,
-    and the per-frame weight sums of every window."""
+    """This rank's windows (all of them in a single process): frame indices and blending weights on the device;
+    the frame indices and per-frame weight sums of every window."""
 
     def __init__(self, windows: list[list[int]], num_frames: int, device: torch.device,
                  ranks: Ranks | None = None) -> None:
@@ -191,6 +190,7 @@ class _Tiles:
         for index, weights in self.windows:
             self.weight_sum.index_add_(0, index, weights.flatten())
         self.weight_sum = self.weight_sum.view(1, -1, 1, 1, 1)
+        self.indices = [index for index, _ in self.windows]
         self.windows = (ranks or Ranks()).take(self.windows, [len(w) for w in windows])
 
 
