@@ -231,7 +231,7 @@ def session(runtime: Runtime) -> Iterator[Runtime]:
     import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if runtime.device is None and torch.cuda.is_available():
+    if runtime.device in (None, "cuda") and torch.cuda.is_available():
         runtime = dataclasses.replace(runtime, device=f"cuda:{local_rank}")
     device = runtime.torch_device()
     if device.type == "cuda":
