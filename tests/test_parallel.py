@@ -19,7 +19,7 @@ import pytest
 import torch
 from test_hjb import _face_pose, pose_folder
 
-from animator_cli.distributed import Ranks, failure, shares
+from animator_cli.distributed import PeerFailure, Ranks, failure, shares, timeout
 from animator_cli.errors import InputError, OutOfMemoryError
 from animator_cli.video import iter_frames, load_image
 
@@ -52,6 +52,66 @@ def test_failure_codes():
     assert failure(torch.OutOfMemoryError("CUDA out of memory. Tried"))[0] == 4
     assert failure(KeyboardInterrupt()) == (130, "interrupted")
     assert failure(ValueError("x\ny")) == (1, "x")
+
+
+def _pair() -> tuple[Ranks, Ranks]:
+    """Ranks 0 and 1 of a two-rank run sharing one real (in-memory) store, in this process."""
+    from torch.distributed import HashStore
+
+    store = HashStore()
+    return Ranks(0, 2, store), Ranks(1, 2, store)
+
+
+def test_rank_0_runs_a_stage_and_the_others_get_its_result():
+    main, other = _pair()
+    calls = []
+    assert main.on_main(lambda: calls.append(0) or ("folder", True)) == ("folder", True)
+    assert other.on_main(lambda: calls.append(1)) == ("folder", True)
+    assert calls == [0]  # rank 1 read rank 0's answer
+    assert main.on_main(lambda: 7) == 7 and other.on_main(lambda: 0) == 7  # the next stage has its own key
+
+
+def test_a_stage_failing_on_rank_0_fails_the_others_with_its_code_silently():
+    main, other = _pair()
+
+    def bad_video():
+        raise InputError("driving video x.mp4 cannot be decoded")
+
+    with pytest.raises(InputError):
+        main.on_main(bad_video)
+    with pytest.raises(PeerFailure) as raised:
+        other.on_main(bad_video)
+    assert (raised.value.exit_code, raised.value.silent) == (2, True)
+    assert "driving video x.mp4" in str(raised.value)
+
+
+def test_a_broken_collective_reads_the_failed_rank_s_report():
+    main, other = _pair()
+    with pytest.raises(PeerFailure) as lost, other.collective():
+        raise RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:6559")
+    assert (lost.value.exit_code, lost.value.silent) == (1, False)
+    assert "another rank stopped without reporting an error (Connection closed by peer" in str(lost.value)
+    main.report(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    with pytest.raises(PeerFailure) as reported, other.collective():
+        raise RuntimeError("Connection closed by peer")
+    assert (reported.value.exit_code, reported.value.silent) == (4, True)
+    assert str(reported.value).startswith("rank 0 failed: out of memory")
+
+
+def test_timeout_variable(monkeypatch):
+    monkeypatch.setenv("ANIMATOR_DIST_TIMEOUT", "12.5")
+    assert timeout().total_seconds() == 12.5
+    monkeypatch.setenv("ANIMATOR_DIST_TIMEOUT", "0")
+    with pytest.raises(InputError):
+        timeout()
+
+
+def test_batch_windows_and_shard_are_exclusive(cli, tiny_home, tmp_path):
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("jobs: [{reference: a.png, poses: p, output: o.mp4}]\n")
+    result = cli("--weights", tiny_home.root, "batch", jobs, "--parallel", "windows", "--shard", "0/2")
+    assert result.exit_code == 2 and "--shard" in result.stderr
+    assert cli("--weights", tiny_home.root, "batch", jobs, "--parallel", "pixels").exit_code == 2
 
 
 @pytest.fixture(scope="module")
