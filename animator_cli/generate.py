@@ -158,7 +158,8 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     else:
         refine = None if options.face_opt is None else build_refiner(
             rgb, source.shape[1::-1], face, poses, len(frame_paths), options.face_opt, fit=options.fit,
-            steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks)
+            steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks,
+            ranks=ranks)
         animation = (pipeline or lazy_pipeline(weights, runtime))()
         frames = load_poses(frame_paths, options.width, options.height, options.fit)
         generator = torch.Generator(device=animation.device).manual_seed(options.seed)

@@ -49,7 +49,7 @@ class Refiner(Protocol):
 
     def active(self, step: int) -> bool: ...
 
-    def __call__(self, vae: torch.nn.Module, denoised: torch.Tensor, step: int, ranks: Ranks) -> torch.Tensor: ...
+    def __call__(self, vae: torch.nn.Module, denoised: torch.Tensor, step: int) -> torch.Tensor: ...
 
 
 class AnimationPipeline:
@@ -130,8 +130,7 @@ class AnimationPipeline:
                 cond, uncond = self._blend(unet, x_in, timestep, tiles, pose_features, branches)
                 v = uncond + guidance * (cond - uncond) if guided else cond
                 if refine is not None and refine.active(step):
-                    refined = functools.partial(refine, vae, step=step, ranks=self.ranks)
-                    latents = schedule.step(latents, v, step, refined)
+                    latents = schedule.step(latents, v, step, functools.partial(refine, vae, step=step))
                 else:
                     latents = schedule.step(latents, v, step)
                 if progress is not None:
