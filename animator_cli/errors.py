@@ -11,6 +11,7 @@ class AnimatorError(Exception):
     """Base class: an error the user can act on. ``exit_code`` is what the CLI exits with."""
 
     exit_code = 1
+    silent = False  # the error line was printed by another process of the same job (animator_cli.distributed)
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

@@ -85,7 +85,7 @@ def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
         home = torch.device("cpu") if runtime.offload else runtime.torch_device()  # no detour through host RAM
         models = load_models(weights, home, runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
         return AnimationPipeline(models, runtime.torch_device(), runtime.torch_dtype(), offload=runtime.offload,
-                                 vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg)
+                                 vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg, ranks=runtime.ranks)
 
 
 def lazy_pipeline(weights: WeightsHome, runtime: Runtime) -> PipelineLoader:
@@ -190,8 +190,10 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     check_min_size(reference, "reference image", source.shape[1], source.shape[0])
     rgb = fit_image(source, options.width, options.height, options.fit)
     fps = options.fps or pose_fps(poses) or DEFAULT_FPS
-    face_dir, _ = face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
-                             allow_no_face=options.allow_no_face, device=runtime.device, force=force)
+    ranks = runtime.ranks  # in a window-parallel run, rank 0 runs the cached stages and writes the output
+    face_dir, _ = ranks.on_main(lambda: face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
+                                                   allow_no_face=options.allow_no_face, device=runtime.device,
+                                                   force=force))
     face = load_identity(face_dir)
 
     # The device changes the random draws (CPU and CUDA generators differ) and --vae-on-cpu the VAE's precision.
@@ -200,12 +202,16 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
               "identity": hashlib.sha256(face.embedding.tobytes()).hexdigest(),
               "weights": weights_signature(weights, runtime.checkpoint_dir, options.face_opt is not None)}
     entry = cache.entry("generate", [reference, poses, *([face_masks] if face_masks else [])], params)
-    cached = entry.done and not force and frames_dir is None
+    cached = ranks.on_main(lambda: entry.done and not force and frames_dir is None)
+    result = GenerateResult(output, len(frame_paths), fps, options.width, options.height, cached,
+                            Path(audio_from) if audio_from else None)
     if cached:
         log.info("generation cached: %s", entry.path)
     else:
         _render(entry, rgb, source.shape[1::-1], face, poses, frame_paths, fps, options, runtime, weights,
                 pipeline, frames_dir, face_masks, progress)
+    if not ranks.is_main:  # rank 0 writes the output
+        return result
     _export(entry.path / VIDEO_FILE, output, audio_from)
     if report is not None:  # the identity timeline of the video just written (animator_cli.check.timeline)
         from animator_cli.check.timeline import write_identity_report
@@ -213,8 +219,7 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
         write_identity_report(report, output, reference, weights=weights, device=runtime.device, fps=fps,
                               tile=options.sampling.tile, overlap=options.sampling.overlap,
                               hjb_steps=(options.face_opt.start, options.face_opt.end) if options.face_opt else None)
-    return GenerateResult(output, len(frame_paths), fps, options.width, options.height, cached,
-                          Path(audio_from) if audio_from else None)
+    return result
 
 
 def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], face: FaceIdentity, poses: Path,
@@ -228,11 +233,14 @@ def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], fa
 
     refine = None if options.face_opt is None else build_refiner(
         rgb, source_size, face, poses, len(frame_paths), options.face_opt, fit=options.fit,
-        steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks)
+        steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks,
+        ranks=runtime.ranks)
     animation = (pipeline or lazy_pipeline(weights, runtime))()
     frames = load_poses(frame_paths, options.width, options.height, options.fit)
     generator = torch.Generator(device=animation.device).manual_seed(options.seed)
     video = animation(rgb, frames, face.embedding, options.sampling, generator, progress, refine=refine)
+    if video is None:  # another rank decodes and writes it
+        return
     with stage("writing"), entry.writing() as tmp:
         write_video(tmp / VIDEO_FILE, video, fps, options.crf)
     if frames_dir is not None:
@@ -248,17 +256,18 @@ def animate(reference: Path, driving: Path, output: Path, options: GenerateOptio
             check: str = "warn", report: Path | None = None) -> GenerateResult:
     """Animate ``reference`` with the motion of the ``driving`` video: pose extraction aligned to the
     reference, identity, generation, the driving audio muxed in. Each stage is cached. Options, paths and
-    weights are all checked before the pose stage starts.
+    weights are all checked before the pose stage starts; in a window-parallel run rank 0 runs the check and the
+    pose stage.
 
     ``check``: the alignment preflight first (`animator check`; warn logs, strict stops on a warning, off).
     ``report``: also write the identity timeline of the result into that folder."""
     check_inputs(Path(reference), Path(output), options, runtime, driving=Path(driving))
     check_weights(weights, runtime, pose_backend)
-    preflight(reference, driving, check, weights=weights, cache=cache, align=align, backend=pose_backend,
-              device=runtime.device, max_frames=max_frames)
-    poses = extract_pose(Path(driving), reference=Path(reference), align=align, backend=pose_backend,
-                         max_frames=max_frames, weights=weights, cache=cache, device=runtime.device, force=force,
-                         progress=progress)
+    runtime.ranks.on_main(lambda: preflight(reference, driving, check, weights=weights, cache=cache, align=align,
+                                            backend=pose_backend, device=runtime.device, max_frames=max_frames))
+    poses = runtime.ranks.on_main(lambda: extract_pose(
+        Path(driving), reference=Path(reference), align=align, backend=pose_backend, max_frames=max_frames,
+        weights=weights, cache=cache, device=runtime.device, force=force, progress=progress))
     audio = Path(driving) if Path(driving).is_file() else None
     return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
                     audio_from=audio, force=force, progress=progress, report=report)

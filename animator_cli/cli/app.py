@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from animator_cli import __version__
 from animator_cli.cache import StageCache
@@ -143,7 +144,7 @@ def _value_options(group: typer.core.TyperGroup, args: list[str]) -> set[str]:
 def _fail(message: str, code: int) -> int:
     if settings.verbose:
         traceback.print_exc(file=sys.stderr)
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return code
 
 
@@ -167,7 +168,7 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except AnimatorError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return exc.exit_code if exc.silent else _fail(str(exc), exc.exit_code)
     except Exception as exc:
         if (known := known_failure(exc, settings.device)) is not None:  # out of memory, disk full
             return _fail(str(known), known.exit_code)
