@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from collections.abc import Iterable
@@ -17,6 +18,28 @@ from animator_cli.errors import DiskFullError, InputError, is_disk_full
 from animator_cli.fileio import check_output_path, temp_sibling
 
 MAX_FPS = 1000.0
+
+
+@functools.cache
+def has_avx512() -> bool:
+    """Whether the CPU (and OS) offer the AVX-512 subsets libx264 uses (F, CD, BW, DQ, VL: numpy's AVX512_SKX)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy moved its CPU table: assume none, x264 then picks its own code as before
+        return False
+    return bool(__cpu_features__.get("AVX512_SKX"))
+
+
+def x264_options(crf: int, preset: str) -> dict[str, str]:
+    """libx264's options. Its AVX-512 routines read uninitialised memory in the lookahead (mbtree), so identical
+    frames encoded differently (up to ~20 levels in a frame) depending on what the process had allocated before.
+    Where x264 would pick them, the CPU set it detects minus AVX-512 is named instead: its AVX2 code gives the
+    same bits every run. Elsewhere x264 detects as usual (a named set is not checked: AVX2 on a CPU without it
+    would crash)."""
+    options = {"crf": str(crf), "preset": preset}
+    if has_avx512():
+        options["x264-params"] = "asm=avx2"
+    return options
 
 
 def check_fps(fps: float) -> float:
@@ -63,7 +86,7 @@ class VideoWriter:
     def _open_stream(self, width: int, height: int) -> av.video.stream.VideoStream:
         stream = self._container.add_stream("libx264", rate=self.rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(self.crf), "preset": self.preset}
+        stream.options = x264_options(self.crf, self.preset)
         stream.codec_context.time_base = 1 / self.rate
         return stream
 
