@@ -39,32 +39,18 @@ from animator_cli.options import FaceOptOptions, Runtime, SamplingOptions  # noq
 from animator_cli.weights.home import WeightsHome  # noqa: E402
 from animator_cli.weights.tiny import arcface as tiny_arcface  # noqa: E402
 from animator_cli.weights.tiny import make_tiny  # noqa: E402
+from benchmarks.measure import peak_gib, reset_peak  # noqa: E402
+from benchmarks.random_models import build_arcface, build_unet, build_vae  # noqa: E402
 
-# stabilityai/stable-video-diffusion-img2vid-xt vae/config.json (architecture fields)
-SVD_VAE_CONFIG = {"in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
-                  "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4,
-                  "sample_size": 768, "scaling_factor": 0.18215, "force_upcast": True}
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> int:
-    """Reset the peak-RSS counter (VmHWM) to the current RSS and return the current RSS in KiB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _rss_kib("VmRSS")
+CPU = torch.device("cpu")
 
 
 def _measure(run) -> tuple[float, float]:
     """(seconds, peak RSS above the starting RSS in MiB) of ``run()``."""
-    start_rss = _reset_peak()
+    base = reset_peak(CPU)
     start = time.perf_counter()
     run()
-    return time.perf_counter() - start, (_rss_kib("VmHWM") - start_rss) / 1024
+    return time.perf_counter() - start, (peak_gib(CPU) - base) * 1024
 
 
 TINY_RUNS = {"basic": None, "hjb": -1, "hjb region (margin 1)": 1}  # the refiner's margin; -1: whole frames
@@ -114,14 +100,10 @@ MODES = ("off", "blocks", "layers")  # no checkpointing, diffusers' per-block sw
 
 def full_decoder_child(frames: int, mode: str) -> dict:
     """One refinement iteration at full size, measured in this (fresh) process."""
-    from diffusers import AutoencoderKLTemporalDecoder
-
-    from animator_cli.hjb import IResNet
     from animator_cli.hjb.arcface import face_crops, identity_distance
 
     torch.manual_seed(0)
-    vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().requires_grad_(False)
-    arcface = IResNet().eval().requires_grad_(False)
+    vae, arcface = build_vae(CPU, torch.float32), build_arcface(CPU)
     if mode == "blocks":
         vae.enable_gradient_checkpointing()
     z = torch.randn(frames, 4, 64, 64)
@@ -168,7 +150,7 @@ def region_vs_full(vae: torch.nn.Module, arcface: torch.nn.Module, size: int, bo
         window = latent_window([box] * frames, latent.shape[-2:], margin)
         start = time.perf_counter()
         with torch.enable_grad(), checkpointed_layers(vae.decoder):
-            loss = refiner._loss(vae, latent, list(range(frames)), [box] * frames, window)
+            loss = refiner._loss(vae, latent, list(range(frames)), [box] * frames, window, frames)
             loss.backward()
         results[margin] = (float(loss.detach()), latent.grad.flatten(), time.perf_counter() - start, window)
     full_loss, full_grad, full_time, _ = results[None]
@@ -190,28 +172,18 @@ def region(full_size: bool) -> None:
     region_vs_full(load_pipeline(home, Runtime(device="cpu")).models.vae, arcface, 256, (96, 64, 160, 144),
                    (0, 2, 4, 8), frames=4)
     if full_size:
-        from diffusers import AutoencoderKLTemporalDecoder
-
         torch.manual_seed(0)
-        vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().requires_grad_(False)
+        vae = build_vae(CPU, torch.float32)
         print("the same, SVD-xt-sized decoder with random weights, 1 frame, face box 96×112 px:")
         region_vs_full(vae, arcface, 512, (208, 64, 304, 176), (2, 4, 8))
 
 
 def flops(frames: int = 16, steps: int = 25, iters: int = 3, refined: int = 21) -> None:
     """Full-size compute of basic generation and of HJB, counted on the meta device (no weights, no compute)."""
-    from diffusers import AutoencoderKLTemporalDecoder
     from torch.utils.flop_counter import FlopCounterMode
 
-    from animator_cli.hjb import IResNet
-    from animator_cli.models.unet import SVD_XT_UNET_CONFIG, AnimatorUNet
-
-    with torch.device("meta"):
-        vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().requires_grad_(False)
-        unet = AnimatorUNet(**SVD_XT_UNET_CONFIG).eval().requires_grad_(False)
-        unet.install_processors()
-        arcface = IResNet().eval().requires_grad_(False)
-    vae.to("meta"), unet.to("meta")  # buffers built with torch.Tensor() land on the CPU
+    meta = torch.device("meta")
+    vae, unet, arcface = build_vae(meta, torch.float32), build_unet(meta, torch.float32), build_arcface(meta)
 
     def count(fn) -> float:
         with torch.device("meta"), FlopCounterMode(display=False) as counter:
@@ -236,16 +208,19 @@ def flops(frames: int = 16, steps: int = 25, iters: int = 3, refined: int = 21) 
 
     unet_frame = count(unet_call) / frames  # per frame and step, CFG batched
     forward, backward = count(lambda: decode(False)) / 4, count(lambda: decode(True)) / 4
-    iteration = backward + forward + count(arc) / 4  # checkpointing recomputes the forward once
+    plain = backward + count(arc) / 4  # decode + backward + ArcFace
+    iteration = plain + forward  # checkpointing recomputes the forward once
     basic = steps * unet_frame + forward
     print("full-size compute per output frame at 512×512 (FLOP counter on the meta device), TFLOP:")
     print(f"  UNet, one step (CFG batched, {frames}-frame window): {unet_frame:.2f}; decoder forward {forward:.2f}; "
-          f"one HJB iteration (decode + backward + recompute + ArcFace) {iteration:.2f}")
+          f"one HJB iteration (decode + backward + ArcFace) {plain:.2f}, {iteration:.2f} with checkpointing")
     print(f"  basic generation ({steps} steps + decode): {basic:.1f}")
-    extra = refined * iters * iteration
-    print(f"  HJB whole frames ({refined} steps × {iters}): +{extra:.0f} → ≈{(basic + extra) / basic:.1f}× basic")
+    for name, cost in (("checkpointed", iteration), ("not checkpointed (memory allows)", plain)):
+        extra = refined * iters * cost
+        print(f"  HJB whole frames ({refined} steps × {iters}), {name}: +{extra:.0f} → "
+              f"≈{(basic + extra) / basic:.1f}× basic")
     for area in (0.1, 0.2):
-        extra = refined * iters * backward * area  # small windows are not checkpointed
+        extra = refined * iters * backward * area  # small windows need no checkpointing
         print(f"  HJB face region {area:.0%} of the frame: +{extra:.0f} → ≈{(basic + extra) / basic:.1f}× basic")
 
 
