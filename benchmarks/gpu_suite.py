@@ -99,6 +99,7 @@ class Setup:
     steps: int
     sizes: tuple[tuple[int, int], ...]  # (width, height)
     peak_tflops: float | None
+    compile: bool = True
     models: object = None
     unet_tflop: dict[tuple[int, int], float] = field(default_factory=dict)  # per CFG-batched UNet call
     results: dict[str, Row] = field(default_factory=dict)  # by key, for the targets
@@ -211,6 +212,8 @@ def generate_part(setup: Setup, size: tuple[int, int], dtype: str, compiled: boo
     part = "generate --compile" if compiled else "generate"
     compile_s = None
     if compiled:
+        if not setup.compile:
+            return [Row(part, label, note="skipped: --no-compile")]
         if "compile" not in {f.name for f in dataclasses.fields(Runtime)}:
             return [Row(part, label, note="not available: Runtime has no compile option (the speed branch's "
                                           "compile support is not merged)")]
@@ -244,11 +247,14 @@ def face_opt_part(setup: Setup, size: tuple[int, int], dtype: str) -> list[Row]:
     latent = (height // 8, width // 8)
     plan = plan_decode(pipeline.models.vae, sampling.decode_chunk, latent, latent,
                        -(-setup.frames // sampling.decode_chunk))
+    finite = all(math.isfinite(loss) for record in refiner.records for loss in record.losses)
     row = Row("generate --face-opt", f"{setup.frames} frames × {setup.steps} steps, {setup.size_name(size)}, {dtype}",
               timing.total_s, timing.per_step_s, peak_gib=peak_gib(setup.device),
               note=f"{len(refiner.records)} refined steps × {refiner.options.iters} iterations; decoder "
                    f"{'checkpointed' if plan.checkpoint else 'not checkpointed'}, {plan.chunks_per_call} chunk(s) "
-                   "of 4 frames per call")
+                   f"of {sampling.decode_chunk} frames per call"
+                   + ("" if finite else "; the random weights overflow (non-finite loss, Adam steps skipped; "
+                                        "the same work is timed)"))
     setup.results["face-opt"] = row
     return [row]
 
@@ -375,18 +381,20 @@ def main(argv: list[str] | None = None, extra_parts: tuple[Part, ...] = ()) -> s
     parser.add_argument("--tiny", action="store_true", help="make-tiny-sized models on the CPU (checks the code path)")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, TFLOP/s (default: table)")
     parser.add_argument("--budget-s", type=float, default=TOTAL_BUDGET_S, help="time budget of all parts, seconds")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip the --compile rows (a CPU compiles the tiny models for minutes)")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS-gpu.md"),
                         help="where the Markdown report is written (atomically)")
     args = parser.parse_args(argv)
     if args.tiny:
         setup = Setup(torch.device("cpu"), True, frames=2, steps=2, sizes=((64, 64), (64, 128)),
-                      peak_tflops=args.peak_tflops)
+                      peak_tflops=args.peak_tflops, compile=not args.no_compile)
         device_name = "CPU, tiny models"
     else:
         if not torch.cuda.is_available():
             parser.error("no CUDA device: run on a GPU, or pass --tiny to check the code path on the CPU")
         setup = Setup(torch.device("cuda"), False, frames=16, steps=25, sizes=((512, 512), (576, 1024)),
-                      peak_tflops=args.peak_tflops)
+                      peak_tflops=args.peak_tflops, compile=not args.no_compile)
         device_name = torch.cuda.get_device_name(setup.device)
     table = peak_for(device_name) if not args.tiny else None
     peak_source = "--peak-tflops" if args.peak_tflops else ("table" if table else "unknown: pass --peak-tflops")

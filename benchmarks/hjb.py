@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/hjb.py                   # tiny models on CPU: time and peak RSS, basic vs HJB
     .venv/bin/python benchmarks/hjb.py --full-decoder    # also: full-size SVD VAE decoder + iresnet100 backward,
                                                          # 512×512, checkpointing on and off (minutes on a CPU)
-    .venv/bin/python benchmarks/hjb.py --flops           # full-size compute of basic vs HJB (seconds)
+    .venv/bin/python benchmarks/hjb.py --flops           # full-size compute of basic vs HJB and the decoder's
+                                                         # backward memory (seconds)
     .venv/bin/python benchmarks/hjb.py --region [--full-decoder]  # face-region vs full decoding: loss, gradient
 
 Part 1 runs the real AnimationPipeline on a tiny weights home (written to a temporary folder), 64×64, with the
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from animator_cli.generate import load_pipeline  # noqa: E402
 from animator_cli.hjb import FaceRefiner, load_arcface, reference_face_crop  # noqa: E402
 from animator_cli.hjb.checkpointing import checkpointed_layers  # noqa: E402
+from animator_cli.hjb.memory import decode_backward_bytes  # noqa: E402
 from animator_cli.hjb.refine import latent_window  # noqa: E402
 from animator_cli.options import FaceOptOptions, Runtime, SamplingOptions  # noqa: E402
 from animator_cli.weights.home import WeightsHome  # noqa: E402
@@ -222,6 +224,12 @@ def flops(frames: int = 16, steps: int = 25, iters: int = 3, refined: int = 21) 
     for area in (0.1, 0.2):
         extra = refined * iters * backward * area  # small windows need no checkpointing
         print(f"  HJB face region {area:.0%} of the frame: +{extra:.0f} → ≈{(basic + extra) / basic:.1f}× basic")
+    print("memory autograd keeps for one frame's decode + backward, 512×512 (counted on the meta device, "
+          "animator_cli/hjb/memory.py), GiB:")
+    for dtype in (torch.float32, torch.float16):
+        full, layered = decode_backward_bytes(vae, 1, (64, 64), dtype)
+        print(f"  {str(dtype).split('.')[1]}: {full / 2**30:.2f} without checkpointing, {layered / 2**30:.2f} with "
+              "per-layer checkpointing")
 
 
 def main() -> None:

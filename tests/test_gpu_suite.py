@@ -27,11 +27,13 @@ def _positive(cell: str) -> bool:
 
 def test_tiny_suite_reports_every_part(tmp_path):
     """Every row is there with finite positive numbers; a failing part and one past its budget are reported and
-    the parts after them still run; the report on stdout is the file written."""
+    the parts after them still run; the report on stdout is the file written. (The --compile rows are skipped:
+    inductor compiles the tiny models' blocks for minutes on a small CPU; on a GPU they are measured.)"""
     broken = gpu_suite.Part("broken part", 5, lambda: [1 / 0])
     slow = gpu_suite.Part("slow part", 0.2, lambda: [time.sleep(5)])
     output = tmp_path / "RESULTS-gpu.md"
-    text = gpu_suite.main(["--tiny", "--peak-tflops", "0.001", "--output", str(output)], extra_parts=(broken, slow))
+    text = gpu_suite.main(["--tiny", "--no-compile", "--peak-tflops", "0.001", "--output", str(output)],
+                          extra_parts=(broken, slow))
     assert output.read_text() == text
     rows = _table(text)
     assert [row["part"] for row in rows] == (
@@ -42,16 +44,15 @@ def test_tiny_suite_reports_every_part(tmp_path):
     settings = [row["setting"] for row in rows if row["part"] == "generate"]
     assert settings == [f"2 frames × 2 steps, {size}, {dtype}" for size in ("64×64", "64×128")
                         for dtype in ("bf16", "fp16")]
-    for row in rows[2:]:
-        if row["part"] == "generate --compile" and row["note"].startswith("not available"):
-            continue  # the speed branch's Runtime.compile is not merged here
+    assert all(row["note"] == "skipped: --no-compile" for row in rows if row["part"] == "generate --compile")
+    for row in rows[2:-4]:
         assert "FAILED" not in row["note"], row
         assert _positive(row["seconds"]), row
         if row["part"] != "UNet FLOPs":
             assert _positive(row["peak"]), row
         if row["part"].startswith("generate"):
             assert _positive(row["s/step"]), row
-        if row["part"] in ("generate", "generate --compile"):
+        if row["part"] == "generate":
             assert _positive(row["tflops"]) and _positive(row["share"]), row
     targets = [line for line in text.split("\n\n")[3].splitlines() if line.startswith("| ")][1:]
     assert len(targets) == 4
