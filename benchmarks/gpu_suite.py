@@ -119,7 +119,7 @@ def peak_for(device_name: str) -> float | None:
 def time_limit(seconds: float) -> Iterator[None]:
     """Raise PartTimeout in this (main) thread after ``seconds``."""
     def expire(signum, frame):
-        raise PartTimeout(f"ran past its {seconds:.0f} s budget")
+        raise PartTimeout(f"ran past its {seconds:.3g} s budget")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
@@ -170,15 +170,14 @@ def _sampling(setup: Setup, steps: int | None = None) -> SamplingOptions:
 
 
 def build_part(setup: Setup) -> list[Row]:
-    base = reset_peak(setup.device)
     started = time.perf_counter()
     setup.models = build_models(setup.device, torch.bfloat16, tiny=setup.tiny)
     sync(setup.device)
-    params = sum(p.numel() for name in ("unet", "vae", "image_encoder", "pose_net", "face_encoder")
-                 for p in getattr(setup.models, name).parameters())
-    return [Row("build", "all networks, random, bf16", time.perf_counter() - started,
-                peak_gib=peak_gib(setup.device) - base, note=f"{params / 1e9:.3f} B parameters; peak GiB: "
-                                                             "the built models")]
+    modules = [getattr(setup.models, name) for name in ("unet", "vae", "image_encoder", "pose_net", "face_encoder")]
+    size = sum(t.numel() * t.element_size() for m in modules for t in (*m.parameters(), *m.buffers())) / GiB
+    params = sum(p.numel() for m in modules for p in m.parameters())
+    return [Row("build", "all networks, random, bf16", time.perf_counter() - started, peak_gib=size,
+                note=f"{params / 1e9:.3f} B parameters; GiB: the models' weights")]
 
 
 def flops_part(setup: Setup, size: tuple[int, int]) -> list[Row]:
