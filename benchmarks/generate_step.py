@@ -28,75 +28,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from animator_cli.generate import load_pipeline  # noqa: E402
 from animator_cli.options import Runtime, SamplingOptions  # noqa: E402
 from animator_cli.sampling.pipeline import AnimationPipeline  # noqa: E402
-
-
-class UNetTimer:
-    """Wraps ``unet.forward`` and records the wall time of every call (synchronising CUDA)."""
-
-    def __init__(self, unet: torch.nn.Module, device: torch.device) -> None:
-        self.unet, self.device, self.calls = unet, device, []
-        self.forward = unet.forward
-        unet.forward = self
-
-    def __call__(self, *args, **kwargs):
-        _sync(self.device)
-        start = time.perf_counter()
-        out = self.forward(*args, **kwargs)
-        _sync(self.device)
-        self.calls.append((start, time.perf_counter()))
-        return out
-
-    def remove(self) -> None:
-        del self.unet.forward
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from benchmarks.measure import peak_gib, sync, time_generation  # noqa: E402
+from benchmarks.random_models import build_unet  # noqa: E402
 
 
 def _peak_memory(device: torch.device) -> str:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
     if device.type == "cuda":
-        return f"GPU peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB, host RSS peak {rss:.2f} GiB"
+        return f"GPU peak {peak_gib(device):.2f} GiB, host RSS peak {rss:.2f} GiB"
     return f"RSS peak {rss:.2f} GiB"
 
 
 def time_pipeline(pipeline: AnimationPipeline, frames: int, size: int, steps: int, label: str) -> None:
-    rng = np.random.default_rng(0)
-    reference = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    poses = rng.integers(0, 255, (frames, size, size, 3), dtype=np.uint8)
-    identity = rng.standard_normal(512).astype(np.float32)
-    marks: list[float] = []
-
-    def progress(step: int, total: int) -> None:
-        _sync(pipeline.device)
-        marks.append(time.perf_counter())
-
-    timer = UNetTimer(pipeline.models.unet, pipeline.device)
-    try:
-        start = time.perf_counter()
-        pipeline(reference, poses, identity, SamplingOptions(steps=steps), torch.Generator(pipeline.device)
-                 .manual_seed(0), progress)
-        total = time.perf_counter() - start
-    finally:
-        timer.remove()
-    loop = marks[-1] - marks[0]  # steps 2..N
-    unet = sum(end - begin for begin, end in timer.calls if begin >= marks[0])
-    per_step = loop / (len(marks) - 1)
-    print(f"[{label}] {frames} frames {size}x{size}, {steps} steps, {len(timer.calls) // steps} UNet call(s)/step: "
-          f"{per_step:.3f} s/step, UNet {unet / (len(marks) - 1):.3f} s/step, outside UNet "
-          f"{100 * (1 - unet / loop):.2f}% of the loop; whole call {total:.1f} s; {_peak_memory(pipeline.device)}")
+    timing = time_generation(pipeline, frames, size, size, SamplingOptions(steps=steps))
+    print(f"[{label}] {frames} frames {size}x{size}, {steps} steps, {timing.unet_calls // timing.loop_steps} UNet "
+          f"call(s)/step: {timing.per_step_s:.3f} s/step, UNet {timing.unet_per_step_s:.3f} s/step, outside UNet "
+          f"{100 * (1 - timing.unet_s / timing.loop_s):.2f}% of the loop; whole call {timing.total_s:.1f} s; "
+          f"{_peak_memory(pipeline.device)}")
 
 
 def full_size_unet_call(device: torch.device, dtype: torch.dtype, frames: int, size: int) -> None:
     """One UNet call of the SVD-xt-sized AnimatorUNet (random weights), conditional branch, batch 1."""
-    from animator_cli.models.unet import SVD_XT_UNET_CONFIG, AnimatorUNet
-
     start = time.perf_counter()
-    unet = AnimatorUNet.from_config(SVD_XT_UNET_CONFIG)
-    unet.install_processors()
-    unet.to(device, dtype).eval().requires_grad_(False)
+    unet = build_unet(device, dtype)
     params = sum(p.numel() for p in unet.parameters())
     print(f"[full UNet] built {params / 1e9:.3f} B parameters in {time.perf_counter() - start:.1f} s")
     h = w = size // 8
@@ -105,10 +59,10 @@ def full_size_unet_call(device: torch.device, dtype: torch.dtype, frames: int, s
     time_ids = torch.tensor([[6.0, 127.0, 0.02]], device=device, dtype=dtype)
     pose = torch.randn(frames, 320, h, w, device=device, dtype=dtype)
     with torch.no_grad():
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         out = unet(sample, 0.25 * np.log(700.0), context, time_ids, pose_latents=pose)
-        _sync(device)
+        sync(device)
     seconds = time.perf_counter() - start
     print(f"[full UNet] one call, 1×{frames} frames at {size}x{size} ({dtype}): {seconds:.1f} s, output "
           f"{tuple(out.shape)}; a 25-step run with batched CFG makes 25 calls of twice that batch per window, "

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/hjb.py                   # tiny models on CPU: time and peak RSS, basic vs HJB
     .venv/bin/python benchmarks/hjb.py --full-decoder    # also: full-size SVD VAE decoder + iresnet100 backward,
                                                          # 512×512, checkpointing on and off (minutes on a CPU)
-    .venv/bin/python benchmarks/hjb.py --flops           # full-size compute of basic vs HJB (seconds)
+    .venv/bin/python benchmarks/hjb.py --flops           # full-size compute of basic vs HJB and the decoder's
+                                                         # backward memory (seconds)
     .venv/bin/python benchmarks/hjb.py --region [--full-decoder]  # face-region vs full decoding: loss, gradient
 
 Part 1 runs the real AnimationPipeline on a tiny weights home (written to a temporary folder), 64×64, with the
@@ -34,37 +35,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from animator_cli.generate import load_pipeline  # noqa: E402
 from animator_cli.hjb import FaceRefiner, load_arcface, reference_face_crop  # noqa: E402
 from animator_cli.hjb.checkpointing import checkpointed_layers  # noqa: E402
+from animator_cli.hjb.memory import decode_backward_bytes  # noqa: E402
 from animator_cli.hjb.refine import latent_window  # noqa: E402
 from animator_cli.options import FaceOptOptions, Runtime, SamplingOptions  # noqa: E402
 from animator_cli.weights.home import WeightsHome  # noqa: E402
 from animator_cli.weights.tiny import arcface as tiny_arcface  # noqa: E402
 from animator_cli.weights.tiny import make_tiny  # noqa: E402
+from benchmarks.measure import peak_gib, reset_peak  # noqa: E402
+from benchmarks.random_models import build_arcface, build_unet, build_vae  # noqa: E402
 
-# stabilityai/stable-video-diffusion-img2vid-xt vae/config.json (architecture fields)
-SVD_VAE_CONFIG = {"in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
-                  "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4,
-                  "sample_size": 768, "scaling_factor": 0.18215, "force_upcast": True}
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> int:
-    """Reset the peak-RSS counter (VmHWM) to the current RSS and return the current RSS in KiB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _rss_kib("VmRSS")
+CPU = torch.device("cpu")
 
 
 def _measure(run) -> tuple[float, float]:
     """(seconds, peak RSS above the starting RSS in MiB) of ``run()``."""
-    start_rss = _reset_peak()
+    base = reset_peak(CPU)
     start = time.perf_counter()
     run()
-    return time.perf_counter() - start, (_rss_kib("VmHWM") - start_rss) / 1024
+    return time.perf_counter() - start, (peak_gib(CPU) - base) * 1024
 
 
 TINY_RUNS = {"basic": None, "hjb": -1, "hjb region (margin 1)": 1}  # the refiner's margin; -1: whole frames
@@ -114,14 +102,10 @@ MODES = ("off", "blocks", "layers")  # no checkpointing, diffusers' per-block sw
 
 def full_decoder_child(frames: int, mode: str) -> dict:
     """One refinement iteration at full size, measured in this (fresh) process."""
-    from diffusers import AutoencoderKLTemporalDecoder
-
-    from animator_cli.hjb import IResNet
     from animator_cli.hjb.arcface import face_crops, identity_distance
 
     torch.manual_seed(0)
-    vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().requires_grad_(False)
-    arcface = IResNet().eval().requires_grad_(False)
+    vae, arcface = build_vae(CPU, torch.float32), build_arcface(CPU)
     if mode == "blocks":
         vae.enable_gradient_checkpointing()
     z = torch.randn(frames, 4, 64, 64)
@@ -168,7 +152,7 @@ def region_vs_full(vae: torch.nn.Module, arcface: torch.nn.Module, size: int, bo
         window = latent_window([box] * frames, latent.shape[-2:], margin)
         start = time.perf_counter()
         with torch.enable_grad(), checkpointed_layers(vae.decoder):
-            loss = refiner._loss(vae, latent, list(range(frames)), [box] * frames, window)
+            loss = refiner._loss(vae, latent, list(range(frames)), [box] * frames, window, frames)
             loss.backward()
         results[margin] = (float(loss.detach()), latent.grad.flatten(), time.perf_counter() - start, window)
     full_loss, full_grad, full_time, _ = results[None]
@@ -190,28 +174,18 @@ def region(full_size: bool) -> None:
     region_vs_full(load_pipeline(home, Runtime(device="cpu")).models.vae, arcface, 256, (96, 64, 160, 144),
                    (0, 2, 4, 8), frames=4)
     if full_size:
-        from diffusers import AutoencoderKLTemporalDecoder
-
         torch.manual_seed(0)
-        vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().requires_grad_(False)
+        vae = build_vae(CPU, torch.float32)
         print("the same, SVD-xt-sized decoder with random weights, 1 frame, face box 96×112 px:")
         region_vs_full(vae, arcface, 512, (208, 64, 304, 176), (2, 4, 8))
 
 
 def flops(frames: int = 16, steps: int = 25, iters: int = 3, refined: int = 21) -> None:
     """Full-size compute of basic generation and of HJB, counted on the meta device (no weights, no compute)."""
-    from diffusers import AutoencoderKLTemporalDecoder
     from torch.utils.flop_counter import FlopCounterMode
 
-    from animator_cli.hjb import IResNet
-    from animator_cli.models.unet import SVD_XT_UNET_CONFIG, AnimatorUNet
-
-    with torch.device("meta"):
-        vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().requires_grad_(False)
-        unet = AnimatorUNet(**SVD_XT_UNET_CONFIG).eval().requires_grad_(False)
-        unet.install_processors()
-        arcface = IResNet().eval().requires_grad_(False)
-    vae.to("meta"), unet.to("meta")  # buffers built with torch.Tensor() land on the CPU
+    meta = torch.device("meta")
+    vae, unet, arcface = build_vae(meta, torch.float32), build_unet(meta, torch.float32), build_arcface(meta)
 
     def count(fn) -> float:
         with torch.device("meta"), FlopCounterMode(display=False) as counter:
@@ -236,17 +210,26 @@ def flops(frames: int = 16, steps: int = 25, iters: int = 3, refined: int = 21) 
 
     unet_frame = count(unet_call) / frames  # per frame and step, CFG batched
     forward, backward = count(lambda: decode(False)) / 4, count(lambda: decode(True)) / 4
-    iteration = backward + forward + count(arc) / 4  # checkpointing recomputes the forward once
+    plain = backward + count(arc) / 4  # decode + backward + ArcFace
+    iteration = plain + forward  # checkpointing recomputes the forward once
     basic = steps * unet_frame + forward
     print("full-size compute per output frame at 512×512 (FLOP counter on the meta device), TFLOP:")
     print(f"  UNet, one step (CFG batched, {frames}-frame window): {unet_frame:.2f}; decoder forward {forward:.2f}; "
-          f"one HJB iteration (decode + backward + recompute + ArcFace) {iteration:.2f}")
+          f"one HJB iteration (decode + backward + ArcFace) {plain:.2f}, {iteration:.2f} with checkpointing")
     print(f"  basic generation ({steps} steps + decode): {basic:.1f}")
-    extra = refined * iters * iteration
-    print(f"  HJB whole frames ({refined} steps × {iters}): +{extra:.0f} → ≈{(basic + extra) / basic:.1f}× basic")
+    for name, cost in (("checkpointed", iteration), ("not checkpointed (memory allows)", plain)):
+        extra = refined * iters * cost
+        print(f"  HJB whole frames ({refined} steps × {iters}), {name}: +{extra:.0f} → "
+              f"≈{(basic + extra) / basic:.1f}× basic")
     for area in (0.1, 0.2):
-        extra = refined * iters * backward * area  # small windows are not checkpointed
+        extra = refined * iters * backward * area  # small windows need no checkpointing
         print(f"  HJB face region {area:.0%} of the frame: +{extra:.0f} → ≈{(basic + extra) / basic:.1f}× basic")
+    print("memory autograd keeps for one frame's decode + backward, 512×512 (counted on the meta device, "
+          "animator_cli/hjb/memory.py), GiB:")
+    for dtype in (torch.float32, torch.float16):
+        full, layered = decode_backward_bytes(vae, 1, (64, 64), dtype)
+        print(f"  {str(dtype).split('.')[1]}: {full / 2**30:.2f} without checkpointing, {layered / 2**30:.2f} with "
+              "per-layer checkpointing")
 
 
 def main() -> None:

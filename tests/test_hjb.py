@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from insightface.utils.face_align import arcface_dst, estimate_norm
 
+from animator_cli.distributed import Ranks
 from animator_cli.errors import InputError
 from animator_cli.face import FaceIdentity
 from animator_cli.generate import load_pipeline
@@ -20,10 +22,14 @@ from animator_cli.hjb import (
     fit_box,
     load_arcface,
     mask_face_boxes,
+    memory,
     pose_face_boxes,
     reference_face_crop,
 )
-from animator_cli.hjb.refine import latent_window
+from animator_cli.hjb import refine as refine_module
+from animator_cli.hjb.boxes import FIVE_FROM_68, five_points, template_box
+from animator_cli.hjb.memory import DecodePlan
+from animator_cli.hjb.refine import StepRecord, latent_window
 from animator_cli.options import FaceOptOptions, Runtime, SamplingOptions, make_options, parse_steps
 from animator_cli.pose.draw import draw_pose
 from animator_cli.pose.keypoints import FACE, NUM_POINTS, Pose, PoseTrack, save_keypoints
@@ -33,12 +39,23 @@ from animator_cli.video import iter_frames, load_image, write_frame, write_video
 FACE_BOX = (16, 8, 48, 40)  # a face box in 64×64 test frames
 
 
+def _template_points(box: tuple[float, float, float, float]) -> np.ndarray:
+    """ArcFace's five template points placed in ``box`` (x0, y0, x1, y1), as a detector would report them."""
+    x0, y0, x1, y1 = box
+    return np.asarray(arcface_dst) / 112 * (x1 - x0, y1 - y0) + (x0, y0)
+
+
 def _face_pose(centre: tuple[float, float], half: tuple[float, float], visible: bool = True) -> Pose:
-    """A pose whose 68 face points lie on an ellipse (normalised coordinates) around ``centre``."""
+    """A pose whose 68 face points lie on an ellipse (normalised coordinates) around ``centre``, except the eyes,
+    nose tip and mouth corners, which sit where ArcFace's template puts them in the box centre ± half."""
     points = np.zeros((NUM_POINTS, 2), np.float32)
     scores = np.zeros(NUM_POINTS, np.float32)
     angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-    points[FACE] = np.stack([centre[0] + half[0] * np.cos(angles), centre[1] + half[1] * np.sin(angles)], 1)
+    face = np.stack([centre[0] + half[0] * np.cos(angles), centre[1] + half[1] * np.sin(angles)], 1)
+    five = _template_points((centre[0] - half[0], centre[1] - half[1], centre[0] + half[0], centre[1] + half[1]))
+    for point, indices in zip(five, FIVE_FROM_68, strict=True):
+        face[list(indices)] = point
+    points[FACE] = face
     scores[FACE] = 0.9 if visible else 0.1
     return Pose(points, scores)
 
@@ -89,15 +106,36 @@ def test_fit_box_outside_the_crop_is_none():
     assert fit_box((0, 0, 10, 64), (128, 64), 64, 64, Fit.STRETCH) == (0, 0, 5, 64)
 
 
+def test_template_box():
+    """The template's own points give the 112 px square; a scaled and shifted face gives the scaled, shifted
+    square; with fewer than 3 visible points there is no box."""
+    np.testing.assert_allclose(template_box(arcface_dst), (0, 0, 112, 112), atol=1e-9)
+    np.testing.assert_allclose(template_box(arcface_dst * 0.5 + (10, 20)), (10, 20, 66, 76), atol=1e-9)
+    visible = np.array([True, False, True, False, True])
+    np.testing.assert_allclose(template_box(arcface_dst * 2, visible), (0, 0, 224, 224), atol=1e-9)
+    assert template_box(arcface_dst, np.array([True, True, False, False, False])) is None
+    assert template_box(np.zeros((5, 2))) is None  # all points at one place: no scale
+
+
+def test_five_points_from_the_68():
+    """Eye centres are the means of the visible contour points; a group with none visible is not visible."""
+    face, scores = np.arange(136, dtype=float).reshape(68, 2), np.full(68, 0.9)
+    scores[36:39] = scores[54] = 0.1
+    points, visible = five_points(face, scores)
+    np.testing.assert_allclose(points[0], face[39:42].mean(0))
+    np.testing.assert_allclose(points[1:4], [face[42:48].mean(0), face[30], face[48]])
+    assert visible.tolist() == [True, True, True, True, False]
+
+
 def test_boxes_from_a_known_skeleton(tmp_path):
-    """Face points spanning x 48..72, y 16..32 on a 96×64 canvas; cover-fitted to 64×64 the crop drops 16 px on
-    the left; 10 % padding; the second frame's face is invisible."""
-    poses = [_face_pose((60 / 96, 24 / 64), (12 / 96, 8 / 64)), _face_pose((0.5, 0.5), (0.1, 0.1), visible=False)]
+    """A face whose five points fill the template square x 48..72, y 12..36 of a 96×64 canvas; cover-fitted to
+    64×64 the crop drops 16 px on the left; the second frame's face is invisible."""
+    poses = [_face_pose((60 / 96, 24 / 64), (12 / 96, 12 / 64)), _face_pose((0.5, 0.5), (0.1, 0.1), visible=False)]
     folder = pose_folder(tmp_path / "poses", poses, (96, 64))
     boxes = pose_face_boxes(folder, 2, 64, 64, Fit.COVER)
     assert boxes[1] is None
-    assert boxes[0] == (45 - 16, 14, 75 - 16, 34)
-    assert pose_face_boxes(folder, 2, 96, 64, Fit.COVER)[0] == (45, 14, 75, 34)
+    np.testing.assert_allclose(boxes[0], (48 - 16, 12, 72 - 16, 36), atol=1)
+    np.testing.assert_allclose(pose_face_boxes(folder, 2, 96, 64, Fit.COVER)[0], (48, 12, 72, 36), atol=1)
     with pytest.raises(InputError, match="3 poses"):
         pose_face_boxes(folder, 3, 64, 64, Fit.COVER)
     (folder / "keypoints.npz").unlink()
@@ -323,6 +361,7 @@ def test_half_precision_decoder_follows_fp32(pipeline, arcface, reference_crop, 
     and the optimised latent stays fp32."""
     vae = pipeline.models.vae
     latents = _latents(3, seed=2)
+    weights = {key: value.clone() for key, value in vae.state_dict().items()}
     results = []
     for vae_dtype in (torch.float32, dtype):
         vae.to(vae_dtype)
@@ -331,6 +370,7 @@ def test_half_precision_decoder_follows_fp32(pipeline, arcface, reference_crop, 
             results.append((refiner(vae, latents, 0), refiner.records[0].losses))
         finally:
             vae.to(torch.float32)
+            vae.load_state_dict(weights)  # the round trip through half precision rounded them; the fixture is shared
     (full, full_losses), (half, half_losses) = results
     assert half.dtype == torch.float32
     np.testing.assert_allclose(half_losses, full_losses, atol=0.02)
@@ -338,27 +378,72 @@ def test_half_precision_decoder_follows_fp32(pipeline, arcface, reference_crop, 
 
 
 def test_reference_box_follows_the_reference_fit(tiny_home, tmp_path):
-    """The face stage's box is in the original reference's pixels; the refiner's reference crop is cut from the
-    fitted reference at the fitted box (here a 128×64 reference, cover-fitted to 64×64: x shifts by -32)."""
+    """The face stage's keypoints and box are in the original reference's pixels; the refiner's reference crop is
+    cut from the fitted reference at the fitted box (here a 128×64 reference, cover-fitted to 64×64: x shifts by
+    -32): the template square of the five keypoints with pose boxes, the detector box with --face-masks."""
     rng = np.random.default_rng(3)
     original = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
-    face = FaceIdentity(np.ones(512, np.float32), np.array([40, 10, 70, 50], np.float32),
-                        np.zeros((5, 2), np.float32), np.zeros((64, 128), np.uint8), 0.9)
+    face = FaceIdentity(np.ones(512, np.float32), np.array([38, 4, 82, 54], np.float32),
+                        _template_points((40, 10, 80, 50)).astype(np.float32), np.zeros((64, 128), np.uint8), 0.9)
     folder = pose_folder(tmp_path / "poses", [_face_pose((0.5, 0.3), (0.1, 0.1))] * 2, (64, 64))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(2):
+        write_frame(masks, i, np.full((64, 64, 3), 255, np.uint8))
     fitted = fit_image(original, 64, 64, Fit.COVER)
-    refiner = build_refiner(fitted, (128, 64), face, folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4,
-                            weights=tiny_home)
-    with torch.no_grad():
-        expected = refiner.arcface(reference_face_crop(fitted, (8, 10, 38, 50))[None])
-    torch.testing.assert_close(refiner.reference, expected)
-    assert refiner.boxes[0] is not None and refiner.faces == 2
+    for frame_masks, box in ((None, (8, 10, 48, 50)), (masks, (6, 4, 50, 54))):
+        refiner = build_refiner(fitted, (128, 64), face, folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4,
+                                chunk=4, weights=tiny_home, masks=frame_masks)
+        with torch.no_grad():
+            expected = refiner.arcface(reference_face_crop(fitted, box)[None])
+        torch.testing.assert_close(refiner.reference, expected)
+        assert refiner.boxes[0] is not None and refiner.faces == 2
     with pytest.raises(InputError, match="outside"):  # a face cropped away by the fit
         build_refiner(fitted, (128, 64), FaceIdentity(face.embedding, np.array([0, 0, 20, 20], np.float32),
-                                                      face.landmarks, face.mask, 0.9),
+                                                      _template_points((0, 0, 20, 20)), face.mask, 0.9),
                       folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4, weights=tiny_home)
     with pytest.raises(InputError, match="needs a face"):
         build_refiner(fitted, (128, 64), FaceIdentity(face.embedding, face.box, face.landmarks, face.mask, 0.0),
                       folder, 2, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4, weights=tiny_home)
+
+
+def test_reference_and_frame_crops_share_one_convention(tiny_home, tmp_path, astronaut_path):
+    """On a real photo (MediaPipe's landmarks; its five points stand in for insightface's detector keypoints,
+    the same anatomical points, as no detector weights are available here): the reference crop of the photo and
+    the crop of a frame whose pose is the photo's own (its skeleton drawn on a half-size canvas, boxes from the
+    68 face points) frame the same square, and that square is the one ArcFace's own alignment (insightface's
+    norm_crop) cuts, up to its small rotation."""
+    pytest.importorskip("mediapipe")
+    from animator_cli.pose.mediapipe_backend import MediaPipeBackend
+
+    photo = load_image(astronaut_path)  # 512×512
+    backend = MediaPipeBackend()
+    try:
+        (pose,) = backend.detect(photo)
+    finally:
+        backend.close()
+    keypoints, visible = five_points(pose.points[FACE] * 512, pose.scores[FACE])
+    assert visible.all()
+    face = FaceIdentity(np.ones(512, np.float32), np.zeros(4, np.float32), keypoints.astype(np.float32),
+                        np.zeros((512, 512), np.uint8), 0.9)
+    folder = pose_folder(tmp_path / "poses", [pose], (256, 256))
+    fitted = fit_image(photo, 128, 128)
+    refiner = build_refiner(fitted, (512, 512), face, folder, 1, FaceOptOptions(), fit=Fit.COVER, steps=4, chunk=4,
+                            weights=tiny_home)
+    reference_box = fit_box(template_box(keypoints), (512, 512), 128, 128, Fit.COVER)
+    frame_box = refiner.boxes[0]
+    np.testing.assert_allclose(frame_box, reference_box, atol=1)
+    crops = [reference_face_crop(fitted, box) for box in (reference_box, frame_box)]
+    assert (crops[0] - crops[1]).abs().mean() < 0.05  # [-1, 1] pixels: the same face, framed alike
+    with torch.no_grad():
+        torch.testing.assert_close(refiner.reference, refiner.arcface(crops[0][None]))
+    # ArcFace's aligned crop: the square its similarity transform maps onto 112×112, in photo pixels.
+    inverse = np.linalg.inv(np.vstack([estimate_norm(keypoints.astype(np.float32), 112), [0, 0, 1]]))
+    corners = (inverse @ np.array([[0, 112, 0, 112], [0, 0, 112, 112], [1, 1, 1, 1]]))[:2].T
+    x0, y0, x1, y1 = template_box(keypoints)
+    side = x1 - x0
+    np.testing.assert_allclose(((x0 + x1) / 2, (y0 + y1) / 2), corners.mean(0), atol=0.03 * side)
+    assert abs(np.linalg.norm(corners[1] - corners[0]) - side) < 0.1 * side
 
 
 def test_latent_window():
@@ -388,7 +473,8 @@ def test_face_region_decoding(pipeline, arcface, reference_crop):
 
 
 def test_cli_animate_face_opt(cli, tiny_home, tmp_path, astronaut_path):
-    """animate: the pose stage's keypoints.npz gives the boxes; the refined video differs from the basic one."""
+    """animate: the pose stage's keypoints.npz gives the boxes; the refined video differs from the basic one.
+    MediaPipe finds the real face (the tiny DWPose stand-in's random face points would give no template box)."""
     pytest.importorskip("mediapipe")
     image = cv2.resize(load_image(astronaut_path), (256, 256), interpolation=cv2.INTER_AREA)
     write_video(tmp_path / "drive.mp4", [np.roll(image, 4 * i, axis=1) for i in range(4)], fps=10)
@@ -396,7 +482,7 @@ def test_cli_animate_face_opt(cli, tiny_home, tmp_path, astronaut_path):
     for extra in ((), ("--face-opt", "--face-opt-steps", "0:1")):
         out = tmp_path / f"out{len(extra)}.mp4"
         result = cli("--weights", tiny_home.root, "animate", astronaut_path, tmp_path / "drive.mp4", "-o", out,
-                     "--width", 64, "--height", 64, "--steps", 2, *extra)
+                     "--width", 64, "--height", 64, "--steps", 2, "--pose-backend", "mediapipe", *extra)
         assert result.exit_code == 0, result.stderr
         outputs.append(np.stack(list(iter_frames(out))))
     assert outputs[0].shape == outputs[1].shape == (4, 64, 64, 3)
@@ -415,3 +501,76 @@ def test_make_options_face_opt():
         make_options(steps=3, face_opt=True, face_opt_steps="5:6")
     with pytest.raises(InputError, match="must not be negative"):
         make_options(face_opt=True, face_opt_margin=-1)
+
+
+def test_decode_plan_follows_free_memory(pipeline, monkeypatch):
+    """On the CPU the earlier rule (checkpoint above a quarter of the latent, one chunk per call); with a device
+    memory count, no checkpointing and as many chunks per call as the counted bytes allow, checkpointing only
+    when one chunk's full backward does not fit."""
+    vae = pipeline.models.vae
+    full, layered = memory.decode_backward_bytes(vae, 4, (8, 8), torch.float32)
+    assert 0 < layered < full
+    assert memory.decode_backward_bytes(vae, 8, (8, 8), torch.float32)[0] == pytest.approx(2 * full, rel=0.02)
+    assert memory.decode_backward_bytes(vae, 4, (8, 8), torch.float16)[0] == pytest.approx(full / 2, rel=0.02)
+    assert memory.plan_decode(vae, 4, (8, 8), (8, 8), 3) == DecodePlan(checkpoint=True, chunks_per_call=1)
+    assert memory.plan_decode(vae, 4, (4, 4), (8, 8), 3) == DecodePlan(checkpoint=False, chunks_per_call=1)
+    for free, plan in ((memory.MEMORY_FACTOR * full * 2.5, DecodePlan(False, 2)),
+                       (memory.MEMORY_FACTOR * full * 9, DecodePlan(False, 3)),
+                       (memory.MEMORY_FACTOR * (full + layered) / 2, DecodePlan(True, 1)),
+                       (memory.MEMORY_FACTOR * layered * 2.2, DecodePlan(True, 2)),  # < full: checkpoint
+                       (0, DecodePlan(True, 1))):
+        monkeypatch.setattr(memory, "free_bytes", lambda device, free=free: int(free) + memory.RESERVE_BYTES)
+        assert memory.plan_decode(vae, 4, (8, 8), (8, 8), 3) == plan, free
+
+
+@pytest.mark.parametrize("margin", [None, 1])
+def test_every_decode_plan_gives_the_same_refinement(pipeline, arcface, reference_crop, monkeypatch, margin):
+    """Chunks batched into one decoder call, with or without checkpointing, give the result of one checkpointed
+    chunk per call (the earlier behaviour) to fp32 rounding: 13 frames in chunks of 2 (the last one short), a
+    chunk without a face, a chunk whose face region differs (so it cannot share a call with its neighbours)."""
+    vae = pipeline.models.vae
+    boxes = [FACE_BOX] * 3 + [None] + [None] * 2 + [FACE_BOX] * 2 + [(0, 0, 24, 24)] * 2 + [FACE_BOX] * 3
+    boxes[7] = None
+    latents = _latents(13, seed=11)
+    calls = []
+    handle = vae.decoder.register_forward_pre_hook(lambda *_: calls.append(1))
+    results = {}
+    try:
+        for plan in (DecodePlan(True, 1), DecodePlan(False, 1), DecodePlan(False, 99), DecodePlan(True, 99)):
+            monkeypatch.setattr(refine_module, "plan_decode", lambda *args, plan=plan: DecodePlan(
+                plan.checkpoint, min(plan.chunks_per_call, args[-1])))
+            calls.clear()
+            refiner = FaceRefiner(arcface, reference_crop, boxes, FaceOptOptions(iters=2, lr=0.05, margin=margin),
+                                  25, 2)
+            results[plan] = (refiner(vae, latents, 0), refiner.records[0].losses, len(calls))
+    finally:
+        handle.remove()
+    (today, today_losses, today_calls), *others = results.values()
+    assert today_calls == 6 * 2  # 6 chunks with a face, 2 iterations
+    # whole frames: chunks 0-1 | 3-5 | 6 (short); face regions: 0-1 | 3 | 4 (another region) | 5 | 6
+    assert results[DecodePlan(False, 99)][2] == 2 * (3 if margin is None else 5)
+    assert torch.equal(today[:, 4:6], latents[:, 4:6]) and not torch.equal(today[:, 6:8], latents[:, 6:8])
+    for refined, losses, _ in others:
+        assert (refined - today).abs().max() <= 1e-5
+        np.testing.assert_allclose(losses, today_losses, rtol=1e-5)
+
+
+def test_refiner_only_touches_the_chunks_it_owns(pipeline, arcface, reference_crop):
+    """Ranks split a video's chunks between refiners (processes); together they give the single refiner's
+    result, and the losses sum to its losses."""
+    vae, latents = pipeline.models.vae, _latents(6, seed=3)
+    whole = FaceRefiner(arcface, reference_crop, [FACE_BOX] * 6, FaceOptOptions(iters=2), 25, 2)
+    expected = whole(vae, latents, 0)
+    merged, losses = latents.clone(), np.zeros(2)
+    for rank in (0, 1):
+        part = FaceRefiner(arcface, reference_crop, [FACE_BOX] * 6, FaceOptOptions(iters=2), 25, 2,
+                           ranks=Ranks(rank, 2))
+        record = StepRecord(0, part.learning_rate(0), [0.0, 0.0])
+        refined = part.refine_owned(vae, latents, record)
+        owned = [i for index in sorted(part.owned) for i in range(2 * index, 2 * index + 2)]
+        merged[:, owned] = refined[:, owned]
+        untouched = [i for i in range(6) if i not in owned]
+        assert torch.equal(refined[:, untouched], latents[:, untouched])
+        losses += record.losses
+    assert (merged - expected).abs().max() <= 1e-5
+    np.testing.assert_allclose(losses, whole.records[0].losses, rtol=1e-5)

@@ -10,7 +10,7 @@ from animator_cli.distributed import Ranks
 from animator_cli.errors import InputError
 from animator_cli.face import FaceIdentity
 from animator_cli.hjb.arcface import load_arcface
-from animator_cli.hjb.boxes import fit_box, mask_face_boxes, pose_face_boxes
+from animator_cli.hjb.boxes import fit_box, mask_face_boxes, pose_face_boxes, template_box
 from animator_cli.hjb.refine import FaceRefiner, reference_face_crop
 from animator_cli.options import FaceOptOptions
 from animator_cli.sampling.fit import Fit
@@ -24,13 +24,16 @@ def build_refiner(reference: np.ndarray, reference_size: tuple[int, int], identi
     original, in which the face stage's ``identity.box`` is given) animated along the pose folder ``poses``.
 
     Frame boxes come from ``masks`` (a folder of frame_<i>.png) when given, else from the pose folder's
-    keypoints.npz; both go through the same fit as the frames they describe.
+    keypoints.npz; both go through the same fit as the frames they describe. The reference is framed by the same
+    convention as the frames (`boxes`): its detector box with masks, else the ArcFace template box of its five
+    keypoints.
     """
     height, width = reference.shape[:2]
     if not identity.found:
         raise InputError("--face-opt needs a face in the reference image, and none was found",
                          "use a reference photo with a visible face, or drop --face-opt")
-    box = fit_box(tuple(float(v) for v in identity.box), reference_size, width, height, fit)
+    face = tuple(float(v) for v in identity.box) if masks is not None else template_box(identity.landmarks)
+    box = None if face is None else fit_box(face, reference_size, width, height, fit)
     if box is None:
         raise InputError(f"the reference face is outside the {width}×{height} output after --fit {fit.value}",
                          "use --fit contain, or drop --face-opt")
