@@ -73,6 +73,7 @@ COMMAND_MODULES = {
     "prepare-data": "train_cmd",
     "train": "train_cmd",
     "evaluate": "evaluate_cmd",
+    "ui": "ui_cmd",
 }
 _VALUE_OPTIONS = {"--weights", "--cache-dir", "--device"}
 

@@ -1,0 +1,154 @@
+"""What the web page does, without the web page: the same library calls as the CLI, on uploaded files.
+
+Kept apart from the Gradio layout so it can be tested and reused without a browser. Every file it writes lives
+under ``workdir`` (a temporary folder the server removes on exit).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from animator_cli.cache import StageCache
+from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
+from animator_cli.generate import (
+    DEFAULT_FPS,
+    DEFAULT_SEED,
+    GenerateOptions,
+    GenerateResult,
+    PipelineLoader,
+    Runtime,
+    animate,
+    generate,
+    lazy_pipeline,
+    make_options,
+    pose_fps,
+    pose_frames,
+)
+from animator_cli.sampling.pipeline import SamplingOptions
+from animator_cli.video import load_image, write_video
+from animator_cli.weights.home import Component, ComponentStatus, WeightsHome
+
+log = logging.getLogger("animator")
+
+# (stage, done, total): a stage label, and the step counts while denoising (None otherwise).
+StageProgress = Callable[[str, int | None, int | None], None]
+POSE_FOLDER_FILES = (".png", ".jpg", ".jpeg", ".webp", ".json", ".npz")
+_SAMPLING = SamplingOptions()
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """The page's generation controls; names and defaults are the CLI's (``make_options`` and `Runtime`)."""
+
+    resolution: str = "512x512"
+    width: int | None = None  # None: the resolution preset's
+    height: int | None = None
+    seed: int = DEFAULT_SEED
+    steps: int = _SAMPLING.steps
+    face_opt: bool = False
+    align: str = "global"
+    pose_backend: str = "auto"
+    max_frames: int | None = None
+    dtype: str | None = None  # None: fp16 on GPU, fp32 on CPU
+    offload: bool = False
+    vae_on_cpu: bool = False
+    split_cfg: bool = False
+    tile: int = _SAMPLING.tile
+    decode_chunk: int = _SAMPLING.decode_chunk
+
+    def options(self) -> GenerateOptions:
+        return make_options(self.resolution, self.width, self.height, self.seed, self.steps, tile=self.tile,
+                            decode_chunk=self.decode_chunk, face_opt=self.face_opt)
+
+    def runtime(self, device: str | None) -> Runtime:
+        runtime = Runtime(device=device, dtype=self.dtype, offload=self.offload, vae_on_cpu=self.vae_on_cpu,
+                          batch_cfg=not self.split_cfg)
+        runtime.torch_dtype()  # an unknown dtype fails here, before any work
+        return runtime
+
+
+def error_text(exc: BaseException, device: str | None = None) -> str:
+    """The one line the CLI prints for ``exc`` (without its `error:` prefix)."""
+    if isinstance(exc, AnimatorError):
+        return str(exc)
+    if is_out_of_memory(exc):
+        return str(OutOfMemoryError(f"out of memory on {device or 'the device'}"))
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def missing_weights(weights: WeightsHome) -> list[Component]:
+    """The components generation needs that are missing or unreadable in ``weights``."""
+    return [c for c in weights.components() if c.required and weights.status(c)[0] is not ComponentStatus.PRESENT]
+
+
+class UiSession:
+    """One server's state: where weights and cache are, the models loaded for the last runtime, the work folder."""
+
+    def __init__(self, weights: WeightsHome, cache: StageCache, workdir: Path, device: str | None = None) -> None:
+        self.weights, self.cache, self.workdir, self.device = weights, cache, Path(workdir), device
+        self._loaded: tuple[Runtime, PipelineLoader] | None = None
+
+    def _folder(self, kind: str) -> Path:
+        parent = self.workdir / kind
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=parent))
+
+    def pipeline(self, runtime: Runtime) -> PipelineLoader:
+        """The models for ``runtime``, loaded on first use and kept for the next press (one runtime at a time)."""
+        if self._loaded is None or self._loaded[0] != runtime:
+            self._loaded = None  # drop the old models before loading others
+            self._loaded = (runtime, lazy_pipeline(self.weights, runtime))
+        return self._loaded[1]
+
+    def pose_folder(self, files: Sequence[str | Path]) -> Path:
+        """An uploaded pose folder (its files arrive one by one) gathered back into one folder."""
+        folder = self._folder("poses")
+        for file in files:
+            if Path(file).suffix.lower() in POSE_FOLDER_FILES:
+                shutil.copyfile(file, folder / Path(file).name)
+        pose_frames(folder)  # an empty or foreign folder fails here, with the CLI's message
+        return folder
+
+    def pose_preview(self, poses: Path) -> Path:
+        """The skeleton frames of a pose folder as a video, to look at before rendering."""
+        frames = [load_image(p) for p in pose_frames(poses)]
+        if len({f.shape for f in frames}) > 1:
+            raise InputError(f"the pose frames in {poses} have different sizes")
+        return write_video(self._folder("previews") / "poses.mp4", frames, pose_fps(poses) or DEFAULT_FPS)
+
+    def check(self, reference: Path, driving: Path, settings: RenderSettings):
+        """`animator check`'s alignment findings for the pair and a preview video of the aligned poses."""
+        from animator_cli.check import check_alignment
+
+        preview = self._folder("previews") / "preview.mp4"
+        report = check_alignment(reference, driving, weights=self.weights, cache=self.cache, align=settings.align,
+                                 backend=settings.pose_backend, device=self.device, max_frames=settings.max_frames,
+                                 preview=preview)
+        return report, preview if preview.is_file() else None
+
+    def render(self, reference: Path, settings: RenderSettings, *, driving: Path | None = None,
+               poses: Path | None = None, progress: StageProgress | None = None) -> GenerateResult:
+        """Animate ``reference`` with a driving video (`animator animate`) or a pose folder (`animator generate`).
+
+        Every stage is cached, so a second press with the same inputs copies the cached video.
+        """
+        if (driving is None) == (poses is None):
+            raise InputError("give either a driving video or a pose folder")
+        report = progress or (lambda stage, done, total: None)
+        options, runtime = settings.options(), settings.runtime(self.device)
+        output = self._folder("outputs") / f"{Path(reference).stem}-animated.mp4"
+
+        def step(done: int, total: int) -> None:
+            report("denoising" if done < total else "writing the video", done, total)
+
+        report("poses, identity and models", None, None)
+        common = {"weights": self.weights, "cache": self.cache, "pipeline": self.pipeline(runtime), "progress": step}
+        if driving is not None:
+            return animate(reference, driving, output, options, runtime, align=settings.align,
+                           pose_backend=settings.pose_backend, max_frames=settings.max_frames, **common)
+        return generate(reference, poses, output, options, runtime, **common)
