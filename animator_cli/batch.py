@@ -35,7 +35,8 @@ import yaml
 
 from animator_cli.cache import StageCache
 from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
-from animator_cli.generate import GenerateResult, Runtime, animate, generate, lazy_pipeline, make_options
+from animator_cli.generate import GenerateResult, animate, generate, lazy_pipeline
+from animator_cli.options import Runtime, make_options
 from animator_cli.weights.home import WeightsHome
 
 PATH_KEYS = ("reference", "driving", "poses", "output", "audio_from")

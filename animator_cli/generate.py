@@ -18,10 +18,9 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,115 +28,21 @@ import numpy as np
 import torch
 
 from animator_cli.cache import StageCache
+from animator_cli.check.report import preflight
 from animator_cli.errors import InputError
 from animator_cli.face import face_stage, load_identity
 from animator_cli.fileio import atomic_path, ensure_writable_dir
-from animator_cli.hjb import FaceOptOptions, arcface_sources, build_refiner, parse_steps
+from animator_cli.hjb import arcface_sources, build_refiner
+from animator_cli.options import DEFAULT_FPS, GenerateOptions, Runtime
 from animator_cli.pose import extract_pose
 from animator_cli.sampling.fit import Fit, fit_image
-from animator_cli.sampling.pipeline import AnimationPipeline, Progress, SamplingOptions
-from animator_cli.sampling.windows import window_indices
+from animator_cli.sampling.pipeline import AnimationPipeline, Progress
 from animator_cli.video import check_fps, list_frames, load_image, mux_audio, write_frame, write_video
 from animator_cli.weights.home import WeightsHome
 
 log = logging.getLogger("animator")
 
-DEFAULT_FPS = 25.0
-DEFAULT_SEED = 23123134  # the released scripts' fixed seed
-MAX_SEED = 2**63  # torch.Generator.manual_seed's range
-MAX_SIDE = 4096  # larger outputs cannot fit in memory
-MAX_STEPS = 1000  # the scheduler's training timesteps
-RESOLUTIONS = {"512x512": (512, 512), "576x1024": (576, 1024), "1024x576": (1024, 576)}
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 VIDEO_FILE = "video.mp4"
-_SAMPLING = SamplingOptions()
-_FACE_OPT = FaceOptOptions()
-
-
-@dataclass(frozen=True)
-class GenerateOptions:
-    """Everything that changes the pixels of the video (all of it goes into the cache key)."""
-
-    width: int = 512
-    height: int = 512
-    seed: int = DEFAULT_SEED
-    sampling: SamplingOptions = field(default_factory=SamplingOptions)
-    fit: Fit = Fit.COVER
-    fps: float | None = None
-    crf: int = 18
-    legacy_rgb_id: bool = False
-    allow_no_face: bool = False
-    face_opt: FaceOptOptions | None = None  # HJB face optimisation (animator_cli.hjb), off when None
-
-    def validate(self) -> None:
-        """Reject every out-of-range or non-finite value here, before any file is read or model loaded."""
-        s = self.sampling
-        for name, value in (("--width", self.width), ("--height", self.height), ("--seed", self.seed),
-                            ("--steps", s.steps), ("--tile", s.tile), ("--overlap", s.overlap),
-                            ("--motion-bucket", s.motion_bucket), ("--crf", self.crf),
-                            ("--decode-chunk", s.decode_chunk)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise InputError(f"{name} {value!r} is not a whole number")
-        for name, value in (("--width", self.width), ("--height", self.height)):
-            if value < 64 or value % 64 or value > MAX_SIDE:
-                raise InputError(f"{name} {value} is not a multiple of 64 between 64 and {MAX_SIDE}",
-                                 "use e.g. --resolution 512x512, 576x1024 or 1024x576")
-        if not 0 <= self.seed < MAX_SEED:
-            raise InputError(f"--seed {self.seed} is out of range", f"use a seed between 0 and {MAX_SEED - 1}")
-        window_indices(1, s.tile, s.overlap)  # bad tiling fails here, before any model is loaded
-        if not 1 <= s.steps <= MAX_STEPS:
-            raise InputError(f"--steps {s.steps} must be between 1 and {MAX_STEPS}")
-        if s.decode_chunk < 1:
-            raise InputError(f"--decode-chunk {s.decode_chunk} must be at least 1")
-        if s.motion_bucket < 0:
-            raise InputError(f"--motion-bucket {s.motion_bucket} must not be negative")
-        for name, value in (("--guidance", s.max_guidance), ("--min-guidance", s.min_guidance),
-                            ("--noise-aug", s.noise_aug), ("--id-scale", s.id_scale)):
-            _finite(name, value)
-        if not 0 <= s.noise_aug <= 1:
-            raise InputError(f"--noise-aug {s.noise_aug} must be between 0 and 1")
-        if not 0 <= self.crf <= 51:
-            raise InputError(f"--crf {self.crf} must be between 0 and 51")
-        if self.fps is not None:
-            check_fps(_finite("--fps", self.fps, allow_inf=True))
-        if self.face_opt is not None:
-            _finite("--face-opt-lr", self.face_opt.lr)
-            self.face_opt.validate()
-            if self.face_opt.start >= s.steps:
-                raise InputError(f"--face-opt-steps starts at step {self.face_opt.start} of {s.steps}",
-                                 "use a START below --steps")
-
-
-def _finite(name: str, value: object, allow_inf: bool = False) -> float:
-    """``value`` as a float; an InputError for non-numbers, NaN and (unless ``allow_inf``) ±inf."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"{name} {value!r} is not a usable number") from None
-    if math.isnan(number) or (math.isinf(number) and not allow_inf):
-        raise InputError(f"{name} {value} is not a finite number")
-    return number
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how the models run. ``dtype`` None picks fp16 on GPUs (the release's choice), fp32 on CPU."""
-
-    device: str | None = None
-    dtype: str | None = None
-    offload: bool = False
-    vae_on_cpu: bool = False
-    batch_cfg: bool = True
-    checkpoint_dir: Path | None = None
-
-    def torch_device(self) -> torch.device:
-        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    def torch_dtype(self) -> torch.dtype:
-        name = self.dtype or ("fp32" if self.torch_device().type == "cpu" else "fp16")
-        if name not in DTYPES:
-            raise InputError(f"unknown --dtype {name}", f"choose from {', '.join(DTYPES)}")
-        return DTYPES[name]
 
 
 @dataclass(frozen=True)
@@ -155,35 +60,6 @@ class GenerateResult:
 
 
 PipelineLoader = Callable[[], AnimationPipeline]
-
-
-def make_options(resolution: str = "512x512", width: int | None = None, height: int | None = None,
-                  seed: int = DEFAULT_SEED, steps: int = _SAMPLING.steps, guidance: float = _SAMPLING.max_guidance,
-                  min_guidance: float | None = None, tile: int = _SAMPLING.tile, overlap: int = _SAMPLING.overlap,
-                  noise_aug: float = _SAMPLING.noise_aug, motion_bucket: int = _SAMPLING.motion_bucket,
-                  fps: float | None = None, id_scale: float = _SAMPLING.id_scale, crf: int = 18, fit: Fit = Fit.COVER,
-                  decode_chunk: int = _SAMPLING.decode_chunk, legacy_rgb_id: bool = False,
-                  allow_no_face: bool = False, face_opt: bool = False, face_opt_iters: int = _FACE_OPT.iters,
-                  face_opt_steps: str = f"{_FACE_OPT.start}:{_FACE_OPT.end}",
-                  face_opt_lr: float = _FACE_OPT.lr, face_opt_margin: int | None = None) -> GenerateOptions:
-    """GenerateOptions from the CLI's values (`batch` job entries use the same names)."""
-    if resolution not in RESOLUTIONS:
-        raise InputError(f"unknown --resolution {resolution}", f"choose from {', '.join(RESOLUTIONS)}")
-    if fit not in list(Fit):
-        raise InputError(f"unknown --fit {fit}", f"choose from {', '.join(f.value for f in Fit)}")
-    preset_w, preset_h = RESOLUTIONS[resolution]
-    sampling = SamplingOptions(steps=steps, min_guidance=guidance if min_guidance is None else min_guidance,
-                               max_guidance=guidance, tile=tile, overlap=overlap, noise_aug=noise_aug,
-                               motion_bucket=motion_bucket, id_scale=id_scale, decode_chunk=decode_chunk)
-    options = GenerateOptions(width=preset_w if width is None else width,
-                              height=preset_h if height is None else height, seed=seed, sampling=sampling,
-                              fit=Fit(fit), fps=fps, crf=crf, legacy_rgb_id=legacy_rgb_id,
-                              allow_no_face=allow_no_face,
-                              face_opt=FaceOptOptions(face_opt_iters, *parse_steps(face_opt_steps), face_opt_lr,
-                                                      face_opt_margin)
-                              if face_opt else None)
-    options.validate()
-    return options
 
 
 def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
@@ -242,7 +118,7 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
              runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
              pipeline: PipelineLoader | None = None, audio_from: Path | None = None,
              frames_dir: Path | None = None, face_masks: Path | None = None, force: bool = False,
-             progress: Progress | None = None) -> GenerateResult:
+             progress: Progress | None = None, report: Path | None = None) -> GenerateResult:
     """Animate ``reference`` along the skeleton frames in ``poses`` and write an H.264 mp4 to ``output``.
 
     ``audio_from`` muxes that video's audio; ``frames_dir`` also writes each frame as `frame_<i>.png` (this
@@ -291,6 +167,12 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
             for i, frame in enumerate(video):
                 write_frame(frames_dir, i, frame)
     _export(entry.path / VIDEO_FILE, output, audio_from)
+    if report is not None:  # the identity timeline of the video just written (animator_cli.check.timeline)
+        from animator_cli.check.timeline import write_identity_report
+
+        write_identity_report(report, output, reference, weights=weights, device=runtime.device, fps=fps,
+                              tile=options.sampling.tile, overlap=options.sampling.overlap,
+                              hjb_steps=(options.face_opt.start, options.face_opt.end) if options.face_opt else None)
     return GenerateResult(output, len(frame_paths), fps, options.width, options.height, cached,
                           Path(audio_from) if audio_from else None)
 
@@ -298,17 +180,23 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
 def animate(reference: Path, driving: Path, output: Path, options: GenerateOptions = GenerateOptions(),
             runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
             pipeline: PipelineLoader | None = None, align: str = "global", pose_backend: str = "auto",
-            max_frames: int | None = None, force: bool = False, progress: Progress | None = None) -> GenerateResult:
+            max_frames: int | None = None, force: bool = False, progress: Progress | None = None,
+            check: str = "warn", report: Path | None = None) -> GenerateResult:
     """Animate ``reference`` with the motion of the ``driving`` video: pose extraction aligned to the
-    reference, identity, generation, the driving audio muxed in. Each stage is cached."""
+    reference, identity, generation, the driving audio muxed in. Each stage is cached.
+
+    ``check``: the alignment preflight first (`animator check`; warn logs, strict stops on a warning, off).
+    ``report``: also write the identity timeline of the result into that folder."""
     options.validate()
     if not Path(driving).exists():
         raise InputError(f"driving video {driving} does not exist")
+    preflight(reference, driving, check, weights=weights, cache=cache, align=align, backend=pose_backend,
+              device=runtime.device, max_frames=max_frames)
     poses = extract_pose(Path(driving), reference=Path(reference), align=align, backend=pose_backend,
                          max_frames=max_frames, weights=weights, cache=cache, device=runtime.device, force=force)
     audio = Path(driving) if Path(driving).is_file() else None
     return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
-                    audio_from=audio, force=force, progress=progress)
+                    audio_from=audio, force=force, progress=progress, report=report)
 
 
 def _export(video: Path, output: Path, audio_from: Path | None) -> None:

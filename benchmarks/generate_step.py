@@ -25,8 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from animator_cli.generate import Runtime, load_pipeline  # noqa: E402
-from animator_cli.sampling.pipeline import AnimationPipeline, SamplingOptions  # noqa: E402
+from animator_cli.generate import load_pipeline  # noqa: E402
+from animator_cli.options import Runtime, SamplingOptions  # noqa: E402
+from animator_cli.sampling.pipeline import AnimationPipeline  # noqa: E402
 
 
 class UNetTimer:

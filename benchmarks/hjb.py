@@ -31,11 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from animator_cli.generate import Runtime, load_pipeline  # noqa: E402
-from animator_cli.hjb import FaceOptOptions, FaceRefiner, load_arcface, reference_face_crop  # noqa: E402
+from animator_cli.generate import load_pipeline  # noqa: E402
+from animator_cli.hjb import FaceRefiner, load_arcface, reference_face_crop  # noqa: E402
 from animator_cli.hjb.checkpointing import checkpointed_layers  # noqa: E402
 from animator_cli.hjb.refine import latent_window  # noqa: E402
-from animator_cli.sampling.pipeline import SamplingOptions  # noqa: E402
+from animator_cli.options import FaceOptOptions, Runtime, SamplingOptions  # noqa: E402
 from animator_cli.weights.home import WeightsHome  # noqa: E402
 from animator_cli.weights.tiny import arcface as tiny_arcface  # noqa: E402
 from animator_cli.weights.tiny import make_tiny  # noqa: E402

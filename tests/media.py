@@ -29,3 +29,40 @@ def clip_with_audio(path: Path, frames: int, fps: int, sample_rate: int = 16000,
             container.mux(audio.encode(chunk))
         container.mux(audio.encode(None))
     return path
+
+
+def full_body_figure(astronaut: np.ndarray) -> np.ndarray:
+    """A 512×512 full-body figure MediaPipe detects head to ankles: skimage's astronaut (head and torso, scaled
+    to 0.4) with legs pasted below it, cut from her orange suit and slanted apart, and dark shoes."""
+    import cv2
+
+    canvas = np.full((700, 512, 3), 150, np.uint8)
+    top = cv2.resize(astronaut[:500, 10:360], (140, 200), interpolation=cv2.INTER_AREA)
+    x0, hip_y = (512 - 140) // 2, 210
+    centre, width, foot_y = x0 + 80, 30, 660
+    suit = astronaut[300:500, 40:120]
+    length = foot_y - hip_y
+    leg = cv2.resize(suit, (width, length))
+    for sign in (-1, 1):
+        top_x = centre + sign * 18 - width // 2
+        source = np.float32([[0, 0], [width, 0], [0, length]])
+        target = np.float32([[top_x, hip_y - 20], [top_x + width, hip_y - 20], [top_x + sign * 40, foot_y - 20]])
+        matrix = cv2.getAffineTransform(source, target)
+        warped = cv2.warpAffine(leg, matrix, (512, 700))
+        mask = cv2.warpAffine(np.full(leg.shape[:2], 255, np.uint8), matrix, (512, 700)) > 0
+        canvas[mask] = warped[mask]
+        cv2.ellipse(canvas, (top_x + sign * 40 + width // 2 + sign * 15, foot_y - 30), (30, 18), 0, 0, 360,
+                    (30, 30, 30), -1)
+    canvas[10:210, x0:x0 + 140] = top
+    square = np.full((700, 700, 3), 150, np.uint8)
+    square[:, 94:606] = canvas
+    return cv2.resize(square, (512, 512), interpolation=cv2.INTER_AREA)
+
+
+def drifting_clip(path: Path, image: np.ndarray, frames: int, fps: int = 25, step: int = 3) -> Path:
+    """A video of ``image`` sliding sideways by ``step`` pixels a frame, back and forth (edges wrap)."""
+    from animator_cli.video import write_video
+
+    shifts = [((i * step) % 24) - 12 for i in range(frames)]
+    write_video(path, [np.roll(image, s, axis=1) for s in shifts], fps=fps)
+    return path

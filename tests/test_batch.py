@@ -10,7 +10,8 @@ import pytest
 import animator_cli.batch as batch
 from animator_cli.batch import read_jobs, run_job
 from animator_cli.errors import InputError, OutOfMemoryError, WeightsError
-from animator_cli.generate import GenerateResult, Runtime
+from animator_cli.generate import GenerateResult
+from animator_cli.options import Runtime
 
 
 def test_defaults_apply_only_where_they_mean_something(tmp_path: Path) -> None:

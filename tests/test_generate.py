@@ -14,10 +14,11 @@ from media import clip_with_audio
 import animator_cli.generate as generation
 from animator_cli.cache import StageCache
 from animator_cli.errors import InputError
-from animator_cli.generate import GenerateOptions, Runtime, generate, load_pipeline, make_options
+from animator_cli.generate import generate, load_pipeline
+from animator_cli.options import GenerateOptions, Runtime, SamplingOptions, make_options
 from animator_cli.sampling.conditioning import reference_latent, to_tensor
 from animator_cli.sampling.fit import fit_image
-from animator_cli.sampling.pipeline import AnimationPipeline, SamplingOptions
+from animator_cli.sampling.pipeline import AnimationPipeline
 from animator_cli.video import iter_frames, load_image, probe
 
 FAST = dict(width=64, height=64, steps=1)

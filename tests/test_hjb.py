@@ -13,23 +13,21 @@ import torch
 
 from animator_cli.errors import InputError
 from animator_cli.face import FaceIdentity
-from animator_cli.generate import Runtime, load_pipeline, make_options
+from animator_cli.generate import load_pipeline
 from animator_cli.hjb import (
-    FaceOptOptions,
     FaceRefiner,
     build_refiner,
     fit_box,
     load_arcface,
     mask_face_boxes,
-    parse_steps,
     pose_face_boxes,
     reference_face_crop,
 )
 from animator_cli.hjb.refine import latent_window
+from animator_cli.options import FaceOptOptions, Runtime, SamplingOptions, make_options, parse_steps
 from animator_cli.pose.draw import draw_pose
 from animator_cli.pose.keypoints import FACE, NUM_POINTS, Pose, PoseTrack, save_keypoints
 from animator_cli.sampling.fit import Fit, fit_image
-from animator_cli.sampling.pipeline import SamplingOptions
 from animator_cli.video import iter_frames, load_image, write_frame, write_video
 
 FACE_BOX = (16, 8, 48, 40)  # a face box in 64×64 test frames

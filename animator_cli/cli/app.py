@@ -67,6 +67,7 @@ COMMAND_MODULES = {
     "video": "video_cmd",
     "extract-pose": "pose_cmd",
     "face": "face_cmd",
+    "check": "check_cmd",
     "generate": "generate_cmd",
     "animate": "generate_cmd",
     "batch": "generate_cmd",

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from animator_cli.batch import JobOutcome, parse_shard, run_batch
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings, stderr
 from animator_cli.errors import InputError
-from animator_cli.generate import DEFAULT_SEED, DTYPES, RESOLUTIONS, Runtime, make_options
-from animator_cli.generate import animate as animate_stage
-from animator_cli.generate import generate as generate_stage
-from animator_cli.hjb import FaceOptOptions
+from animator_cli.options import (
+    DEFAULT_SEED,
+    DTYPES,
+    RESOLUTIONS,
+    FaceOptOptions,
+    Runtime,
+    SamplingOptions,
+    make_options,
+)
 from animator_cli.sampling.fit import Fit
-from animator_cli.sampling.pipeline import Progress as ProgressFn
-from animator_cli.sampling.pipeline import SamplingOptions
+
+# The stages (torch, diffusers) are imported inside the commands, so --help and bad options answer at once.
+ProgressFn = Callable[[int, int], None]
 
 _S = SamplingOptions()
 _F = FaceOptOptions()
@@ -66,6 +71,10 @@ FaceOptMargin = Annotated[int | None, typer.Option(
     "--face-opt-margin", min=0, help="Decode only the faces' region plus N latent cells (8 px) instead of whole "
     "frames: several times faster, approximate (docs/hjb.md).")]
 Output = Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.")]
+Report = Annotated[Path | None, typer.Option(
+    "--report", help="Also write the identity timeline of the result (identity.csv, identity.png) here.")]
+Check = Annotated[str, typer.Option(
+    "--check", help="Alignment check before rendering (`animator check`): warn, strict (stop on a warning), off.")]
 
 
 def build_runtime(dtype: str | None = None, offload: bool = False, vae_on_cpu: bool = False,
@@ -75,7 +84,7 @@ def build_runtime(dtype: str | None = None, offload: bool = False, vae_on_cpu: b
         raise InputError(f"--checkpoint {checkpoint} is not a folder", "pass RUN/checkpoint-N, RUN or RUN/latest")
     runtime = Runtime(device=device or settings.device, dtype=dtype, offload=offload, vae_on_cpu=vae_on_cpu,
                       batch_cfg=not split_cfg, checkpoint_dir=checkpoint)
-    runtime.torch_dtype()  # an unknown --dtype fails here, before any work
+    runtime.validate()  # an unknown --dtype fails here, before any work
     return runtime
 
 
@@ -109,7 +118,7 @@ def generate(
     face_masks: Annotated[Path | None, typer.Option(
         "--face-masks", help="With --face-opt: folder of frame_<i>.png face masks instead of the pose keypoints.")]
     = None,
-    force: Force = False,
+    force: Force = False, report: Report = None,
 ) -> None:
     """Animate REFERENCE along the skeleton frames in POSES; writes an H.264 mp4."""
     options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
@@ -117,10 +126,12 @@ def generate(
                             allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr,
                             face_opt_margin)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    from animator_cli.generate import generate as generate_stage
+
     with step_progress("generate") as progress:
         result = generate_stage(reference, poses, output, options, runtime, weights=settings.weights,
                                 cache=settings.cache, audio_from=audio_from, frames_dir=frames_dir,
-                                face_masks=face_masks, force=force, progress=progress)
+                                face_masks=face_masks, force=force, progress=progress, report=report)
     emit(result.as_dict(), [result.output])
 
 
@@ -144,7 +155,7 @@ def animate(
     face_opt: FaceOpt = False, face_opt_iters: FaceOptIters = _F.iters,
     face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
     face_opt_margin: FaceOptMargin = None,
-    force: Force = False,
+    force: Force = False, check: Check = "warn", report: Report = None,
 ) -> None:
     """Extract poses from DRIVING (aligned to REFERENCE), then generate; the driving audio is kept."""
     options = make_options(resolution, width, height, seed, steps, guidance, min_guidance, tile, overlap,
@@ -152,10 +163,12 @@ def animate(
                            allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr,
                            face_opt_margin)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    from animator_cli.generate import animate as animate_stage
+
     with step_progress("animate") as progress:
         result = animate_stage(reference, driving, output, options, runtime, weights=settings.weights,
                                cache=settings.cache, align=align, pose_backend=pose_backend, max_frames=max_frames,
-                               force=force, progress=progress)
+                               force=force, progress=progress, check=check, report=report)
     emit(result.as_dict(), [result.output])
 
 
@@ -177,6 +190,7 @@ def batch(
     Paths are relative to the YAML file; `defaults:` applies to every job. Format: animator_cli/batch.py.
     """
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    from animator_cli.batch import JobOutcome, parse_shard, run_batch
 
     def report(outcome: JobOutcome) -> None:
         status = "[green]ok[/]" if outcome.ok else f"[red]failed:[/] {outcome.error}"

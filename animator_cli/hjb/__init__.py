@@ -4,10 +4,10 @@ from animator_cli.hjb.arcface import Box, arcface_sources, face_crops, load_arcf
 from animator_cli.hjb.boxes import fit_box, mask_face_boxes, pose_face_boxes
 from animator_cli.hjb.build import build_refiner
 from animator_cli.hjb.iresnet import IResNet, IResNetConfig, iresnet_from_state_dict
-from animator_cli.hjb.refine import FaceOptOptions, FaceRefiner, StepRecord, parse_steps, reference_face_crop
+from animator_cli.hjb.refine import FaceRefiner, StepRecord, reference_face_crop
 
 __all__ = [
-    "Box", "FaceOptOptions", "FaceRefiner", "IResNet", "IResNetConfig", "StepRecord", "arcface_sources",
+    "Box", "FaceRefiner", "IResNet", "IResNetConfig", "StepRecord", "arcface_sources",
     "build_refiner", "face_crops", "fit_box", "iresnet_from_state_dict", "load_arcface", "mask_face_boxes",
-    "parse_steps", "pose_face_boxes", "reference_face_crop",
+    "pose_face_boxes", "reference_face_crop",
 ]

@@ -10,7 +10,8 @@ from animator_cli.errors import InputError
 from animator_cli.face import FaceIdentity
 from animator_cli.hjb.arcface import load_arcface
 from animator_cli.hjb.boxes import fit_box, mask_face_boxes, pose_face_boxes
-from animator_cli.hjb.refine import FaceOptOptions, FaceRefiner, reference_face_crop
+from animator_cli.hjb.refine import FaceRefiner, reference_face_crop
+from animator_cli.options import FaceOptOptions
 from animator_cli.sampling.fit import Fit
 from animator_cli.weights.home import WeightsHome
 

@@ -35,46 +35,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from animator_cli.errors import InputError
 from animator_cli.hjb.arcface import Box, face_crops, identity_distance
 from animator_cli.hjb.checkpointing import checkpointed_layers
 from animator_cli.hjb.iresnet import IResNet
+from animator_cli.options import FaceOptOptions
 from animator_cli.sampling.conditioning import to_tensor
 
 log = logging.getLogger("animator")
 LATENT_SCALE = 8  # pixels per latent cell (the VAE's downsampling)
 FP16_LOSS_SCALE = 1024.0  # keeps fp16 decoder gradients above underflow; Adam's step is invariant to it
 CHECKPOINT_ABOVE = 0.25  # decoded share of the latent above which the decoder is checkpointed
-
-
-@dataclass(frozen=True)
-class FaceOptOptions:
-    """What the face optimisation does (all of it goes into the generation cache key)."""
-
-    iters: int = 3
-    start: int = 0
-    end: int = 20
-    lr: float = 0.1
-    margin: int | None = None  # decode only the faces' region widened by this many latent cells; None: whole frames
-
-    def validate(self) -> None:
-        if self.iters < 1:
-            raise InputError(f"--face-opt-iters {self.iters} must be at least 1")
-        if not 0 <= self.start <= self.end:
-            raise InputError(f"--face-opt-steps {self.start}:{self.end} must be START:END with 0 <= START <= END")
-        if self.lr < 0:
-            raise InputError(f"--face-opt-lr {self.lr} must not be negative")
-        if self.margin is not None and self.margin < 0:
-            raise InputError(f"--face-opt-margin {self.margin} must not be negative")
-
-
-def parse_steps(text: str) -> tuple[int, int]:
-    """``START:END`` (inclusive step indices, 0 = the noisiest step) → (start, end)."""
-    try:
-        start, end = (int(part) for part in text.split(":"))
-    except ValueError:
-        raise InputError(f"--face-opt-steps {text!r} is not START:END", "e.g. --face-opt-steps 0:20") from None
-    return start, end
 
 
 @dataclass

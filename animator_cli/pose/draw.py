@@ -105,3 +105,8 @@ def draw_pose(pose: Pose | None, width: int, height: int) -> np.ndarray:
         _draw_hand(canvas, points[hand], scores[hand])
     _draw_face(canvas, points[FACE], scores[FACE])
     return cv2.resize(canvas, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def overlay(image: np.ndarray, skeleton: np.ndarray) -> np.ndarray:
+    """``image`` with the drawn (non-black) pixels of ``skeleton`` (same size) on top."""
+    return np.where(skeleton.max(-1, keepdims=True) > 0, skeleton, image)

@@ -26,7 +26,7 @@ from animator_cli.errors import InputError
 from animator_cli.fileio import atomic_dir
 from animator_cli.pose.align import ALIGN_MODES, Alignment, align_track
 from animator_cli.pose.backend import PoseBackend, open_backend, resolve_backend
-from animator_cli.pose.draw import draw_pose
+from animator_cli.pose.draw import draw_pose, overlay
 from animator_cli.pose.keypoints import Pose, PoseTrack, save_keypoints
 from animator_cli.pose.smooth import one_euro
 from animator_cli.pose.track import MainPersonTracker, fill_gaps, largest
@@ -112,7 +112,7 @@ def _write_preview(path: Path, source: Path, tracked: PoseTrack, drawn: PoseTrac
         for index, frame in enumerate(iter_frames(source, max_frames)):
             height, width = frame.shape[:2]
             skeleton = draw_pose(tracked.pose(index) if used[index] else None, width, height)
-            view = np.where(skeleton.max(-1, keepdims=True) > 0, skeleton, frame)
+            view = overlay(frame, skeleton)
             if aligned:
                 side = draw_pose(drawn.pose(index) if used[index] else None, *drawn.size)
                 side_width = max(2, round(drawn.size[0] * height / drawn.size[1]))

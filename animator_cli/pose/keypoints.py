@@ -12,8 +12,10 @@ Coordinates are normalised: x by the image width, y by its height, as the refere
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +35,7 @@ R_HIP, R_KNEE, R_ANKLE, L_HIP, L_KNEE, L_ANKLE = 8, 9, 10, 11, 12, 13
 R_EYE, L_EYE, R_EAR, L_EAR = 14, 15, 16, 17
 
 KEYPOINT_THRESHOLD = 0.3  # a body point below this score is invisible (subset = -1 in the reference)
+MIN_FACE_POINTS = 5  # fewer visible face points is no usable face
 
 
 @dataclass
@@ -51,6 +54,11 @@ class Pose:
         if len(body) < 2:
             return None
         return np.concatenate([body.min(0), body.max(0)])
+
+
+def face_visible(scores: np.ndarray, min_score: float = KEYPOINT_THRESHOLD) -> np.ndarray:
+    """Whether each pose of ``scores`` (..., 134) shows a usable face: at least 5 face points above ``min_score``."""
+    return (scores[..., FACE] > min_score).sum(-1) >= MIN_FACE_POINTS
 
 
 def empty_pose() -> Pose:
@@ -105,19 +113,35 @@ def save_keypoints(path: Path, drawn: PoseTrack, source: PoseTrack) -> None:
     )
 
 
-def load_keypoints(path: Path) -> PoseTrack:
-    """The drawn poses of a ``keypoints.npz`` written by :func:`save_keypoints`."""
+def _read(path: Path, build: Callable[[Any], PoseTrack]) -> PoseTrack:
+    """``build(data)`` of a ``keypoints.npz`` (or of the one in a pose folder), with a one-line error if unreadable."""
     path = Path(path)
     if path.is_dir():
         path = path / "keypoints.npz"
     try:
         with np.load(path) as data:
-            present = data["present"]
-            return PoseTrack(data["points"], data["scores"], present, np.zeros_like(present),
-                             tuple(int(v) for v in data["canvas_size"]), float(data["fps"]))
+            return build(data)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"cannot read pose keypoints from {path}: {exc}",
                          "rerun `animator extract-pose`") from exc
+
+
+def load_keypoints(path: Path) -> PoseTrack:
+    """The drawn poses of a ``keypoints.npz`` written by :func:`save_keypoints`."""
+    return _read(path, lambda data: PoseTrack(
+        data["points"], data["scores"], data["present"], np.zeros_like(data["present"]),
+        tuple(int(v) for v in data["canvas_size"]), float(data["fps"])))
+
+
+def load_source_track(path: Path) -> PoseTrack:
+    """The tracked poses in the driving video's own frame (``source_*`` of a ``keypoints.npz``), filled frames
+    marked as such: what alignment starts from, for checks that try other alignments than the drawn one."""
+    def build(data: Any) -> PoseTrack:
+        present = data["source_present"]
+        return PoseTrack(data["source_points"], data["source_scores"], present, data["present"] & ~present,
+                         tuple(int(v) for v in data["source_size"]), float(data["fps"]))
+
+    return _read(path, build)
 
 
 def face_boxes(path: Path, width: int, height: int, min_score: float = KEYPOINT_THRESHOLD,
@@ -133,7 +157,7 @@ def face_boxes(path: Path, width: int, height: int, min_score: float = KEYPOINT_
     boxes: list[tuple[int, int, int, int] | None] = []
     for points, scores in zip(track.points[:, FACE], track.scores[:, FACE], strict=True):
         face = points[scores > min_score]
-        if len(face) < 5:
+        if len(face) < MIN_FACE_POINTS:
             boxes.append(None)
             continue
         (x0, y0), (x1, y1) = face.min(0) * (width, height), face.max(0) * (width, height)

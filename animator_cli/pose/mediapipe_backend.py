@@ -43,7 +43,7 @@ HAND_SCORE = 1.0
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
+def quiet_native_stderr() -> Iterator[None]:
     """Hide the C++ warnings MediaPipe prints straight to file descriptor 2 while it loads its models and on the
     first frames (TFLite delegate notices, "Feedback manager requires ...", "Using NORM_RECT without
     IMAGE_DIMENSIONS ..."): noise to a user. Kept visible with --verbose."""
@@ -107,7 +107,7 @@ class MediaPipeBackend:
             from mediapipe.python.solutions import holistic  # optional dependency: backend.py checks it is there
 
             # Our One Euro filter smooths (and --no-smooth must mean raw), so MediaPipe's own smoothing is off.
-            with _quiet_native_stderr():
+            with quiet_native_stderr():
                 instance = holistic.Holistic(static_image_mode=not video, model_complexity=1,
                                              smooth_landmarks=False, refine_face_landmarks=False)
                 # The first frame loads the models, which is when it warns; a blank frame leaves no track behind.
@@ -118,7 +118,7 @@ class MediaPipeBackend:
     def detect(self, rgb: np.ndarray, video: bool = False) -> list[Pose]:
         """The one person MediaPipe follows (empty if none); ``video``: ``rgb`` is the next frame of a clip."""
         holistic = self._holistic(video)
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             result = holistic.process(np.ascontiguousarray(rgb))
         pose = holistic_to_pose(result)
         return [] if pose is None else [pose]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 
 from animator_cli.errors import InputError
 from animator_cli.models.loading import AnimatorModels
+from animator_cli.options import SamplingOptions
 from animator_cli.sampling.conditioning import (
     added_time_ids,
     cast_module,
@@ -49,22 +49,6 @@ class Refiner(Protocol):
     def active(self, step: int) -> bool: ...
 
     def __call__(self, vae: torch.nn.Module, denoised: torch.Tensor, step: int) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """What shapes the video (everything here goes into the generation cache key)."""
-
-    steps: int = 25
-    min_guidance: float = 3.0
-    max_guidance: float = 3.0
-    tile: int = 16
-    overlap: int = 4
-    noise_aug: float = 0.02
-    motion_bucket: int = 127
-    cond_fps: int = 7  # SVD micro-conditioning; StableAnimator was trained and released with 7
-    id_scale: float = 1.0
-    decode_chunk: int = 4
 
 
 class AnimationPipeline:

@@ -10,9 +10,12 @@ rejected instead of producing NaNs.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from animator_cli.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def window_indices(num_frames: int, tile: int, overlap: int) -> list[list[int]]:
@@ -31,13 +34,17 @@ def window_indices(num_frames: int, tile: int, overlap: int) -> list[list[int]]:
 
 def blend_weights(size: int) -> torch.Tensor:
     """Triangular per-slot weights w_p = min((p+½)·2/T, 2 − (p+½)·2/T), so window edges fade into neighbours."""
+    import torch  # here, not at the top: option validation uses window_indices before torch is needed
+
     ramp = (torch.arange(size, dtype=torch.float32) + 0.5) * 2 / size
     return torch.minimum(ramp, 2 - ramp)
 
 
 def periodic_noise(shape: tuple[int, int, int], num_frames: int, tile: int, generator: torch.Generator,
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
     """Initial noise (1, F, C, h, w): one draw of ``tile`` frames repeated along time, so every window starts
     from the same noise; drawn as ``randn(1, tile, C, h, w)`` on the generator's device, like the reference."""
-    noise = torch.randn((1, tile, *shape), generator=generator, device=generator.device, dtype=dtype)
+    import torch
+
+    noise = torch.randn((1, tile, *shape), generator=generator, device=generator.device, dtype=dtype or torch.float32)
     return noise.repeat(1, num_frames // tile + 1, 1, 1, 1)[:, :num_frames]

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from animator_cli.face import extract_identity
+from animator_cli.options import SamplingOptions
 from animator_cli.sampling.fit import Fit, fit_image
-from animator_cli.sampling.pipeline import AnimationPipeline, SamplingOptions
+from animator_cli.sampling.pipeline import AnimationPipeline
 from animator_cli.training.config import TrainConfig
 from animator_cli.training.dataset import IDENTITY_FILE, DataReport
 from animator_cli.video import list_frames, load_image, write_video
