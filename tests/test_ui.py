@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from media import clip_with_audio
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,7 +26,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 ARTIFACTS = Path(os.environ.get("ANIMATOR_TEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
 CLOSED_NETWORK_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        "--disable-dev-shm-usage", "--window-size=1280,1400")
+                        "--disable-dev-shm-usage", "--window-size=1280,1500")
 WAIT = 300  # seconds; a CPU render of the tiny models takes a few
 
 
@@ -125,14 +124,15 @@ class Page:
 
     def status_after_click(self, expect: str) -> str:
         """Press Generate; the status text once it has changed and holds ``expect``."""
-        before = self.find("#status").text
+        note = "#status .note"  # the message itself, not the progress bar drawn over it
+        before = self.driver.execute_script(f"return document.querySelector('{note}')?.textContent ?? ''")
         self.find("#generate").click()
-        self.wait.until(lambda d: (text := self.find("#status").text) != before and expect in text)
-        return self.find("#status").text
+        self.wait.until(lambda d: (text := self.find(note).text) != before and expect in text)
+        return self.find(note).text
 
 
 @browser_test
-def test_ui_renders_in_a_browser_and_survives_a_bad_upload(server, browser, tmp_path, t1_path):
+def test_ui_renders_in_a_browser_and_survives_a_bad_upload(server, browser, tmp_path, astronaut_path):
     from animator_cli.video import probe
 
     url, _ = server
@@ -141,7 +141,7 @@ def test_ui_renders_in_a_browser_and_survives_a_bad_upload(server, browser, tmp_
     not_a_video.write_text("this is a text file, not a video\n")
 
     page = Page(browser, url)
-    page.upload("reference", t1_path)
+    page.upload("reference", astronaut_path)
     page.find("#advanced button").click()  # open the collapsed group
     page.type_number("width", 64)
     page.type_number("height", 64)

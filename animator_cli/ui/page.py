@@ -13,7 +13,10 @@ from typing import Any
 
 import gradio as gr
 
-from animator_cli.generate import DTYPES, MAX_STEPS, RESOLUTIONS, GenerateResult, pose_frames
+from animator_cli.check import AlignmentReport, Finding
+from animator_cli.check.report import CHECK_MODES
+from animator_cli.generate import GenerateResult, pose_frames
+from animator_cli.options import DTYPES, RESOLUTIONS
 from animator_cli.pose.align import ALIGN_MODES
 from animator_cli.pose.backend import BACKENDS
 from animator_cli.ui.session import RenderSettings, UiSession, error_text, missing_weights
@@ -22,7 +25,7 @@ log = logging.getLogger("animator")
 
 DEVICE = "device"  # one concurrency group: one preflight or generation at a time on this server's device
 VIDEO, POSES = "video", "poses"
-AUTO_DTYPE = "auto (fp16 on GPU, fp32 on CPU)"
+AUTO_DTYPE = "auto"
 UNSET_BY_ZERO = ("width", "height", "max_frames")
 CSS = """
 .gradio-container { max-width: 1180px !important; margin: auto; }
@@ -115,8 +118,11 @@ def build_page(session: UiSession) -> gr.Blocks:
                     with gr.Row():
                         align = gr.Dropdown(list(ALIGN_MODES), value=d.align, label="Pose alignment")
                         pose_backend = gr.Dropdown(list(BACKENDS), value=d.pose_backend, label="Pose backend")
-                        dtype = gr.Dropdown([AUTO_DTYPE, *DTYPES], value=AUTO_DTYPE, label="Precision")
+                        check_mode = gr.Dropdown(list(CHECK_MODES), value=d.check, label="Alignment check",
+                                                 info="strict: stop on a warning before rendering.")
                     with gr.Row():
+                        dtype = gr.Dropdown([AUTO_DTYPE, *DTYPES], value=AUTO_DTYPE, label="Precision",
+                                            info="auto: fp16 on GPU, fp32 on CPU.")
                         tile = gr.Number(d.tile, label="Frames per window (--tile)", precision=0)
                         decode_chunk = gr.Number(d.decode_chunk, label="Frames per VAE decode", precision=0)
                     with gr.Row():
@@ -128,14 +134,15 @@ def build_page(session: UiSession) -> gr.Blocks:
             with gr.Column(scale=4):
                 status = gr.HTML(elem_id="status")
                 findings = gr.HTML(elem_id="findings")
-                preview = gr.Video(label="Pose preview", interactive=False, height=220, elem_id="preview")
+                preview = gr.Image(label="Pose preview",
+                                   type="filepath", interactive=False, height=260, elem_id="preview")
                 result = gr.Video(label="Result", interactive=False, height=300, elem_id="result")
                 download = gr.File(label="Download", interactive=False, height=90, elem_id="download")
 
         named = {"resolution": resolution, "width": width, "height": height, "seed": seed, "steps": steps,
-                 "face_opt": face_opt, "align": align, "pose_backend": pose_backend, "max_frames": max_frames,
-                 "dtype": dtype, "offload": offload, "vae_on_cpu": vae_on_cpu, "split_cfg": split_cfg,
-                 "tile": tile, "decode_chunk": decode_chunk}
+                 "face_opt": face_opt, "align": align, "pose_backend": pose_backend, "check": check_mode,
+                 "max_frames": max_frames, "dtype": dtype, "offload": offload, "vae_on_cpu": vae_on_cpu,
+                 "split_cfg": split_cfg, "tile": tile, "decode_chunk": decode_chunk}
         inputs = {source, reference, driving, pose_files, *named.values()}  # a set: the handler gets a dict
 
         def unpack(values: dict[Any, Any]) -> tuple[str, str | None, str | None, list[str] | None, RenderSettings]:
@@ -150,8 +157,8 @@ def build_page(session: UiSession) -> gr.Blocks:
                     return note("info", f"Pose folder: {len(pose_frames(poses))} frames."), \
                         str(session.pose_preview(poses))
                 if kind == VIDEO and ref and video:
-                    report, clip = session.check(Path(ref), Path(video), settings)
-                    return findings_note(report), str(clip) if clip else None
+                    report = session.check(Path(ref), Path(video), settings)
+                    return findings_note(report), str(report.preview) if report.preview else None
                 return "", None
             except Exception as exc:  # noqa: BLE001 — every failure becomes the page's one-line message
                 log.debug("check failed", exc_info=True)
@@ -189,17 +196,15 @@ def build_page(session: UiSession) -> gr.Blocks:
     return page
 
 
-def findings_note(report: Any) -> str:
-    """`animator check`'s findings as boxes: errors first; none means the pair looks fine."""
-    findings = list(report.findings)
-    if not findings:
-        return note("ok", "Alignment check: no problems found.")
-    order = {"error": 0, "warning": 1}
-    boxes = []
-    for finding in sorted(findings, key=lambda f: order.get(f.severity, 2)):
-        kind = finding.severity if finding.severity in ("error", "warning") else "info"
-        text = f"{finding.severity}: {finding.message}"
-        boxes.append(note(kind, f"{text} ({finding.suggestion})" if finding.suggestion else text))
-    if getattr(report, "best_align", None):
-        boxes.append(note("info", f"Best pose alignment for this pair: {report.best_align}."))
+def findings_note(report: AlignmentReport) -> str:
+    """`animator check`'s findings (what the CLI prints): a box per error or warning, the notes in one list."""
+    def line(finding: Finding) -> str:
+        return finding.message + (f" → {finding.suggestion}" if finding.suggestion else "")
+
+    boxes = [note(f.severity, f"{f.severity}: {line(f)}") for f in report.findings if f.severity == "error"]
+    boxes += [note("warning", f"warning: {line(f)}") for f in report.findings if f.severity == "warning"]
+    infos = [line(f) for f in report.findings if f.severity not in ("error", "warning")]
+    if infos or not boxes:
+        boxes.append(note("info" if boxes else "ok", "Alignment check:" if infos else "Alignment check: no findings.",
+                          infos))
     return "".join(boxes)

@@ -13,24 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from animator_cli.cache import StageCache
+from animator_cli.check import AlignmentReport, check_alignment
 from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
-from animator_cli.generate import (
-    DEFAULT_FPS,
-    DEFAULT_SEED,
-    GenerateOptions,
-    GenerateResult,
-    PipelineLoader,
-    Runtime,
-    animate,
-    generate,
-    lazy_pipeline,
-    make_options,
-    pose_fps,
-    pose_frames,
-)
-from animator_cli.sampling.pipeline import SamplingOptions
-from animator_cli.video import load_image, write_video
+from animator_cli.generate import GenerateResult, PipelineLoader, animate, generate, lazy_pipeline, pose_frames
+from animator_cli.options import DEFAULT_SEED, GenerateOptions, Runtime, SamplingOptions, make_options
+from animator_cli.video import load_image
 from animator_cli.weights.home import Component, ComponentStatus, WeightsHome
 
 log = logging.getLogger("animator")
@@ -39,6 +30,7 @@ log = logging.getLogger("animator")
 StageProgress = Callable[[str, int | None, int | None], None]
 POSE_FOLDER_FILES = (".png", ".jpg", ".jpeg", ".webp", ".json", ".npz")
 _SAMPLING = SamplingOptions()
+PREVIEW_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -53,6 +45,7 @@ class RenderSettings:
     face_opt: bool = False
     align: str = "global"
     pose_backend: str = "auto"
+    check: str = "warn"  # animate's alignment preflight: warn, strict or off
     max_frames: int | None = None
     dtype: str | None = None  # None: fp16 on GPU, fp32 on CPU
     offload: bool = False
@@ -114,22 +107,22 @@ class UiSession:
         pose_frames(folder)  # an empty or foreign folder fails here, with the CLI's message
         return folder
 
-    def pose_preview(self, poses: Path) -> Path:
-        """The skeleton frames of a pose folder as a video, to look at before rendering."""
-        frames = [load_image(p) for p in pose_frames(poses)]
+    def pose_preview(self, poses: Path, count: int = PREVIEW_FRAMES) -> Path:
+        """``count`` skeleton frames of a pose folder side by side, to look at before rendering."""
+        paths = pose_frames(poses)
+        chosen = [paths[i] for i in sorted({round(i) for i in np.linspace(0, len(paths) - 1, min(count, len(paths)))})]
+        frames = [load_image(p) for p in chosen]
         if len({f.shape for f in frames}) > 1:
             raise InputError(f"the pose frames in {poses} have different sizes")
-        return write_video(self._folder("previews") / "poses.mp4", frames, pose_fps(poses) or DEFAULT_FPS)
+        path = self._folder("previews") / "poses.png"
+        Image.fromarray(np.concatenate(frames, 1)).save(path)
+        return path
 
-    def check(self, reference: Path, driving: Path, settings: RenderSettings):
-        """`animator check`'s alignment findings for the pair and a preview video of the aligned poses."""
-        from animator_cli.check import check_alignment
-
-        preview = self._folder("previews") / "preview.mp4"
-        report = check_alignment(reference, driving, weights=self.weights, cache=self.cache, align=settings.align,
-                                 backend=settings.pose_backend, device=self.device, max_frames=settings.max_frames,
-                                 preview=preview)
-        return report, preview if preview.is_file() else None
+    def check(self, reference: Path, driving: Path, settings: RenderSettings) -> AlignmentReport:
+        """`animator check`'s alignment findings for the pair, with its preview PNG (``report.preview``)."""
+        return check_alignment(reference, driving, weights=self.weights, cache=self.cache, align=settings.align,
+                               backend=settings.pose_backend, device=self.device, max_frames=settings.max_frames,
+                               preview=self._folder("previews") / "preview.png")
 
     def render(self, reference: Path, settings: RenderSettings, *, driving: Path | None = None,
                poses: Path | None = None, progress: StageProgress | None = None) -> GenerateResult:
@@ -150,5 +143,6 @@ class UiSession:
         common = {"weights": self.weights, "cache": self.cache, "pipeline": self.pipeline(runtime), "progress": step}
         if driving is not None:
             return animate(reference, driving, output, options, runtime, align=settings.align,
-                           pose_backend=settings.pose_backend, max_frames=settings.max_frames, **common)
+                           pose_backend=settings.pose_backend, max_frames=settings.max_frames, check=settings.check,
+                           **common)
         return generate(reference, poses, output, options, runtime, **common)
