@@ -126,7 +126,7 @@ def test_session_errors_are_the_cli_line(cli, tiny_home, tmp_path, astronaut_pat
     line = cli("--weights", tiny_home.root, "generate", astronaut_path, empty, "-o", tmp_path / "o.mp4").stderr
     assert f"error: {error_text(caught.value)}".replace(str(gathered), "FOLDER") == \
         line.strip().replace(str(empty), "FOLDER")
-    with pytest.raises(InputError, match="give either a driving video or a pose folder"):
+    with pytest.raises(InputError, match="give either a driving video or a pose folder \\(upload one of them\\)"):
         session.render(astronaut_path, RenderSettings())
     assert error_text(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"), "cuda:1").startswith(
         "out of memory on cuda:1 (try fewer frames")

@@ -15,6 +15,7 @@ import gradio as gr
 
 from animator_cli.check import AlignmentReport, Finding
 from animator_cli.check.report import CHECK_MODES
+from animator_cli.errors import InputError
 from animator_cli.generate import GenerateResult, pose_frames
 from animator_cli.options import DTYPES, RESOLUTIONS
 from animator_cli.pose.align import ALIGN_MODES
@@ -132,7 +133,7 @@ def build_page(session: UiSession) -> gr.Blocks:
                 generate = gr.Button("Generate", variant="primary", size="lg", interactive=not blocked,
                                      elem_id="generate")
             with gr.Column(scale=4):
-                status = gr.HTML(elem_id="status")
+                status = gr.HTML(elem_id="status", min_height=64)  # room for the progress bar's text
                 findings = gr.HTML(elem_id="findings")
                 preview = gr.Image(label="Pose preview",
                                    type="filepath", interactive=False, height=260, elem_id="preview")
@@ -149,6 +150,10 @@ def build_page(session: UiSession) -> gr.Blocks:
             settings = _settings({name: values[widget] for name, widget in named.items()})
             return values[source], values[reference], values[driving], values[pose_files], settings
 
+        def error_note(exc: Exception, what: str) -> str:
+            log.debug("%s failed", what, exc_info=True)
+            return note("error", f"error: {error_text(exc, session.device)}")
+
         def check(values: dict[Any, Any]) -> tuple[str, str | None]:
             try:
                 kind, ref, video, files, settings = unpack(values)
@@ -161,8 +166,7 @@ def build_page(session: UiSession) -> gr.Blocks:
                     return findings_note(report), str(report.preview) if report.preview else None
                 return "", None
             except Exception as exc:  # noqa: BLE001 — every failure becomes the page's one-line message
-                log.debug("check failed", exc_info=True)
-                return note("error", f"error: {error_text(exc, session.device)}"), None
+                return error_note(exc, "check"), None
 
         def run(values: dict[Any, Any], progress: gr.Progress = gr.Progress()  # noqa: B008 — how Gradio finds it
                 ) -> tuple[str, str | None, str | None]:
@@ -170,26 +174,19 @@ def build_page(session: UiSession) -> gr.Blocks:
             try:
                 kind, ref, video, files, settings = unpack(values)
                 if not ref:
-                    return note("error", "error: upload a reference photo first"), None, None
-                motion = {"driving": Path(video)} if kind == VIDEO and video else \
-                    {"poses": session.pose_folder(files)} if kind == POSES and files else None
-                if motion is None:
-                    return note("error", f"error: upload a {'pose folder' if kind == POSES else 'driving video'} "
-                                "first"), None, None
-
-                def report(stage: str, done: int | None, total: int | None) -> None:
-                    progress((done, total) if total else 0, desc=stage, unit="steps")
-
-                output = session.render(Path(ref), settings, progress=report, **motion)
+                    raise InputError("no reference photo", "upload one first")
+                output = session.render(
+                    Path(ref), settings, driving=Path(video) if kind == VIDEO and video else None,
+                    poses=session.pose_folder(files) if kind == POSES and files else None,
+                    progress=lambda stage, done, total: progress((done, total) if total else 0.0, desc=stage))
             except Exception as exc:  # noqa: BLE001 — every failure becomes the page's one-line message
-                log.debug("generation failed", exc_info=True)
-                return note("error", f"error: {error_text(exc, session.device)}"), None, None
+                return error_note(exc, "generation"), None, None
             return result_note(output, time.monotonic() - started), str(output.output), str(output.output)
 
-        video_tab.select(lambda: VIDEO, None, source)
-        poses_tab.select(lambda: POSES, None, source)
         preflight = {"fn": check, "inputs": inputs, "outputs": [findings, preview], "concurrency_id": DEVICE,
                      "concurrency_limit": 1}
+        video_tab.select(lambda: VIDEO, None, source).then(**preflight)
+        poses_tab.select(lambda: POSES, None, source).then(**preflight)
         for trigger in (reference.change, driving.change, pose_files.change, align.change, pose_backend.change):
             trigger(**preflight)
         generate.click(run, inputs, [status, result, download], concurrency_id=DEVICE, concurrency_limit=1)

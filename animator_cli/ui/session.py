@@ -131,7 +131,7 @@ class UiSession:
         Every stage is cached, so a second press with the same inputs copies the cached video.
         """
         if (driving is None) == (poses is None):
-            raise InputError("give either a driving video or a pose folder")
+            raise InputError("give either a driving video or a pose folder", "upload one of them")
         report = progress or (lambda stage, done, total: None)
         options, runtime = settings.options(), settings.runtime(self.device)
         output = self._folder("outputs") / f"{Path(reference).stem}-animated.mp4"
