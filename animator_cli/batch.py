@@ -30,12 +30,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from animator_cli.cache import StageCache
+from animator_cli.device import cuda_available
 from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
-from animator_cli.generate import GenerateResult, animate, generate, lazy_pipeline
+from animator_cli.generate import GenerateResult, animate, generate, lazy_pipeline, needed_weights
 from animator_cli.options import Runtime, make_options
 from animator_cli.weights.home import WeightsHome
 
@@ -72,7 +72,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def shard_runtime(runtime: Runtime) -> Runtime:
     """Under torchrun/accelerate each process takes its own GPU (``cuda:$LOCAL_RANK``) unless told otherwise."""
-    if runtime.device is None and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+    if runtime.device is None and "LOCAL_RANK" in os.environ and cuda_available():
         return replace(runtime, device=f"cuda:{int(os.environ['LOCAL_RANK'])}")
     return runtime
 
@@ -141,9 +141,11 @@ def run_job(job: dict[str, Any], runtime: Runtime, weights: WeightsHome, cache: 
 def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache: StageCache,
               shard: tuple[int, int] = (0, 1), force: bool = False,
               on_done: Callable[[JobOutcome], None] | None = None) -> list[JobOutcome]:
-    """Run this shard's jobs; each outcome holds the result or the one-line error of a failed job."""
+    """Run this shard's jobs; each outcome holds the result or the one-line error of a failed job. Missing
+    weights stop the batch before its first job (a WeightsError listing all of them)."""
     jobs = read_jobs(jobs_file)
     runtime = shard_runtime(runtime)
+    weights.require_components(needed_weights(runtime))
     pipeline = lazy_pipeline(weights, runtime)
     index, count = shard
     outcomes = []

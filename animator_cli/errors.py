@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class AnimatorError(Exception):
     """Base class: an error the user can act on. ``exit_code`` is what the CLI exits with."""
@@ -21,6 +23,14 @@ class InputError(AnimatorError):
     """Bad input or usage: a missing, unreadable or malformed file, an invalid option value."""
 
     exit_code = 2
+
+
+def require_file(path: Path, what: str) -> Path:
+    """``path`` if it is a file, else an InputError naming ``what`` (e.g. "reference image") and the problem."""
+    if not Path(path).is_file():
+        problem = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        raise InputError(f"{what} {path} {problem}")
+    return Path(path)
 
 
 class WeightsError(AnimatorError):

@@ -22,23 +22,26 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from animator_cli.cache import StageCache
+from animator_cli.cache import CacheEntry, StageCache
 from animator_cli.check.report import preflight
-from animator_cli.errors import InputError
-from animator_cli.face import face_stage, load_identity
+from animator_cli.device import device_type
+from animator_cli.errors import InputError, require_file
+from animator_cli.face import FaceIdentity, face_stage, load_identity
 from animator_cli.fileio import atomic_path, ensure_writable_dir
-from animator_cli.hjb import arcface_sources, build_refiner
 from animator_cli.options import DEFAULT_FPS, GenerateOptions, Runtime
 from animator_cli.pose import extract_pose
+from animator_cli.pose.backend import resolve_backend
+from animator_cli.progress import Progress, stage
 from animator_cli.sampling.fit import Fit, fit_image
-from animator_cli.sampling.pipeline import AnimationPipeline, Progress
 from animator_cli.video import check_fps, list_frames, load_image, mux_audio, write_frame, write_video
 from animator_cli.weights.home import WeightsHome
+
+if TYPE_CHECKING:  # torch, diffusers and the models load only when a video is rendered, never on a cached rerun
+    from animator_cli.sampling.pipeline import AnimationPipeline
 
 log = logging.getLogger("animator")
 
@@ -59,17 +62,21 @@ class GenerateResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
-PipelineLoader = Callable[[], AnimationPipeline]
+PipelineLoader = Callable[[], "AnimationPipeline"]
 
 
 def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
     """Load every network once, straight onto its device (the CPU when offloading), placed as ``runtime`` says."""
-    from animator_cli.models.loading import load_models
+    with stage("loading models"):  # importing torch and diffusers is part of it: seconds
+        import torch
 
-    home = torch.device("cpu") if runtime.offload else runtime.torch_device()  # no detour through host RAM
-    models = load_models(weights, home, runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
-    return AnimationPipeline(models, runtime.torch_device(), runtime.torch_dtype(), offload=runtime.offload,
-                             vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg)
+        from animator_cli.models.loading import load_models
+        from animator_cli.sampling.pipeline import AnimationPipeline
+
+        home = torch.device("cpu") if runtime.offload else runtime.torch_device()  # no detour through host RAM
+        models = load_models(weights, home, runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
+        return AnimationPipeline(models, runtime.torch_device(), runtime.torch_dtype(), offload=runtime.offload,
+                                 vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg)
 
 
 def lazy_pipeline(weights: WeightsHome, runtime: Runtime) -> PipelineLoader:
@@ -110,8 +117,39 @@ def weights_signature(weights: WeightsHome, checkpoint_dir: Path | None,
     animation = Path(checkpoint_dir) if checkpoint_dir else weights.animation_dir
     files = [p for sub in ("unet", "vae", "image_encoder") for p in sorted((weights.svd_dir / sub).glob("*"))]
     files += sorted(p for p in animation.glob("*") if p.suffix in (".pth", ".safetensors"))
-    files += arcface_sources(weights) if face_opt else []
+    files += weights.arcface_files() if face_opt else []
     return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.is_file()}
+
+
+def needed_weights(runtime: Runtime, pose_backend: str | None = None) -> list[str]:
+    """The weights components a render reads (`WeightsHome.component` keys): SVD, the StableAnimator checkpoints
+    unless ``runtime.checkpoint_dir`` replaces them, antelopev2 (face stage; its glintr100 is also --face-opt's
+    ArcFace), and DWPose when ``pose_backend`` asks for it by name."""
+    keys = ["svd", *([] if runtime.checkpoint_dir else ["animation"]), "antelopev2"]
+    return keys + (["dwpose"] if pose_backend == "dwpose" else [])
+
+
+def check_inputs(reference: Path, output: Path, options: GenerateOptions, runtime: Runtime, *,
+                 driving: Path | None = None, audio_from: Path | None = None, face_masks: Path | None = None) -> None:
+    """Option values, then input and output paths: checked before any work and without importing anything heavy."""
+    options.validate()
+    runtime.validate()
+    if driving is not None and not Path(driving).exists():
+        raise InputError(f"driving video {driving} does not exist")
+    if Path(output).suffix.lower() != ".mp4":
+        raise InputError(f"output {output} must end in .mp4")
+    require_file(reference, "reference image")
+    if audio_from is not None:
+        require_file(audio_from, "--audio-from")
+    if face_masks is not None and (options.face_opt is None or not Path(face_masks).is_dir()):
+        raise InputError(f"--face-masks {face_masks} needs --face-opt and must be a folder of frame_<i>.png")
+
+
+def check_weights(weights: WeightsHome, runtime: Runtime, pose_backend: str | None = None) -> None:
+    """Every weights component the render needs (all missing ones in one error), and a usable pose backend."""
+    weights.require_components(needed_weights(runtime, pose_backend))
+    if pose_backend is not None:
+        resolve_backend(pose_backend, weights)  # an unknown name, or `auto` with neither DWPose nor MediaPipe
 
 
 def generate(reference: Path, poses: Path, output: Path, options: GenerateOptions = GenerateOptions(),
@@ -125,47 +163,31 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     renders even when the video is cached). ``pipeline`` returns loaded models (see `lazy_pipeline`); it is
     called only when the video must be rendered. With ``options.face_opt``, the face boxes come from
     ``face_masks`` (frame_<i>.png masks) when given, else from the pose folder's keypoints.npz.
+    A cached video is found without importing torch: the cache key needs only file hashes and parameters.
     """
-    options.validate()
     reference, poses, output = Path(reference), Path(poses), Path(output)
-    if output.suffix.lower() != ".mp4":
-        raise InputError(f"output {output} must end in .mp4")
-    if audio_from is not None and not Path(audio_from).is_file():
-        raise InputError(f"--audio-from {audio_from} does not exist")
-    if face_masks is not None and (options.face_opt is None or not Path(face_masks).is_dir()):
-        raise InputError(f"--face-masks {face_masks} needs --face-opt and must be a folder of frame_<i>.png")
+    check_inputs(reference, output, options, runtime, audio_from=audio_from, face_masks=face_masks)
+    frame_paths = pose_frames(poses)
+    check_weights(weights, runtime)
     source = load_image(reference)
     rgb = fit_image(source, options.width, options.height, options.fit)
-    frame_paths = pose_frames(poses)
     fps = options.fps or pose_fps(poses) or DEFAULT_FPS
     face_dir, _ = face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
                              allow_no_face=options.allow_no_face, device=runtime.device, force=force)
     face = load_identity(face_dir)
-    identity = face.embedding
 
     # The device changes the random draws (CPU and CUDA generators differ) and --vae-on-cpu the VAE's precision.
-    params = {"options": asdict(options), "fps": fps, "dtype": str(runtime.torch_dtype()),
-              "device": runtime.torch_device().type, "vae_on_cpu": runtime.vae_on_cpu,
-              "identity": hashlib.sha256(identity.tobytes()).hexdigest(),
+    params = {"options": asdict(options), "fps": fps, "dtype": f"torch.{runtime.dtype_name()}",
+              "device": device_type(runtime.device_name()), "vae_on_cpu": runtime.vae_on_cpu,
+              "identity": hashlib.sha256(face.embedding.tobytes()).hexdigest(),
               "weights": weights_signature(weights, runtime.checkpoint_dir, options.face_opt is not None)}
     entry = cache.entry("generate", [reference, poses, *([face_masks] if face_masks else [])], params)
     cached = entry.done and not force and frames_dir is None
     if cached:
         log.info("generation cached: %s", entry.path)
     else:
-        refine = None if options.face_opt is None else build_refiner(
-            rgb, source.shape[1::-1], face, poses, len(frame_paths), options.face_opt, fit=options.fit,
-            steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks)
-        animation = (pipeline or lazy_pipeline(weights, runtime))()
-        frames = load_poses(frame_paths, options.width, options.height, options.fit)
-        generator = torch.Generator(device=animation.device).manual_seed(options.seed)
-        video = animation(rgb, frames, identity, options.sampling, generator, progress, refine=refine)
-        with entry.writing() as tmp:
-            write_video(tmp / VIDEO_FILE, video, fps, options.crf)
-        if frames_dir is not None:
-            ensure_writable_dir(frames_dir)
-            for i, frame in enumerate(video):
-                write_frame(frames_dir, i, frame)
+        _render(entry, rgb, source.shape[1::-1], face, poses, frame_paths, fps, options, runtime, weights,
+                pipeline, frames_dir, face_masks, progress)
     _export(entry.path / VIDEO_FILE, output, audio_from)
     if report is not None:  # the identity timeline of the video just written (animator_cli.check.timeline)
         from animator_cli.check.timeline import write_identity_report
@@ -177,23 +199,48 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
                           Path(audio_from) if audio_from else None)
 
 
+def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], face: FaceIdentity, poses: Path,
+            frame_paths: list[Path], fps: float, options: GenerateOptions, runtime: Runtime, weights: WeightsHome,
+            pipeline: PipelineLoader | None, frames_dir: Path | None, face_masks: Path | None,
+            progress: Progress | None) -> None:
+    """Render the video into the cache ``entry`` (and ``frames_dir``); the only part that needs torch."""
+    import torch
+
+    from animator_cli.hjb import build_refiner
+
+    refine = None if options.face_opt is None else build_refiner(
+        rgb, source_size, face, poses, len(frame_paths), options.face_opt, fit=options.fit,
+        steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks)
+    animation = (pipeline or lazy_pipeline(weights, runtime))()
+    frames = load_poses(frame_paths, options.width, options.height, options.fit)
+    generator = torch.Generator(device=animation.device).manual_seed(options.seed)
+    video = animation(rgb, frames, face.embedding, options.sampling, generator, progress, refine=refine)
+    with stage("writing"), entry.writing() as tmp:
+        write_video(tmp / VIDEO_FILE, video, fps, options.crf)
+    if frames_dir is not None:
+        ensure_writable_dir(frames_dir)
+        for i, frame in enumerate(video):
+            write_frame(frames_dir, i, frame)
+
+
 def animate(reference: Path, driving: Path, output: Path, options: GenerateOptions = GenerateOptions(),
             runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
             pipeline: PipelineLoader | None = None, align: str = "global", pose_backend: str = "auto",
             max_frames: int | None = None, force: bool = False, progress: Progress | None = None,
             check: str = "warn", report: Path | None = None) -> GenerateResult:
     """Animate ``reference`` with the motion of the ``driving`` video: pose extraction aligned to the
-    reference, identity, generation, the driving audio muxed in. Each stage is cached.
+    reference, identity, generation, the driving audio muxed in. Each stage is cached. Options, paths and
+    weights are all checked before the pose stage starts.
 
     ``check``: the alignment preflight first (`animator check`; warn logs, strict stops on a warning, off).
     ``report``: also write the identity timeline of the result into that folder."""
-    options.validate()
-    if not Path(driving).exists():
-        raise InputError(f"driving video {driving} does not exist")
+    check_inputs(Path(reference), Path(output), options, runtime, driving=Path(driving))
+    check_weights(weights, runtime, pose_backend)
     preflight(reference, driving, check, weights=weights, cache=cache, align=align, backend=pose_backend,
               device=runtime.device, max_frames=max_frames)
     poses = extract_pose(Path(driving), reference=Path(reference), align=align, backend=pose_backend,
-                         max_frames=max_frames, weights=weights, cache=cache, device=runtime.device, force=force)
+                         max_frames=max_frames, weights=weights, cache=cache, device=runtime.device, force=force,
+                         progress=progress)
     audio = Path(driving) if Path(driving).is_file() else None
     return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
                     audio_from=audio, force=force, progress=progress, report=report)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from animator_cli.device import default_device, device_type
 from animator_cli.errors import InputError
 from animator_cli.sampling.fit import Fit
 from animator_cli.sampling.windows import window_indices
@@ -160,17 +161,24 @@ class Runtime:
         if self.dtype is not None and self.dtype not in DTYPES:
             raise InputError(f"unknown --dtype {self.dtype}", f"choose from {', '.join(DTYPES)}")
 
+    def device_name(self) -> str:
+        """The device the models run on: ``device``, else cuda when torch can use a GPU, else cpu."""
+        return self.device or default_device()
+
+    def dtype_name(self) -> str:
+        """torch's name of the model dtype (``float16``…), without importing torch."""
+        self.validate()
+        return DTYPES[self.dtype or ("fp32" if device_type(self.device_name()) == "cpu" else "fp16")]
+
     def torch_device(self) -> torch.device:
         import torch
 
-        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return torch.device(self.device_name())
 
     def torch_dtype(self) -> torch.dtype:
-        self.validate()
-        name = self.dtype or ("fp32" if self.torch_device().type == "cpu" else "fp16")
         import torch
 
-        return getattr(torch, DTYPES[name])
+        return getattr(torch, self.dtype_name())
 
 
 def make_options(resolution: str = "512x512", width: int | None = None, height: int | None = None,

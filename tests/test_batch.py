@@ -39,7 +39,8 @@ def test_animate_option_on_a_pose_job_is_still_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("error, code", [(InputError("bad"), 2), (WeightsError("no weights"), 3),
                                          (OutOfMemoryError("oom"), 4), (RuntimeError("CUDA out of memory"), 4),
                                          (ValueError("a bug"), 1)])
-def test_batch_exits_with_the_first_failed_jobs_own_code(cli, tmp_path: Path, monkeypatch, error, code) -> None:
+def test_batch_exits_with_the_first_failed_jobs_own_code(cli, tiny_home, tmp_path: Path, monkeypatch, error,
+                                                         code) -> None:
     """Exit 1 is for bugs: a batch whose first failure is bad input exits 2, missing weights 3, out of memory 4."""
     jobs_file = tmp_path / "jobs.yaml"
     jobs_file.write_text("jobs:\n" + "".join(f"  - {{reference: r.png, poses: p, output: {name}.mp4}}\n"
@@ -52,7 +53,7 @@ def test_batch_exits_with_the_first_failed_jobs_own_code(cli, tmp_path: Path, mo
         raise error if job["output"].name == "first.mp4" else later
 
     monkeypatch.setattr(batch, "run_job", fake_job)
-    result = cli("--weights", tmp_path / "home", "--json", "batch", jobs_file)
+    result = cli("--weights", tiny_home.root, "--json", "batch", jobs_file)  # complete: the batch checks first
     assert result.exit_code == code, result.stderr
     report = json.loads(result.stdout)
     assert report["failed"] == 2 and [j["ok"] for j in report["jobs"]] == [True, False, False]

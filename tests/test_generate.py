@@ -83,8 +83,8 @@ def test_cli_generate_fps_audio_and_cache(cli, tiny_home, tmp_path, astronaut_pa
     poses = _skeletons(tmp_path / "poses", 6, fps=None)
     clip = _driving_clip(tmp_path / "music.mp4")
     out = tmp_path / "out.mp4"
-    args = ["--weights", tiny_home.root, "--json", "generate", astronaut_path, poses, "-o", out, "-r", "512x512",
-            "--width", 64, "--height", 64, "--steps", 1, "--audio-from", clip]
+    args = ["--weights", tiny_home.root, "--json", "generate", astronaut_path, poses, "-o", out,
+            "--resolution", "512x512", "--width", 64, "--height", 64, "--steps", 1, "--audio-from", clip]
     first = cli(*args)
     assert first.exit_code == 0, first.stderr
     info = probe(out)
@@ -114,7 +114,8 @@ def test_cli_generate_frames_dir_and_defaults(cli, tiny_home, tmp_path, astronau
 
 
 @pytest.mark.parametrize("args", [
-    ("--width", 100), ("--height", 32), ("-r", "640x480"), ("--dtype", "fp8"), ("--overlap", 16), ("--noise-aug", -1),
+    ("--width", 100), ("--height", 32), ("--resolution", "640x480"), ("--dtype", "fp8"), ("--overlap", 16),
+    ("--noise-aug", -1),
     ("--width", 0), ("--height", 0), ("--width", 6400000, "--height", 6400000), ("--width", 4160),
     ("--fps", "inf"), ("--fps", "1e12"), ("--fps", "nan"), ("--fps", 0),
     ("--seed", -1), ("--seed", "99999999999999999999999"), ("--seed", 2**63),

@@ -18,6 +18,7 @@ from animator_cli import __version__
 from animator_cli.cache import StageCache
 from animator_cli.cli import context
 from animator_cli.cli.context import configure_logging, settings, stderr
+from animator_cli.cli.help import HELP_OPTIONS, tidy_help
 from animator_cli.errors import AnimatorError, OutOfMemoryError, is_out_of_memory
 from animator_cli.weights.home import WeightsHome
 
@@ -30,7 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": HELP_OPTIONS},
 )
 
 
@@ -48,9 +49,13 @@ def global_options(
         "--cache-dir", envvar="ANIMATOR_CACHE", help="Stage cache (default ~/.cache/animator/stages).")] = None,
     device: Annotated[str | None, typer.Option(
         "--device", help="torch device, e.g. cuda, cuda:1, cpu (default: cuda when available).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and full tracebacks.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Only warnings and errors on stderr (also accepted after the command).")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="animator's debug logs and timings, full tracebacks (also after the command).")
+    ] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Machine-readable result on stdout (also accepted after the command).")] = False,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
@@ -77,6 +82,7 @@ COMMAND_MODULES = {
     "ui": "ui_cmd",
 }
 _VALUE_OPTIONS = {"--weights", "--cache-dir", "--device"}
+_GLOBAL_FLAGS = {"--json", "--quiet", "-q", "--verbose", "-v"}  # also accepted after the command
 
 
 def _register_commands(argv: list[str]) -> None:
@@ -103,6 +109,38 @@ def _command_position(argv: list[str]) -> int:
     return len(argv)
 
 
+def _hoist_global_flags(group: typer.core.TyperGroup, argv: list[str]) -> list[str]:
+    """`animator generate ... --json` means `animator --json generate ...`: global flags written after the command
+    move in front of it, unless they are the value of one of the command's options or come after `--`."""
+    position = _command_position(argv)
+    value_options = _value_options(group, argv[position:])
+    moved, rest, is_value = [], [], False
+    for index, arg in enumerate(argv[position:], start=position):
+        if arg == "--":
+            rest += argv[index:]
+            break
+        if arg in _GLOBAL_FLAGS and not is_value:
+            moved.append(arg)
+        else:
+            rest.append(arg)
+        is_value = not is_value and arg in value_options
+    return argv[:position] + moved + rest
+
+
+def _value_options(group: typer.core.TyperGroup, args: list[str]) -> set[str]:
+    """The option names that take a value in the (sub)commands that ``args`` names."""
+    names: set[str] = set()
+    command: typer.core.TyperGroup | typer.core.TyperCommand | None = group
+    for arg in args:
+        command = getattr(command, "commands", {}).get(arg)
+        if command is None:
+            break
+        for param in command.params:
+            if param.param_type_name == "option" and not param.is_flag and not param.count:
+                names.update(param.opts + param.secondary_opts)
+    return names
+
+
 def _fail(message: str, code: int) -> int:
     if settings.verbose:
         traceback.print_exc(file=sys.stderr)
@@ -116,7 +154,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         _register_commands(argv)
         command = typer.main.get_command(app)
-        result = command.main(args=argv, prog_name="animator", standalone_mode=False)
+        tidy_help(command)
+        result = command.main(args=_hoist_global_flags(command, argv), prog_name="animator", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code

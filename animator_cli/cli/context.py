@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,16 @@ settings = Settings()
 
 
 def configure_logging(quiet: bool, verbose: bool) -> None:
+    """animator's own logger at the chosen level; every other library's stays at WARNING, even with --verbose
+    (Pillow's and others' debug output would bury ours). Without a terminal, plain timestamped lines."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
-    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    if stderr.is_terminal:
+        handler: logging.Handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     log.setLevel(level)
 
 

@@ -76,7 +76,7 @@ def evaluate_command(
     metrics: Annotated[str, typer.Option("--metrics", help=f"Comma-separated: {','.join(METRICS)}.")] = ",".join(
         METRICS),
     reference: Annotated[Path | None, typer.Option(
-        "--reference", help="Reference image for CSIM (default: the ground-truth frame's face).")] = None,
+        "--reference", "-r", help="Reference image for CSIM (default: the ground-truth frame's face).")] = None,
     per_frame: Annotated[Path | None, typer.Option("--per-frame", help="Write per-frame values to this CSV.")
                          ] = None,
     timeline: Annotated[Path | None, typer.Option(

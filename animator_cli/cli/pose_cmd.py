@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from animator_cli.cli.app import app
-from animator_cli.cli.context import emit, settings, stderr
+from animator_cli.cli.context import emit, settings
+from animator_cli.cli.help import AlignChoice, BackendChoice
+from animator_cli.cli.stage_display import stage_display
 from animator_cli.pose import extract_pose
 
 
@@ -21,24 +22,23 @@ def extract_pose_command(
         "--output", "-o", help="Write the skeletons here (default: the stage cache).")] = None,
     reference: Annotated[Path | None, typer.Option(
         "--reference", "-r", help="Reference image: poses are aligned to this person and drawn at its size.")] = None,
-    align: Annotated[str, typer.Option(
-        help="global: scale+shift fit (the paper's); limbs: also bone lengths of the reference; none.")] = "global",
-    backend: Annotated[str, typer.Option(
-        help="auto (DWPose if installed, else MediaPipe), dwpose or mediapipe.")] = "auto",
+    align: Annotated[AlignChoice, typer.Option(
+        "--align", help="global: scale+shift fit (the paper's); limbs: also bone lengths of the reference; none.")
+    ] = AlignChoice["global"],
+    backend: Annotated[BackendChoice, typer.Option(
+        "--backend", help="auto: DWPose if its weights are installed, else MediaPipe.")] = BackendChoice["auto"],
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="One Euro filter against jitter.")] = True,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames.")] = None,
     fps: Annotated[float | None, typer.Option(
-        help="Frame rate of a frame folder (default 25) or override for a video.")] = None,
+        "--fps", help="Frame rate of a frame folder (default 25) or override for a video.")] = None,
     preview: Annotated[bool, typer.Option("--preview", help="Also write preview.mp4 (skeleton over video).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute even if cached.")] = False,
 ) -> None:
     """Extract StableAnimator pose skeletons (frame_<i>.png, keypoints.npz, meta.json) from a driving video."""
-    columns = (TextColumn("pose"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True, disable=settings.quiet or settings.json) as bar:
-        task = bar.add_task("pose", total=None)
+    with stage_display("extract-pose") as progress:
         folder = extract_pose(
-            source, output, reference, align=align, backend=backend, smooth=smooth, max_frames=max_frames,
-            preview=preview, fps=fps, weights=settings.weights, cache=settings.cache, device=settings.device,
-            force=force, progress=lambda done, total: bar.update(task, completed=done, total=total or None))
+            source, output, reference, align=align.value, backend=backend.value, smooth=smooth,
+            max_frames=max_frames, preview=preview, fps=fps, weights=settings.weights, cache=settings.cache,
+            device=settings.device, force=force, progress=progress)
     meta = json.loads((folder / "meta.json").read_text())
     emit({"poses": str(folder), **meta}, [folder])

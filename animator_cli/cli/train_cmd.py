@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings, stderr
+from animator_cli.cli.help import BackendChoice
+from animator_cli.cli.stage_display import stage_display
 from animator_cli.errors import InputError
 from animator_cli.weights.home import WeightsHome
 
@@ -26,21 +27,18 @@ def prepare_data(
     videos_dir: Annotated[Path, typer.Argument(help="Folder of training videos (one clip per file).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Dataset folder to create or complete.")],
     workers: Annotated[int, typer.Option("--workers", min=1, help="Videos processed in parallel.")] = 1,
-    pose_backend: Annotated[str, typer.Option(
-        "--pose-backend", help="auto (DWPose if installed, else MediaPipe), dwpose or mediapipe.")] = "auto",
+    pose_backend: Annotated[BackendChoice, typer.Option(
+        "--pose-backend", help="auto: DWPose if its weights are installed, else MediaPipe.")] = BackendChoice["auto"],
 ) -> None:
     """Frames, unaligned skeletons, face masks and cached identities for every video; resumable.
 
     A video that fails is reported and skipped; the command then exits 2 after the others are built."""
     from animator_cli.training.prepare import prepare_dataset
 
-    columns = (TextColumn("prepare-data {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr, transient=True, disable=settings.quiet) as bar:
-        task = bar.add_task("", total=None)
-        result = prepare_dataset(videos_dir, output, settings.weights, workers=workers, pose_backend=pose_backend,
-                                 device=settings.device,
-                                 progress=lambda clip, done, total: bar.update(task, completed=done, total=total,
-                                                                             description=clip))
+    with stage_display("prepare-data") as progress:
+        result = prepare_dataset(videos_dir, output, settings.weights, workers=workers,
+                                 pose_backend=pose_backend.value, device=settings.device,
+                                 progress=lambda clip, done, total: progress(done, total))
     stderr.print(f"{len(result.built)} clips built, {len(result.skipped)} already done, {len(result.failed)} failed",
                  highlight=False)
     for clip, why in result.failed.items():
@@ -70,13 +68,16 @@ def train(
 ) -> None:
     """Train PoseNet, the face encoder and the UNet attention layers; prints the checkpoints written."""
     from animator_cli.training.config import load_config
-    from animator_cli.training.trainer import train as run_training
+    from animator_cli.training.preflight import check_training
 
     pairs = [*(overrides or []), *(set_ or [])]
     pairs += [f"{key}={value}" for key, value in (("data.path", data), ("output", output), ("max_steps", max_steps))
               if value is not None]
     cfg = load_config(config, pairs)
     weights = WeightsHome.resolve(cfg.model.weights) if cfg.model.weights else settings.weights
+    check_training(cfg, weights)  # before torch and diffusers are imported (seconds)
+    from animator_cli.training.trainer import train as run_training
+
     result = run_training(cfg, weights, resume=resume)
     if not result.is_main:  # under `accelerate launch`, one process prints the result
         return

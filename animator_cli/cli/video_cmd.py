@@ -35,7 +35,7 @@ def info(video: Annotated[Path, typer.Argument(help="Video file.")]) -> None:
 def frames(
     video: Annotated[Path, typer.Argument(help="Video file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for frame_<i>.png.")],
-    max_frames: Annotated[int | None, typer.Option("--max-frames", min=1)] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Only the first N frames.")] = None,
 ) -> None:
     """Split a video into frame_<i>.png (the reference's layout), written atomically."""
     details = probe(video)
@@ -55,7 +55,7 @@ def frames(
 def encode(
     frames_dir: Annotated[Path, typer.Argument(help="Folder of frame_<i>.png.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.")],
-    fps: Annotated[float, typer.Option("--fps", min=0.001)] = 25.0,
+    fps: Annotated[float, typer.Option("--fps", min=0.001, help="Frame rate of the video.")] = 25.0,
     crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="H.264 quality, lower is better.")] = 18,
     audio_from: Annotated[Path | None, typer.Option("--audio-from", help="Take this video's audio.")] = None,
 ) -> None:

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from scipy import linalg
 
 from animator_cli.errors import WeightsError
 from animator_cli.weights.home import WeightsHome
@@ -43,6 +42,8 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
                      eps: float = 1e-6) -> float:
     """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^½), with eps·I added when the product is singular."""
+    from scipy import linalg  # here, not at the top: `animator --help` imports this module
+
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     covmean = linalg.sqrtm(sigma1 @ sigma2)

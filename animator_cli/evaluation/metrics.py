@@ -10,7 +10,6 @@ import math
 
 import cv2
 import numpy as np
-from skimage.metrics import structural_similarity
 
 
 def resize_like(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -40,6 +39,8 @@ def psnr(generated: np.ndarray, truth: np.ndarray) -> float:
 def ssim(generated: np.ndarray, truth: np.ndarray) -> float:
     """SSIM of the uint8 greyscale images (ITU-R 601 luma, as cv2), scikit-image defaults:
     7×7 uniform window, sample covariance, K1 0.01, K2 0.03, data range 255 (DisCo's settings)."""
+    from skimage.metrics import structural_similarity  # here: scikit-image and SciPy take ~0.5 s to import
+
     grey_gen = cv2.cvtColor(generated, cv2.COLOR_RGB2GRAY)
     grey_truth = cv2.cvtColor(truth, cv2.COLOR_RGB2GRAY)
     return float(structural_similarity(grey_gen, grey_truth, data_range=255))

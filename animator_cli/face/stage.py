@@ -7,9 +7,11 @@ from pathlib import Path
 
 from animator_cli import fileio
 from animator_cli.cache import StageCache
+from animator_cli.errors import require_file
 from animator_cli.face.analyzer import DET_SIZE, model_signature
 from animator_cli.face.identity import extract_identity
 from animator_cli.face.storage import IDENTITY_FILE, MASK_FILE, META_FILE, save_identity
+from animator_cli.progress import stage
 from animator_cli.weights.home import WeightsHome
 
 
@@ -24,13 +26,16 @@ def face_stage(
     device: str | None = None,
 ) -> tuple[Path, bool]:
     """Run (or reuse) the face stage for ``image``; returns the entry folder and whether it was cached."""
-    image = Path(image)
+    image = require_file(Path(image), "reference image")
+    weights.require_components(["antelopev2"])
     params = {"legacy_rgb": legacy_rgb, "allow_no_face": allow_no_face, "det_size": list(DET_SIZE),
               "models": model_signature(weights)}
     entry = cache.entry("face", [image], params)
     if entry.done and not force:
         return entry.path, True
-    identity = extract_identity(image, weights, legacy_rgb=legacy_rgb, allow_no_face=allow_no_face, device=device)
+    with stage("face"):
+        identity = extract_identity(image, weights, legacy_rgb=legacy_rgb, allow_no_face=allow_no_face,
+                                    device=device)
     with entry.writing() as tmp:
         save_identity(tmp, identity, {"image": str(image), "legacy_rgb": legacy_rgb,
                                       "models": str(weights.antelopev2_dir)})

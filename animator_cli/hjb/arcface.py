@@ -18,17 +18,10 @@ from animator_cli.face.analyzer import FIX
 from animator_cli.hjb.iresnet import INPUT_SIZE, IResNet, iresnet_from_state_dict
 from animator_cli.hjb.onnx_convert import NotIResNet, state_dict_from_onnx
 from animator_cli.models.loading import read_state_dict
+from animator_cli.weights.home import ARCFACE_TORCH_FILE as TORCH_FILE
 from animator_cli.weights.home import WeightsHome
 
-TORCH_FILE = "glintr100_torch.pth"
-ONNX_FILE = "glintr100.onnx"
-
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
-
-
-def arcface_sources(weights: WeightsHome) -> list[Path]:
-    """The files the network is read from, in order of preference (for the generation cache key)."""
-    return [weights.animation_dir / TORCH_FILE, weights.antelopev2_dir / ONNX_FILE]
 
 
 def load_arcface(weights: WeightsHome) -> IResNet:
@@ -36,7 +29,7 @@ def load_arcface(weights: WeightsHome) -> IResNet:
 
     One copy per file version is kept, so `animator batch` runs many `--face-opt` jobs on one network.
     """
-    torch_file, onnx_file = arcface_sources(weights)
+    torch_file, onnx_file = weights.arcface_files()
     for source in (torch_file, onnx_file):
         if source.is_file():
             return _load(source, source.stat().st_mtime_ns)

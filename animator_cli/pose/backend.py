@@ -34,8 +34,7 @@ def resolve_backend(name: str, weights: WeightsHome) -> str:
     if name not in BACKENDS:
         raise InputError(f"unknown pose backend '{name}'", f"choose from {', '.join(BACKENDS)}")
     if name == "dwpose":
-        for file in DWPOSE_FILES:
-            weights.require(weights.dwpose_dir / file, "DWPose model", "animator weights download --only dwpose")
+        weights.require_components([name])
         return name
     if name == "auto" and dwpose_installed(weights):
         return "dwpose"

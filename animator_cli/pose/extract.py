@@ -30,6 +30,7 @@ from animator_cli.pose.draw import draw_pose, overlay
 from animator_cli.pose.keypoints import Pose, PoseTrack, save_keypoints
 from animator_cli.pose.smooth import one_euro
 from animator_cli.pose.track import MainPersonTracker, fill_gaps, largest
+from animator_cli.progress import stage
 from animator_cli.video import VideoWriter, check_fps, iter_frames, list_frames, load_image, probe
 from animator_cli.weights.home import WeightsHome
 
@@ -190,7 +191,7 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
         out_dir = Path(out_dir)
         if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not is_pose_output(out_dir))):
             raise InputError(f"{out_dir} exists and is not a pose folder", "choose a new or empty -o folder")
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir) as tmp, stage(STAGE):
             _build(tmp, *build_args)
         return out_dir
     params = {"align": align if reference else "none", "backend": resolved, "smooth": smooth,
@@ -199,6 +200,6 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
     if entry.done and not force:
         log.info("pose: reusing %s", entry.path)
         return entry.path
-    with entry.writing() as tmp:
+    with entry.writing() as tmp, stage(STAGE):
         _build(tmp, *build_args)
     return entry.path

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -29,6 +29,7 @@ import torch
 from animator_cli.errors import InputError
 from animator_cli.models.loading import AnimatorModels
 from animator_cli.options import SamplingOptions
+from animator_cli.progress import Progress, stage
 from animator_cli.sampling.conditioning import (
     added_time_ids,
     cast_module,
@@ -39,8 +40,6 @@ from animator_cli.sampling.conditioning import (
 )
 from animator_cli.sampling.schedule import karras_schedule
 from animator_cli.sampling.windows import blend_weights, periodic_noise, window_indices
-
-Progress = Callable[[int, int], None]
 
 
 class Refiner(Protocol):
@@ -119,7 +118,7 @@ class AnimationPipeline:
         tiles = _Tiles(windows, num_frames, self.device)
         # With the face refiner the VAE stays on the device for the whole loop (one move under --offload).
         decoder = self._running(models.vae) if refine is not None else contextlib.nullcontext(models.vae)
-        with self._running(models.unet) as unet, decoder as vae:
+        with self._running(models.unet) as unet, decoder as vae, stage("denoising"):
             for step, timestep in enumerate(schedule.timesteps.tolist()):
                 x_in = schedule.scale_input(latents, step).to(self.dtype)
                 cond, uncond = self._blend(unet, x_in, timestep, tiles, pose_features, branches)
@@ -132,7 +131,8 @@ class AnimationPipeline:
                     progress(step + 1, len(schedule))
 
         # 4. Decode.
-        return self._decode(latents, options.decode_chunk)
+        with stage("decoding"):
+            return self._decode(latents, options.decode_chunk)
 
     def _pose_features(self, poses: np.ndarray, chunk: int) -> torch.Tensor:
         """PoseNet output (F, 320, h, w) for all frames, in chunks of ``chunk`` frames; kept on the CPU when

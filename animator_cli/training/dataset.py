@@ -42,11 +42,12 @@ from PIL import Image
 from animator_cli.errors import AnimatorError, InputError
 from animator_cli.face.identity import EMBEDDING_DIM
 from animator_cli.sampling.fit import Fit, fit_image
+from animator_cli.training.preflight import require_dataset_dir
+from animator_cli.training.prepare import IDENTITY_FILE
 from animator_cli.video import list_frames, load_image
 
 log = logging.getLogger("animator")
 
-IDENTITY_FILE = "identities.npz"  # not the face stage's identity.npz: one embedding per frame, another layout
 
 
 @dataclass(frozen=True)
@@ -129,10 +130,7 @@ def _check_identity(path: Path, frame_count: int) -> tuple[list[str], list[str]]
 
 def check_dataset(root: Path, list_files: list[str], num_frames: int, verify_images: bool = False) -> DataReport:
     """Check every listed clip once, before training starts."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"dataset folder {root} does not exist",
-                         "pass --data DATASET_DIR (see `animator prepare-data`)")
+    root = require_dataset_dir(root)
     report = DataReport(clips=[])
     for list_file in list_files:
         usable = []

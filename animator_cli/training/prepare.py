@@ -43,12 +43,13 @@ from animator_cli.face.analyzer import largest_face, load_analyzer
 from animator_cli.face.identity import EMBEDDING_DIM, box_mask, to_detector_input
 from animator_cli.fileio import atomic_dir, ensure_writable_dir, write_text_atomic
 from animator_cli.pose import extract_pose
-from animator_cli.training.dataset import IDENTITY_FILE
-from animator_cli.video import iter_frames, list_frames, load_image, probe, write_frame
+from animator_cli.pose.backend import resolve_backend
+from animator_cli.video import iter_frames, list_frames, load_image, probe
 from animator_cli.weights.home import WeightsHome
 
 log = logging.getLogger("animator")
 
+IDENTITY_FILE = "identities.npz"  # not the face stage's identity.npz: one embedding per frame, another layout
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 LIST_FILES = {"rec": "video_rec_path.txt", "vec": "video_vec_path.txt"}
 PORTRAIT_RATIO = 1.5
@@ -107,7 +108,9 @@ def build_clip(video: Path, clip_dir: Path, weights: WeightsHome, pose_backend: 
         images.mkdir()
         count = 0
         for count, rgb in enumerate(iter_frames(video), start=1):
-            write_frame(images, count - 1, rgb)
+            # OpenCV's fast PNG level: the same pixels as Pillow's default, written ~5× faster (large clips)
+            if not cv2.imwrite(str(images / f"frame_{count - 1}.png"), rgb[..., ::-1]):
+                raise AnimatorError(f"cannot write {images / f'frame_{count - 1}.png'}")
         if count == 0:
             raise InputError(f"{video} has no decodable frames")
         fps = probe(video).fps or None
@@ -182,6 +185,8 @@ def prepare_dataset(videos_dir: Path, dataset: Path, weights: WeightsHome, *, wo
                     progress: Callable[[str, int, int], None] | None = None) -> PrepareResult:
     """Build every missing clip of ``videos_dir`` into ``dataset``; finished clips are kept (resumable)."""
     videos = find_videos(videos_dir)
+    weights.require_components(["antelopev2", *(["dwpose"] if pose_backend == "dwpose" else [])])
+    resolve_backend(pose_backend, weights)
     dataset = ensure_writable_dir(Path(dataset))
     result = PrepareResult(dataset)
     todo = []

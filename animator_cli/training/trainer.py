@@ -29,11 +29,13 @@ from torch import nn
 
 from animator_cli.errors import InputError
 from animator_cli.fileio import ensure_writable_dir, write_text_atomic
+from animator_cli.progress import stage
 from animator_cli.sampling.conditioning import cast_module
 from animator_cli.sampling.fit import Fit
 from animator_cli.training import checkpoint as ckpt
 from animator_cli.training.config import TrainConfig
 from animator_cli.training.dataset import BatchPlan, ClipDataset, DataReport, check_dataset, collate, iter_batches
+from animator_cli.training.preflight import check_training
 from animator_cli.training.step import training_loss
 from animator_cli.weights.home import WeightsHome
 
@@ -105,8 +107,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
 
     from animator_cli.models.loading import AnimatorModels
 
-    if config.data.path is None:
-        raise InputError("no dataset given", "pass --data DATASET_DIR or set data.path in the config")
+    check_training(config, weights)
     run_dir = ensure_writable_dir(Path(config.output))
     tracker = "tensorboard" if _has_tensorboard() else None
     accelerator = Accelerator(gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
@@ -127,7 +128,8 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     plan = BatchPlan([len(c) for c in report.clips], config.data.batch_size, world, rank, config.seed,
                      [b.list_file for b in config.data.buckets])
 
-    models, groups = _training_models(config, weights, run_dir, accelerator)
+    with stage("loading models"):
+        models, groups = _training_models(config, weights, run_dir, accelerator)
     optim = config.optim
     optimizer = torch.optim.AdamW([{"params": params, "name": name} for name, params in groups.items()],
                                   lr=optim.learning_rate, betas=(optim.adam_beta1, optim.adam_beta2),

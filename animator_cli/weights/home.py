@@ -23,6 +23,8 @@ DWPOSE_FILES = ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")
 ANTELOPEV2_FILES = (
     "1k3d68.onnx", "2d106det.onnx", "genderage.onnx", "glintr100.onnx", "scrfd_10g_bnkps.onnx",
 )
+ARCFACE_TORCH_FILE = "glintr100_torch.pth"  # the release's torch ArcFace for --face-opt (optional, see arcface_files)
+DOWNLOAD = "animator weights download"
 
 
 def default_home() -> Path:
@@ -43,6 +45,7 @@ class ComponentStatus(str, Enum):
 class Component:
     """One downloadable unit of the weights home."""
 
+    key: str  # its name for `animator weights download --only`
     name: str
     files: tuple[Path, ...]
     required: bool  # needed by `animator generate`
@@ -119,14 +122,16 @@ class WeightsHome:
         svd = self.svd_dir
         svd_files = [svd / "model_index.json"] + [svd / sub / _config_name(sub) for sub in SVD_SUBFOLDERS]
         return [
-            Component("SVD (stable-video-diffusion-img2vid-xt)", tuple(svd_files), True,
-                      "animator weights download --only svd", "video diffusion backbone"),
-            Component("StableAnimator checkpoints", tuple(self.animation_checkpoint(n) for n in ANIMATION_CHECKPOINTS),
-                      True, "animator weights download --only animation", "PoseNet, face encoder, UNet"),
-            Component("antelopev2 (insightface)", tuple(self.antelopev2_dir / f for f in ANTELOPEV2_FILES), True,
-                      "animator weights download --only antelopev2", "face detection and ArcFace identity"),
-            Component("DWPose", tuple(self.dwpose_dir / f for f in DWPOSE_FILES), False,
-                      "animator weights download --only dwpose", "pose extraction (MediaPipe is used without it)"),
+            Component("svd", "SVD (stable-video-diffusion-img2vid-xt)", tuple(svd_files), True,
+                      f"{DOWNLOAD} --only svd", "video diffusion backbone"),
+            Component("animation", "StableAnimator checkpoints",
+                      tuple(self.animation_checkpoint(n) for n in ANIMATION_CHECKPOINTS), True,
+                      f"{DOWNLOAD} --only animation", "PoseNet, face encoder, UNet"),
+            Component("antelopev2", "antelopev2 (insightface)",
+                      tuple(self.antelopev2_dir / f for f in ANTELOPEV2_FILES), True,
+                      f"{DOWNLOAD} --only antelopev2", "face detection and ArcFace identity"),
+            Component("dwpose", "DWPose", tuple(self.dwpose_dir / f for f in DWPOSE_FILES), False,
+                      f"{DOWNLOAD} --only dwpose", "pose extraction (MediaPipe is used without it)"),
         ]
 
     def status(self, component: Component) -> tuple[ComponentStatus, Path | None]:
@@ -146,7 +151,26 @@ class WeightsHome:
     def can_generate(self) -> bool:
         return all(self.status(c)[0] is ComponentStatus.PRESENT for c in self.components() if c.required)
 
-    def require(self, path: Path, what: str, fix: str = "animator weights download") -> Path:
+    def require_components(self, keys: list[str]) -> None:
+        """Check the components ``keys`` (e.g. ``["svd", "antelopev2"]``) before any work: one WeightsError that
+        lists every missing or unreadable one and the single download command that installs them all."""
+        problems = []
+        for component in self.components():
+            if component.key in keys:
+                status, path = self.status(component)
+                if status is not ComponentStatus.PRESENT:
+                    problems.append((component, f"{component.name}: {status.value} {path}"))
+        if problems:
+            fix = " ".join(f"--only {component.key}" for component, _ in problems)
+            raise WeightsError(f"weights missing in {self.root}: {'; '.join(text for _, text in problems)}",
+                               f"run `{DOWNLOAD} {fix}` or pass --weights DIR")
+
+    def arcface_files(self) -> list[Path]:
+        """Where --face-opt reads its ArcFace from, in order of preference: the release's torch file, else
+        antelopev2's glintr100.onnx (converted exactly), so the antelopev2 component is all it needs."""
+        return [self.animation_dir / ARCFACE_TORCH_FILE, self.antelopev2_dir / "glintr100.onnx"]
+
+    def require(self, path: Path, what: str, fix: str = DOWNLOAD) -> Path:
         """Return ``path`` if it exists, else raise a WeightsError naming the file and the fix."""
         if not path.exists():
             raise WeightsError(f"{what} not found at {path}", f"run `{fix}` or pass --weights DIR")
