@@ -20,7 +20,7 @@ from animator_cli.generate import GenerateResult, pose_frames
 from animator_cli.options import DTYPES, RESOLUTIONS
 from animator_cli.pose.align import ALIGN_MODES
 from animator_cli.pose.backend import BACKENDS
-from animator_cli.ui.session import RenderSettings, UiSession, error_text, missing_weights
+from animator_cli.ui.session import RenderSettings, UiSession, error_text
 
 log = logging.getLogger("animator")
 
@@ -53,13 +53,12 @@ def note(kind: str, text: str, items: list[str] | None = None) -> str:
 
 
 def weights_note(session: UiSession) -> str:
-    """Which required weights are missing and how to fetch them, or '' when generation can run."""
-    missing = missing_weights(session.weights)
-    if not missing:
+    """The library's message about missing weights (which, and the command that fetches them), or ''."""
+    problem = session.weights_problem()
+    if problem is None:
         return ""
-    items = [f"{c.name} ({c.purpose}): missing or unreadable; run `{c.fix}`" for c in missing]
-    return note("warning", f"Generation needs weights that are not in {session.weights.root}. Fetch them, or "
-                "restart with --weights DIR (or ANIMATOR_HOME) pointing at a complete weights home:", items)
+    return note("warning", f"Generate is off until the weights are complete: {problem}. Then restart `animator ui` "
+                "(--weights DIR or ANIMATOR_HOME choose the weights home).")
 
 
 def result_note(result: GenerateResult, seconds: float) -> str:

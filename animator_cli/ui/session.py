@@ -19,10 +19,18 @@ from PIL import Image
 from animator_cli.cache import StageCache
 from animator_cli.check import AlignmentReport, check_alignment
 from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
-from animator_cli.generate import GenerateResult, PipelineLoader, animate, generate, lazy_pipeline, pose_frames
+from animator_cli.generate import (
+    GenerateResult,
+    PipelineLoader,
+    animate,
+    check_weights,
+    generate,
+    lazy_pipeline,
+    pose_frames,
+)
 from animator_cli.options import DEFAULT_SEED, GenerateOptions, Runtime, SamplingOptions, make_options
 from animator_cli.video import load_image
-from animator_cli.weights.home import Component, ComponentStatus, WeightsHome
+from animator_cli.weights.home import WeightsHome
 
 log = logging.getLogger("animator")
 
@@ -74,17 +82,21 @@ def error_text(exc: BaseException, device: str | None = None) -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
-def missing_weights(weights: WeightsHome) -> list[Component]:
-    """The components generation needs that are missing or unreadable in ``weights``."""
-    return [c for c in weights.components() if c.required and weights.status(c)[0] is not ComponentStatus.PRESENT]
-
-
 class UiSession:
     """One server's state: where weights and cache are, the models loaded for the last runtime, the work folder."""
 
     def __init__(self, weights: WeightsHome, cache: StageCache, workdir: Path, device: str | None = None) -> None:
         self.weights, self.cache, self.workdir, self.device = weights, cache, Path(workdir), device
         self._loaded: tuple[Runtime, PipelineLoader] | None = None
+
+    def weights_problem(self) -> str | None:
+        """What `animator animate` would say about this weights home (every missing component and the command
+        that fetches them all), or None when a render can run."""
+        try:
+            check_weights(self.weights, Runtime(device=self.device), "auto")
+        except AnimatorError as exc:
+            return str(exc)
+        return None
 
     def _folder(self, kind: str) -> Path:
         parent = self.workdir / kind
