@@ -17,8 +17,11 @@ File format (paths are relative to the YAML file's folder)::
 
 Sharding: ``shard=(i, n)`` runs jobs i, i+n, i+2n, …; without it the RANK / WORLD_SIZE variables set by
 torchrun or accelerate are used, so ``torchrun --nproc-per-node 4 -m animator_cli batch jobs.yaml`` splits the
-jobs over four GPUs (each process also takes ``cuda:$LOCAL_RANK`` unless ``--device`` is given).
-A failing job is recorded and the others still run; `animator batch` then exits with the first failed job's
+jobs over four GPUs (each process also takes ``cuda:$LOCAL_RANK`` unless ``--device`` is given). With a
+window-parallel ``runtime`` (``animator batch --parallel windows``, `animator_cli.distributed`) every process takes
+part in every job instead, and the first failed job stops the batch on every rank.
+No job may write over a file any job reads (checked before that job runs). A failing job is recorded and the
+others still run; `animator batch` then exits with the first failed job's
 code (2 bad input, 3 weights, 4 out of memory, 1 only for an internal error), never with a code of its own.
 """
 
@@ -34,12 +37,14 @@ import yaml
 
 from animator_cli.cache import StageCache
 from animator_cli.device import cuda_available
-from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
+from animator_cli.errors import AnimatorError, InputError, known_failure
+from animator_cli.fileio import check_output_path
 from animator_cli.generate import GenerateResult, animate, generate, lazy_pipeline, needed_weights
 from animator_cli.options import Runtime, make_options
 from animator_cli.weights.home import WeightsHome
 
-PATH_KEYS = ("reference", "driving", "poses", "output", "audio_from")
+INPUT_KEYS = ("reference", "driving", "poses", "audio_from")
+PATH_KEYS = (*INPUT_KEYS, "output")
 ANIMATE_KEYS = ("align", "pose_backend", "max_frames")
 GENERATE_ONLY_KEYS = ("poses", "audio_from")
 
@@ -138,6 +143,15 @@ def run_job(job: dict[str, Any], runtime: Runtime, weights: WeightsHome, cache: 
                     audio_from=audio_from, force=force)
 
 
+def _failed(index: int, output: str | None, exc: Exception, device: str | None) -> JobOutcome:
+    """The outcome of a job that raised ``exc``, with the exit code the CLI would give it."""
+    if isinstance(exc, AnimatorError):
+        return JobOutcome(index, output, error=str(exc), exit_code=exc.exit_code)
+    if (known := known_failure(exc, device)) is not None:  # out of memory, disk full
+        return JobOutcome(index, output, error=str(known), exit_code=known.exit_code)
+    return JobOutcome(index, output, error=f"{type(exc).__name__}: {exc}", exit_code=1)
+
+
 def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache: StageCache,
               shard: tuple[int, int] = (0, 1), force: bool = False,
               on_done: Callable[[JobOutcome], None] | None = None) -> list[JobOutcome]:
@@ -148,20 +162,19 @@ def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache:
     weights.require_components(needed_weights(runtime))
     pipeline = lazy_pipeline(weights, runtime)
     index, count = shard
+    inputs = [job[key] for job in jobs for key in INPUT_KEYS if job.get(key) is not None]
     outcomes = []
     for number in range(index, len(jobs), count):
         job = jobs[number]
         output = str(job["output"]) if job.get("output") is not None else None
         try:
+            if output is not None:  # another job's input is as precious as this job's own
+                check_output_path(job["output"], inputs)
             outcome = JobOutcome(number, output, result=run_job(job, runtime, weights, cache, pipeline, force))
-        except AnimatorError as exc:
-            outcome = JobOutcome(number, output, error=str(exc), exit_code=exc.exit_code)
-        except (RuntimeError, ValueError, OSError) as exc:  # e.g. CUDA out of memory on one long video
-            if is_out_of_memory(exc):
-                oom = OutOfMemoryError(f"out of memory: {exc}")
-                outcome = JobOutcome(number, output, error=str(oom), exit_code=oom.exit_code)
-            else:
-                outcome = JobOutcome(number, output, error=f"{type(exc).__name__}: {exc}", exit_code=1)
+        except (AnimatorError, RuntimeError, ValueError, OSError) as exc:  # e.g. CUDA out of memory on one video
+            if runtime.ranks.parallel:
+                raise  # the ranks render each job together: one rank's failure stops them all
+            outcome = _failed(number, output, exc, runtime.device)
         outcomes.append(outcome)
         if on_done is not None:
             on_done(outcome)

@@ -3,6 +3,9 @@
 The key hashes the content of the stage's input files, its parameters and the package version.
 A finished entry holds ``manifest.json``; an entry is built in a temporary directory and renamed
 into place only when complete, so an interrupted run never leaves a result a rerun would trust.
+The manifest records the size and SHA-256 of every file of the entry; an entry is served only while they
+match, so a truncated or altered file (a full disk, a crash of another tool, a manual edit) is rebuilt instead
+of copied to the user. Entries written before files were recorded this way are rebuilt too.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +28,7 @@ from animator_cli.fileio import atomic_dir
 
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
+log = logging.getLogger("animator")
 
 
 def default_cache_dir() -> Path:
@@ -64,15 +70,53 @@ class CacheEntry:
 
     @property
     def done(self) -> bool:
-        return (self.path / MANIFEST).is_file()
+        """Whether a finished, intact entry is here. A damaged or outdated entry is removed (with one log
+        line) and reported as not done, so the caller rebuilds it."""
+        if not (self.path / MANIFEST).is_file():
+            return False
+        problem = self._damage()
+        if problem is None:
+            return True
+        if problem:
+            log.warning("cache entry %s is damaged (%s); rebuilding", self.path, problem)
+        else:
+            log.info("cache entry %s predates file checks; rebuilding", self.path)
+        shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
+    def _damage(self) -> str | None:
+        """None for an intact entry, "" for one without recorded sizes and hashes, else what is wrong."""
+        try:
+            files = self.read_manifest().get("files")
+        except (OSError, ValueError, AttributeError):
+            return f"{MANIFEST}: unreadable"
+        if not isinstance(files, dict) or not all(isinstance(r, dict) for r in files.values()):
+            return ""
+        for name, record in files.items():
+            path = self.path / name
+            try:
+                size = path.stat().st_size
+            except OSError:
+                return f"{name}: missing"
+            if size != record.get("size"):
+                return f"{name}: size mismatch"
+            try:
+                digest = hash_path(path)
+            except InputError:
+                return f"{name}: unreadable"
+            if digest != record.get("sha256"):
+                return f"{name}: hash mismatch"
+        return None
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Path]:
-        """Yield a scratch directory; on success it becomes this entry, manifest included."""
+        """Yield a scratch directory; on success it becomes this entry, manifest (with each file's size and
+        SHA-256) included."""
         with atomic_dir(self.path) as tmp:
             yield tmp
-            record = dict(self.manifest, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          files=sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()))
+            files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": hash_path(p)}
+                     for p in sorted(tmp.rglob("*")) if p.is_file()}
+            record = dict(self.manifest, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), files=files)
             (tmp / MANIFEST).write_text(json.dumps(record, indent=2))
 
     def read_manifest(self) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -9,6 +11,7 @@ class AnimatorError(Exception):
     """Base class: an error the user can act on. ``exit_code`` is what the CLI exits with."""
 
     exit_code = 1
+    silent = False  # the error line was printed by another process of the same job (animator_cli.distributed)
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -31,6 +34,14 @@ def require_file(path: Path, what: str) -> Path:
         problem = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
         raise InputError(f"{what} {path} {problem}")
     return Path(path)
+
+
+class DiskFullError(InputError):
+    """The disk (or the user's quota) filled up while writing; the partial file has been removed."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        super().__init__(f"no space left on device at {path or 'the output folder'}",
+                         "free some space or write the output elsewhere")
 
 
 class WeightsError(AnimatorError):
@@ -58,3 +69,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if torch is not None and isinstance(exc, torch.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write failing because the disk or the user's quota is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def known_failure(exc: BaseException, device: str | None = None) -> AnimatorError | None:
+    """The AnimatorError a foreign exception stands for (out of memory: exit 4, disk full: exit 2), else None.
+
+    The CLI and `animator batch` both ask this, so a failure gets the same code and line either way."""
+    if is_out_of_memory(exc):
+        return OutOfMemoryError(f"out of memory on {device or 'the device'}")
+    if is_disk_full(exc):
+        return DiskFullError(getattr(exc, "filename", None))
+    return None

@@ -1,4 +1,4 @@
-"""Atomic writes: results appear under their final name only when complete."""
+"""Safe writes: results appear under their final name only when complete, and never over the command's inputs."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from animator_cli.errors import InputError
+from animator_cli.errors import DiskFullError, InputError, is_disk_full
 
 
 def ensure_writable_dir(directory: Path) -> Path:
@@ -24,6 +24,67 @@ def ensure_writable_dir(directory: Path) -> Path:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise InputError(f"output directory {directory} is not writable", "choose another -o path")
     return directory
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether two existing paths are one file or folder (one inode: symlinks and hard links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet) or cannot be examined
+        return a.resolve() == b.resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies below ``folder``, compared by inode so symlinks and bind mounts are seen through."""
+    try:
+        target = folder.stat()
+    except OSError:
+        return False
+    for parent in path.resolve().parents:
+        with contextlib.suppress(OSError):
+            found = parent.stat()
+            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+                return True
+    return False
+
+
+def _check_writable(output: Path, folder: bool) -> None:
+    """The output is of the right kind (file or folder) and its nearest existing folder is writable."""
+    if output.is_dir() and not folder:
+        raise InputError(f"output {output} is an existing folder", "give a file name")
+    if output.exists() and not output.is_dir() and folder:
+        raise InputError(f"output folder {output} is an existing file", "choose another output path")
+    parent = next(p for p in output.absolute().parents if p.exists())
+    if not parent.is_dir():
+        raise InputError(f"output path {parent} is a file, not a directory", "choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into {parent}", "choose another output path")
+
+
+def check_output_path(output: Path, inputs: Iterable[Path | str | None], *, folder: bool = False,
+                      names: Iterable[str] = ()) -> None:
+    """Fail with an InputError, before any work, when ``output`` cannot be written or writing it would destroy
+    one of ``inputs``.
+
+    ``output`` clashes with an input that is the same file or folder under any name (symlinks and hard links
+    included), and with an existing file inside an input folder (a new file there is fine). With ``folder``,
+    ``output`` is a folder the command replaces or fills, so an input inside it clashes too. ``names`` are the
+    files the command writes inside ``output`` (e.g. frame_<i>.png); each is checked.
+    """
+    output = Path(output)
+    _check_writable(output, folder or bool(names))
+    targets = [output, *(output / name for name in names)]
+    for source in (Path(p) for p in inputs if p is not None):
+        if not source.exists():
+            continue  # a missing input gets its own error; nothing of it can be lost
+        for target in targets:
+            resolved = target.resolve()  # `new/../in.mp4` is in.mp4 once `new` is created
+            if _same(resolved, source) or (source.is_dir() and resolved.exists() and _inside(resolved, source)):
+                raise InputError(f"output {target} is also an input ({source}); writing it would destroy the input",
+                                 "choose another output path")
+        if folder and _inside(source, output):
+            raise InputError(f"output folder {output} holds the input {source}; writing it could destroy the input",
+                             "choose another output folder")
 
 
 def _umask() -> int:
@@ -59,8 +120,10 @@ def atomic_path(target: Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFullError(target) from exc
         raise
 
 
@@ -86,8 +149,10 @@ def atomic_dir(target: Path, replace: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         _swap_into_place(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise DiskFullError(target) from exc
         raise
 
 

@@ -31,13 +31,22 @@ from animator_cli.check.report import preflight
 from animator_cli.device import device_type
 from animator_cli.errors import InputError, require_file
 from animator_cli.face import FaceIdentity, face_stage, load_identity
-from animator_cli.fileio import atomic_path, ensure_writable_dir
+from animator_cli.fileio import atomic_path, check_output_path, ensure_writable_dir
 from animator_cli.options import DEFAULT_FPS, GenerateOptions, Runtime
 from animator_cli.pose import extract_pose
 from animator_cli.pose.backend import resolve_backend
 from animator_cli.progress import Progress, stage
 from animator_cli.sampling.fit import Fit, fit_image
-from animator_cli.video import check_fps, list_frames, load_image, mux_audio, write_frame, write_video
+from animator_cli.video import (
+    check_fps,
+    check_min_size,
+    list_frames,
+    load_image,
+    mux_audio,
+    plan_audio,
+    write_frame,
+    write_video,
+)
 from animator_cli.weights.home import WeightsHome
 
 if TYPE_CHECKING:  # torch, diffusers and the models load only when a video is rendered, never on a cached rerun
@@ -76,7 +85,7 @@ def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
         home = torch.device("cpu") if runtime.offload else runtime.torch_device()  # no detour through host RAM
         models = load_models(weights, home, runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
         return AnimationPipeline(models, runtime.torch_device(), runtime.torch_dtype(), offload=runtime.offload,
-                                 vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg)
+                                 vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg, ranks=runtime.ranks)
 
 
 def lazy_pipeline(weights: WeightsHome, runtime: Runtime) -> PipelineLoader:
@@ -130,14 +139,17 @@ def needed_weights(runtime: Runtime, pose_backend: str | None = None) -> list[st
 
 
 def check_inputs(reference: Path, output: Path, options: GenerateOptions, runtime: Runtime, *,
-                 driving: Path | None = None, audio_from: Path | None = None, face_masks: Path | None = None) -> None:
-    """Option values, then input and output paths: checked before any work and without importing anything heavy."""
+                 driving: Path | None = None, poses: Path | None = None, audio_from: Path | None = None,
+                 face_masks: Path | None = None) -> None:
+    """Option values, then input and output paths (the output may be none of the inputs): checked before any work
+    and without importing anything heavy."""
     options.validate()
     runtime.validate()
     if driving is not None and not Path(driving).exists():
         raise InputError(f"driving video {driving} does not exist")
     if Path(output).suffix.lower() != ".mp4":
         raise InputError(f"output {output} must end in .mp4")
+    check_output_path(Path(output), [reference, driving, poses, audio_from, face_masks])
     require_file(reference, "reference image")
     if audio_from is not None:
         require_file(audio_from, "--audio-from")
@@ -166,14 +178,22 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     A cached video is found without importing torch: the cache key needs only file hashes and parameters.
     """
     reference, poses, output = Path(reference), Path(poses), Path(output)
-    check_inputs(reference, output, options, runtime, audio_from=audio_from, face_masks=face_masks)
+    check_inputs(reference, output, options, runtime, poses=poses, audio_from=audio_from, face_masks=face_masks)
     frame_paths = pose_frames(poses)
+    if frames_dir is not None:
+        check_output_path(frames_dir, [reference, poses, audio_from, face_masks, output],
+                          names=(f"frame_{i}.png" for i in range(len(frame_paths))))
     check_weights(weights, runtime)
+    if audio_from is not None and plan_audio(Path(audio_from)) is None:  # unusable audio: known now, not at the end
+        audio_from = None
     source = load_image(reference)
+    check_min_size(reference, "reference image", source.shape[1], source.shape[0])
     rgb = fit_image(source, options.width, options.height, options.fit)
     fps = options.fps or pose_fps(poses) or DEFAULT_FPS
-    face_dir, _ = face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
-                             allow_no_face=options.allow_no_face, device=runtime.device, force=force)
+    ranks = runtime.ranks  # in a window-parallel run, rank 0 runs the cached stages and writes the output
+    face_dir, _ = ranks.on_main(lambda: face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
+                                                   allow_no_face=options.allow_no_face, device=runtime.device,
+                                                   force=force))
     face = load_identity(face_dir)
 
     # The device changes the random draws (CPU and CUDA generators differ) and --vae-on-cpu the VAE's precision.
@@ -182,12 +202,16 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
               "identity": hashlib.sha256(face.embedding.tobytes()).hexdigest(),
               "weights": weights_signature(weights, runtime.checkpoint_dir, options.face_opt is not None)}
     entry = cache.entry("generate", [reference, poses, *([face_masks] if face_masks else [])], params)
-    cached = entry.done and not force and frames_dir is None
+    cached = ranks.on_main(lambda: entry.done and not force and frames_dir is None)
+    result = GenerateResult(output, len(frame_paths), fps, options.width, options.height, cached,
+                            Path(audio_from) if audio_from else None)
     if cached:
         log.info("generation cached: %s", entry.path)
     else:
         _render(entry, rgb, source.shape[1::-1], face, poses, frame_paths, fps, options, runtime, weights,
                 pipeline, frames_dir, face_masks, progress)
+    if not ranks.is_main:  # rank 0 writes the output
+        return result
     _export(entry.path / VIDEO_FILE, output, audio_from)
     if report is not None:  # the identity timeline of the video just written (animator_cli.check.timeline)
         from animator_cli.check.timeline import write_identity_report
@@ -195,8 +219,7 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
         write_identity_report(report, output, reference, weights=weights, device=runtime.device, fps=fps,
                               tile=options.sampling.tile, overlap=options.sampling.overlap,
                               hjb_steps=(options.face_opt.start, options.face_opt.end) if options.face_opt else None)
-    return GenerateResult(output, len(frame_paths), fps, options.width, options.height, cached,
-                          Path(audio_from) if audio_from else None)
+    return result
 
 
 def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], face: FaceIdentity, poses: Path,
@@ -210,11 +233,14 @@ def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], fa
 
     refine = None if options.face_opt is None else build_refiner(
         rgb, source_size, face, poses, len(frame_paths), options.face_opt, fit=options.fit,
-        steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks)
+        steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks,
+        ranks=runtime.ranks)
     animation = (pipeline or lazy_pipeline(weights, runtime))()
     frames = load_poses(frame_paths, options.width, options.height, options.fit)
     generator = torch.Generator(device=animation.device).manual_seed(options.seed)
     video = animation(rgb, frames, face.embedding, options.sampling, generator, progress, refine=refine)
+    if video is None:  # another rank decodes and writes it
+        return
     with stage("writing"), entry.writing() as tmp:
         write_video(tmp / VIDEO_FILE, video, fps, options.crf)
     if frames_dir is not None:
@@ -230,17 +256,18 @@ def animate(reference: Path, driving: Path, output: Path, options: GenerateOptio
             check: str = "warn", report: Path | None = None) -> GenerateResult:
     """Animate ``reference`` with the motion of the ``driving`` video: pose extraction aligned to the
     reference, identity, generation, the driving audio muxed in. Each stage is cached. Options, paths and
-    weights are all checked before the pose stage starts.
+    weights are all checked before the pose stage starts; in a window-parallel run rank 0 runs the check and the
+    pose stage.
 
     ``check``: the alignment preflight first (`animator check`; warn logs, strict stops on a warning, off).
     ``report``: also write the identity timeline of the result into that folder."""
     check_inputs(Path(reference), Path(output), options, runtime, driving=Path(driving))
     check_weights(weights, runtime, pose_backend)
-    preflight(reference, driving, check, weights=weights, cache=cache, align=align, backend=pose_backend,
-              device=runtime.device, max_frames=max_frames)
-    poses = extract_pose(Path(driving), reference=Path(reference), align=align, backend=pose_backend,
-                         max_frames=max_frames, weights=weights, cache=cache, device=runtime.device, force=force,
-                         progress=progress)
+    runtime.ranks.on_main(lambda: preflight(reference, driving, check, weights=weights, cache=cache, align=align,
+                                            backend=pose_backend, device=runtime.device, max_frames=max_frames))
+    poses = runtime.ranks.on_main(lambda: extract_pose(
+        Path(driving), reference=Path(reference), align=align, backend=pose_backend, max_frames=max_frames,
+        weights=weights, cache=cache, device=runtime.device, force=force, progress=progress))
     audio = Path(driving) if Path(driving).is_file() else None
     return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
                     audio_from=audio, force=force, progress=progress, report=report)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from animator_cli.device import default_device, device_type
+from animator_cli.distributed import Ranks
 from animator_cli.errors import InputError
 from animator_cli.sampling.fit import Fit
 from animator_cli.sampling.windows import window_indices
@@ -155,6 +156,7 @@ class Runtime:
     vae_on_cpu: bool = False
     batch_cfg: bool = True
     checkpoint_dir: Path | None = None
+    ranks: Ranks = field(default_factory=Ranks)  # the processes rendering one video together (distributed.py)
 
     def validate(self) -> None:
         """Reject an unknown --dtype without importing torch."""

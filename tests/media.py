@@ -66,3 +66,27 @@ def drifting_clip(path: Path, image: np.ndarray, frames: int, fps: int = 25, ste
     shifts = [((i * step) % 24) - 12 for i in range(frames)]
     write_video(path, [np.roll(image, s, axis=1) for s in shifts], fps=fps)
     return path
+
+
+def clip_with_pcm_audio(path: Path, layout: str, sample_rate: int, frames: int = 10, fps: int = 10,
+                        codec: str = "pcm_s16le") -> Path:
+    """A clip (H.264 video, a 16-bit PCM tone in ``layout`` at ``sample_rate``), e.g. as an .mkv or .mov."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        audio = container.add_stream(codec, rate=sample_rate, layout=layout)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 20, np.uint8), format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        channels = len(av.AudioLayout(layout).channels)
+        n = sample_rate * frames // fps
+        tone = (8000 * np.sin(np.arange(n) * 2 * np.pi * 440 / sample_rate)).astype(np.int16)
+        for start in range(0, n, 1024):
+            part = tone[start:start + 1024]
+            chunk = av.AudioFrame.from_ndarray(np.repeat(part, channels)[None], format="s16", layout=layout)
+            chunk.sample_rate, chunk.pts = sample_rate, start
+            container.mux(audio.encode(chunk))
+        container.mux(audio.encode(None))
+    return path

@@ -27,7 +27,7 @@ def test_miss_then_hit(tmp_path: Path) -> None:
     assert again.path == entry.path and again.done
     manifest = json.loads((again.path / MANIFEST).read_text())
     assert manifest["stage"] == "pose" and manifest["version"] == __version__
-    assert manifest["params"] == {"align": "global"} and manifest["files"] == ["result.txt"]
+    assert manifest["params"] == {"align": "global"} and list(manifest["files"]) == ["result.txt"]
 
 
 def test_key_follows_content_params_and_roles(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ reference photo and SAMPLE_FRAMES evenly spaced driving frames are looked at onc
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from animator_cli.check.preview import representative_frames, write_preview
 from animator_cli.errors import InputError
 from animator_cli.pose import extract_pose
 from animator_cli.pose.align import ALIGN_MODES, align_track
-from animator_cli.pose.backend import open_backend
+from animator_cli.pose.backend import open_backend, resolve_backend
 from animator_cli.pose.keypoints import Pose, PoseTrack, face_visible, load_source_track
 from animator_cli.pose.track import largest
 from animator_cli.video import iter_frames, load_image
@@ -30,6 +32,8 @@ from animator_cli.weights.home import WeightsHome
 
 SAMPLE_FRAMES = 16
 CHECK_MODES = ("warn", "strict", "off")  # what `animate` does with the check's findings
+STAGE = "check"
+MEASURED_FILE = "measured.json"
 log = logging.getLogger("animator")
 
 
@@ -149,10 +153,28 @@ def preflight(reference: Path, driving: Path, mode: str, *, weights: WeightsHome
         raise InputError(f"unknown --check {mode}", f"choose from {', '.join(CHECK_MODES)}")
     if mode == "off":
         return None
-    report = check_alignment(reference, driving, weights=weights, cache=cache, align=align, backend=backend,
-                             device=device, max_frames=max_frames)
+    report = _cached_check(reference, driving, weights=weights, cache=cache, align=align, backend=backend,
+                           device=device, max_frames=max_frames)
     for finding in report.warnings:
         log.warning("check: %s", finding.message + (f" → {finding.suggestion}" if finding.suggestion else ""))
     if mode == "strict":
         report.raise_for(strict=True)
+    return report
+
+
+def _cached_check(reference: Path, driving: Path, *, weights: WeightsHome, cache: StageCache, align: str,
+                  backend: str, device: str | None, max_frames: int | None) -> AlignmentReport:
+    """`check_alignment` through the stage cache: a rerun of `animate` judges the stored measurements again
+    instead of running the detectors (so a cached rerun loads no pose or face model)."""
+    params = {"align": align, "backend": resolve_backend(backend, weights), "max_frames": max_frames}
+    entry = cache.entry(STAGE, [Path(reference), Path(driving)], params)
+    if entry.done:
+        measured = Measurements(**json.loads((entry.path / MEASURED_FILE).read_text()))
+        measured = replace(measured, reference_size=tuple(measured.reference_size),
+                           driving_size=tuple(measured.driving_size))
+        return AlignmentReport(judge(measured), best_align(measured), measured)
+    report = check_alignment(reference, driving, weights=weights, cache=cache, align=align, backend=backend,
+                             device=device, max_frames=max_frames)
+    with entry.writing() as tmp:
+        (tmp / MEASURED_FILE).write_text(json.dumps(asdict(report.measured)))
     return report

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from animator_cli import __version__
 from animator_cli.cache import StageCache
 from animator_cli.cli import context
 from animator_cli.cli.context import configure_logging, settings, stderr
 from animator_cli.cli.help import HELP_OPTIONS, tidy_help
-from animator_cli.errors import AnimatorError, OutOfMemoryError, is_out_of_memory
+from animator_cli.errors import AnimatorError, known_failure
 from animator_cli.weights.home import WeightsHome
 
 # Typer ≥ 0.29 vendors click; take the exception classes from wherever its Exit lives.
@@ -144,7 +145,7 @@ def _value_options(group: typer.core.TyperGroup, args: list[str]) -> set[str]:
 def _fail(message: str, code: int) -> int:
     if settings.verbose:
         traceback.print_exc(file=sys.stderr)
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return code
 
 
@@ -168,11 +169,10 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except AnimatorError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return exc.exit_code if exc.silent else _fail(str(exc), exc.exit_code)
     except Exception as exc:
-        if is_out_of_memory(exc):
-            oom = OutOfMemoryError(f"out of memory on {settings.device or 'the device'}")
-            return _fail(str(oom), oom.exit_code)
+        if (known := known_failure(exc, settings.device)) is not None:  # out of memory, disk full
+            return _fail(str(known), known.exit_code)
         hint = "" if settings.verbose else " (rerun with --verbose for the traceback)"
         return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
 

@@ -14,7 +14,7 @@ from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings, stderr
 from animator_cli.errors import InputError
 from animator_cli.evaluation import METRICS, EvaluationResult, evaluate, json_safe, parse_metrics
-from animator_cli.fileio import atomic_path
+from animator_cli.fileio import atomic_path, check_output_path
 
 
 def _format(value: float | None) -> str:
@@ -100,6 +100,8 @@ def evaluate_command(
         emit(json_safe({"identity": identity}), [Path(f) for f in identity["files"]])
         return
     names = parse_metrics(metrics)
+    if per_frame is not None:
+        check_output_path(per_frame, [generated, ground_truth, reference])
     with stderr.status("evaluating...") as status:
         result = evaluate(generated, ground_truth, names, settings.weights, reference, settings.device,
                           progress=lambda case, n: status.update(f"evaluating {case}: frame {n}"))

@@ -9,7 +9,8 @@ import typer
 
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings, stderr
-from animator_cli.face import export_stage, face_stage, load_identity
+from animator_cli.face import EXPORT_FILES, export_stage, face_stage, load_identity
+from animator_cli.fileio import check_output_path
 
 
 @app.command("face")
@@ -25,6 +26,8 @@ def face(
     force: Annotated[bool, typer.Option("--force", help="Recompute even if cached.")] = False,
 ) -> None:
     """Detect the largest face and compute its identity embedding; prints the output folder."""
+    if output is not None:
+        check_output_path(output, [image], names=EXPORT_FILES)
     folder, cached = face_stage(image, settings.weights, settings.cache, legacy_rgb=legacy_rgb_id,
                                 allow_no_face=allow_no_face, force=force, device=settings.device)
     if output is not None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import enum
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from animator_cli.cli.app import app
-from animator_cli.cli.context import emit, settings, stderr
+from animator_cli.cli.context import configure_logging, emit, settings, stderr
 from animator_cli.cli.help import (
     IDENTITY,
     MEMORY,
@@ -120,6 +123,26 @@ def build_runtime(dtype: DtypeChoice | None = None, offload: bool = False, vae_o
     return runtime
 
 
+class Parallel(str, enum.Enum):
+    """How `animator batch` uses the processes of a torchrun / accelerate launch."""
+
+    JOBS = "jobs"
+    WINDOWS = "windows"
+
+
+@contextlib.contextmanager
+def rank_session(runtime: Runtime) -> Iterator[Runtime]:
+    """``runtime`` joined to the other processes of a torchrun / accelerate launch (one video on many GPUs);
+    only rank 0 logs, shows progress and prints results, each rank prints only its own error."""
+    from animator_cli.distributed import session
+
+    with session(runtime) as runtime:
+        if not runtime.ranks.is_main:
+            settings.quiet = True
+            configure_logging(True, settings.verbose)
+        yield runtime
+
+
 @app.command("generate")
 def generate(
     reference: Annotated[Path, typer.Argument(help="Reference image (the person to animate).")],
@@ -152,11 +175,12 @@ def generate(
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
     from animator_cli.generate import generate as generate_stage
 
-    with stage_display("generate") as progress:
+    with rank_session(runtime) as runtime, stage_display("generate") as progress:
         result = generate_stage(reference, poses, output, options, runtime, weights=settings.weights,
                                 cache=settings.cache, audio_from=audio_from, frames_dir=frames_dir,
                                 face_masks=face_masks, force=force, progress=progress, report=report)
-    emit(result.as_dict(), [result.output])
+    if runtime.ranks.is_main:
+        emit(result.as_dict(), [result.output])
 
 
 @app.command("animate")
@@ -191,12 +215,13 @@ def animate(
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
     from animator_cli.generate import animate as animate_stage
 
-    with stage_display("animate") as progress:
+    with rank_session(runtime) as runtime, stage_display("animate") as progress:
         result = animate_stage(reference, driving, output, options, runtime, weights=settings.weights,
                                cache=settings.cache, align=align.value, pose_backend=pose_backend.value,
                                max_frames=max_frames, force=force, progress=progress, check=check.value,
                                report=report)
-    emit(result.as_dict(), [result.output])
+    if runtime.ranks.is_main:
+        emit(result.as_dict(), [result.output])
 
 
 @app.command("batch")
@@ -205,6 +230,11 @@ def batch(
     shard: Annotated[str | None, typer.Option(
         "--shard", help="Run only jobs i, i+N, ... as I/N (default: RANK/WORLD_SIZE, else all).")] = None,
     force: Force = False, checkpoint: Checkpoint = None,
+    parallel: Annotated[Parallel, typer.Option(
+        "--parallel", help="Under torchrun / accelerate launch: each process runs its own jobs (jobs), or all "
+        "render each job together, sharing its windows (windows; the first failed job stops the batch).",
+        rich_help_panel=MEMORY)]
+    = Parallel.JOBS,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
 ) -> None:
     """Run many generate/animate jobs with the models loaded once; a failed job does not stop the others.
@@ -222,14 +252,21 @@ def batch(
           - {reference: bob.jpg, poses: poses/wave, output: out/bob.mp4, seed: 7}
     """
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    windows = parallel is Parallel.WINDOWS
+    if windows and shard is not None:
+        raise InputError("--shard shares out jobs; --parallel windows runs every job on every process")
     from animator_cli.batch import JobOutcome, parse_shard, run_batch
 
     def report(outcome: JobOutcome) -> None:
         status = "[green]ok[/]" if outcome.ok else f"[red]failed:[/] {outcome.error}"
         stderr.print(f"job {outcome.index}: {outcome.output} {status}", highlight=False, soft_wrap=True)
 
-    outcomes = run_batch(jobs, runtime, weights=settings.weights, cache=settings.cache, shard=parse_shard(shard),
-                         force=force, on_done=report)
+    with rank_session(runtime) if windows else contextlib.nullcontext(runtime) as runtime:
+        outcomes = run_batch(jobs, runtime, weights=settings.weights, cache=settings.cache,
+                             shard=(0, 1) if windows else parse_shard(shard), force=force,
+                             on_done=report if runtime.ranks.is_main else None)
+    if not runtime.ranks.is_main:
+        return
     failed = [o for o in outcomes if not o.ok]
     emit({"jobs": [{"index": o.index, "output": o.output, "ok": o.ok, "error": o.error,
                     "cached": o.result.cached if o.result else None} for o in outcomes],

@@ -12,7 +12,7 @@ from rich.progress import Progress
 
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings, stderr
-from animator_cli.fileio import atomic_dir
+from animator_cli.fileio import atomic_dir, check_output_path
 from animator_cli.video import iter_frames, list_frames, probe, write_frame, write_video
 
 _FRAME = re.compile(r"frame_\d+\.png")
@@ -38,6 +38,7 @@ def frames(
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Only the first N frames.")] = None,
 ) -> None:
     """Split a video into frame_<i>.png (the reference's layout), written atomically."""
+    check_output_path(output, [video], folder=True)
     details = probe(video)
     total = min(details.frame_count, max_frames or details.frame_count)
     # An existing folder is replaced only if it holds nothing but frames (a previous run's output).

@@ -42,10 +42,13 @@ def face_stage(
     return entry.path, False
 
 
+EXPORT_FILES = (IDENTITY_FILE, MASK_FILE, META_FILE)
+
+
 def export_stage(folder: Path, output: Path) -> Path:
     """Copy a face-stage folder's files into ``output``, each written atomically; returns ``output``."""
     fileio.ensure_writable_dir(output)
-    for name in (IDENTITY_FILE, MASK_FILE, META_FILE):
+    for name in EXPORT_FILES:
         with fileio.atomic_path(output / name) as tmp:
             shutil.copyfile(folder / name, tmp)
     return output

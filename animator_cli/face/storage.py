@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def load_identity(folder: Path | str) -> FaceIdentity:
             det_score = float(data["det_score"])
         with Image.open(mask_path) as image:
             mask = np.asarray(image.convert("L"), dtype=np.uint8)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"{folder}: unreadable face-stage files ({exc})", "rerun `animator face --force`") from exc
     return FaceIdentity(embedding.astype(np.float32), box.astype(np.float32), landmarks.astype(np.float32),
                         mask, det_score)

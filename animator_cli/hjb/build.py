@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from animator_cli.distributed import Ranks
 from animator_cli.errors import InputError
 from animator_cli.face import FaceIdentity
 from animator_cli.hjb.arcface import load_arcface
@@ -18,7 +19,7 @@ from animator_cli.weights.home import WeightsHome
 
 def build_refiner(reference: np.ndarray, reference_size: tuple[int, int], identity: FaceIdentity, poses: Path,
                   num_frames: int, options: FaceOptOptions, *, fit: Fit, steps: int, chunk: int,
-                  weights: WeightsHome, masks: Path | None = None) -> FaceRefiner:
+                  weights: WeightsHome, masks: Path | None = None, ranks: Ranks | None = None) -> FaceRefiner:
     """The refiner for ``reference`` (already fitted to the output size; ``reference_size`` = (w, h) of the
     original, in which the face stage's ``identity.box`` is given) animated along the pose folder ``poses``.
 
@@ -37,4 +38,5 @@ def build_refiner(reference: np.ndarray, reference_size: tuple[int, int], identi
         boxes = mask_face_boxes(masks, num_frames, width, height, fit)
     else:
         boxes = pose_face_boxes(poses, num_frames, width, height, fit)
-    return FaceRefiner(load_arcface(weights), reference_face_crop(reference, box), boxes, options, steps, chunk)
+    return FaceRefiner(load_arcface(weights), reference_face_crop(reference, box), boxes, options, steps, chunk,
+                       ranks)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from animator_cli.distributed import Ranks
 from animator_cli.hjb.arcface import Box, face_crops, identity_distance
 from animator_cli.hjb.checkpointing import checkpointed_layers
 from animator_cli.hjb.iresnet import IResNet
@@ -49,7 +50,8 @@ CHECKPOINT_ABOVE = 0.25  # decoded share of the latent above which the decoder i
 
 @dataclass
 class StepRecord:
-    """What one refined step did: its learning rate and the joint loss before each Adam iteration."""
+    """What one refined step did: its learning rate and the joint loss before each Adam iteration (the part of
+    this rank's chunks when many ranks share the refinement)."""
 
     step: int
     lr: float
@@ -64,8 +66,9 @@ class FaceRefiner:
     """
 
     def __init__(self, arcface: IResNet, reference_crop: torch.Tensor, boxes: list[Box | None],
-                 options: FaceOptOptions, num_steps: int, chunk: int) -> None:
+                 options: FaceOptOptions, num_steps: int, chunk: int, ranks: Ranks | None = None) -> None:
         options.validate()
+        self.ranks = ranks or Ranks()  # the pipeline's: the processes that render the video together
         self.arcface = arcface.eval().requires_grad_(False)
         self.boxes, self.options, self.num_steps, self.chunk = boxes, options, num_steps, chunk
         with torch.no_grad():
@@ -83,17 +86,24 @@ class FaceRefiner:
         return self.options.lr * (1 - step / self.num_steps)
 
     def __call__(self, vae: torch.nn.Module, denoised: torch.Tensor, step: int) -> torch.Tensor:
-        """The refined x̂0 (same shape, dtype and device as ``denoised``)."""
+        """The refined x̂0 (same shape, dtype and device as ``denoised``). With many ranks, each refines its share
+        of the chunks (balanced by the frames decoded) and the shares, zero elsewhere, are summed."""
         record = StepRecord(step, self.learning_rate(step), [0.0] * self.options.iters)
         param = next(vae.parameters())
         self.arcface.to(param.device)
-        refined = denoised.clone()
+        refined = torch.zeros_like(denoised)
+        starts = range(0, denoised.shape[1], self.chunk)
+        decoded = [len(b) if any(box is not None for box in b) else 0  # what a chunk costs: its decoded frames
+                   for b in (self.boxes[first:first + self.chunk] for first in starts)]
         with torch.enable_grad():
-            for first in range(0, denoised.shape[1], self.chunk):
+            for first in self.ranks.take(starts, decoded):
                 frames = slice(first, first + self.chunk)
                 boxes = self.boxes[frames]
                 if any(box is not None for box in boxes):
                     refined[0, frames] = self._refine_chunk(vae, denoised[0, frames], boxes, record)
+                else:
+                    refined[0, frames] = denoised[0, frames]
+        self.ranks.all_reduce(refined)
         self.records.append(record)
         return refined
 

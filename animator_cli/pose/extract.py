@@ -23,7 +23,7 @@ import numpy as np
 
 from animator_cli.cache import StageCache
 from animator_cli.errors import InputError
-from animator_cli.fileio import atomic_dir
+from animator_cli.fileio import atomic_dir, check_output_path
 from animator_cli.pose.align import ALIGN_MODES, Alignment, align_track
 from animator_cli.pose.backend import PoseBackend, open_backend, resolve_backend
 from animator_cli.pose.draw import draw_pose, overlay
@@ -31,13 +31,12 @@ from animator_cli.pose.keypoints import Pose, PoseTrack, save_keypoints
 from animator_cli.pose.smooth import one_euro
 from animator_cli.pose.track import MainPersonTracker, fill_gaps, largest
 from animator_cli.progress import stage
-from animator_cli.video import VideoWriter, check_fps, iter_frames, list_frames, load_image, probe
+from animator_cli.video import VideoWriter, check_fps, check_min_size, iter_frames, list_frames, load_image, probe
 from animator_cli.weights.home import WeightsHome
 
 STAGE = "pose"
 FOLDER_FPS = 25.0  # frame folders carry no rate
 MAX_GAP_SECONDS = 0.5  # detection gaps up to this long are interpolated
-MIN_SIDE = 32  # smaller images hold no detectable person and give a degenerate canvas
 log = logging.getLogger("animator")
 Progress = Callable[[int, int], None]
 
@@ -47,17 +46,11 @@ def _source_info(source: Path, fps: float | None) -> tuple[tuple[int, int], floa
     if source.is_dir():
         frames = list_frames(source)
         height, width = load_image(frames[0]).shape[:2]
-        _check_size(source, "driving frames", width, height)
+        check_min_size(source, "driving frames", width, height)
         return (width, height), fps or FOLDER_FPS, len(frames)
     info = probe(source)
-    _check_size(source, "driving video", info.width, info.height)
+    check_min_size(source, "driving video", info.width, info.height)
     return (info.width, info.height), fps or info.fps, info.frame_count
-
-
-def _check_size(path: Path, what: str, width: int, height: int) -> None:
-    if min(width, height) < MIN_SIDE:
-        raise InputError(f"{what} {path} is {width}×{height} pixels",
-                         f"use images at least {MIN_SIDE} pixels on each side")
 
 
 def is_pose_output(folder: Path) -> bool:
@@ -167,7 +160,7 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
     at its size. ``backend``: auto, dwpose or mediapipe. With ``out_dir`` the folder is written there (an existing
     folder is replaced only if it is a previous pose output); otherwise it is the stage-cache entry, reused unless
     ``force``. ``progress(done, total)`` is called after every detected frame. The reference and the driving
-    frames must be at least 32 pixels on each side.
+    frames must be at least ``MIN_SIDE`` (32) pixels on each side.
     """
     source = Path(source)
     if not source.exists():
@@ -180,7 +173,7 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
         if not Path(reference).is_file():
             raise InputError(f"reference image {reference} does not exist")
         height, width = load_image(Path(reference)).shape[:2]
-        _check_size(Path(reference), "reference image", width, height)
+        check_min_size(Path(reference), "reference image", width, height)
     if align not in ALIGN_MODES:
         raise InputError(f"unknown alignment '{align}'", f"choose from {', '.join(ALIGN_MODES)}")
     weights = weights or WeightsHome.resolve()
@@ -189,6 +182,7 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
                   weights, device, progress)
     if out_dir is not None:
         out_dir = Path(out_dir)
+        check_output_path(out_dir, [source, reference], folder=True)
         if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not is_pose_output(out_dir))):
             raise InputError(f"{out_dir} exists and is not a pose folder", "choose a new or empty -o folder")
         with atomic_dir(out_dir) as tmp, stage(STAGE):

@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from animator_cli.distributed import OrderedSum, Ranks
 from animator_cli.errors import InputError
 from animator_cli.models.loading import AnimatorModels
 from animator_cli.options import SamplingOptions
@@ -55,12 +56,16 @@ class AnimationPipeline:
 
     ``offload`` keeps every model on the CPU and moves each one to ``device`` only while it runs;
     ``vae_on_cpu`` runs the VAE on the CPU in fp32 (encode and decode), which saves its activations' memory.
+    ``ranks``: the processes that render the video together (each denoises its share of the windows; rank 0
+    decodes and gets the frames, the others get None).
     """
 
     def __init__(self, models: AnimatorModels, device: torch.device | str, dtype: torch.dtype = torch.float16,
-                 offload: bool = False, vae_on_cpu: bool = False, batch_cfg: bool = True) -> None:
+                 offload: bool = False, vae_on_cpu: bool = False, batch_cfg: bool = True,
+                 ranks: Ranks | None = None) -> None:
         self.models, self.device, self.dtype = models, torch.device(device), dtype
         self.offload, self.vae_on_cpu, self.batch_cfg = offload, vae_on_cpu, batch_cfg
+        self.ranks = ranks or Ranks()
         resting = torch.device("cpu") if offload else self.device
         for name in ("unet", "image_encoder", "face_encoder", "pose_net"):
             place(getattr(models, name), resting, dtype)
@@ -81,7 +86,7 @@ class AnimationPipeline:
     @torch.no_grad()
     def __call__(self, reference: np.ndarray, poses: np.ndarray, identity: np.ndarray, options: SamplingOptions,
                  generator: torch.Generator, progress: Progress | None = None,
-                 refine: Refiner | None = None) -> np.ndarray:
+                 refine: Refiner | None = None) -> np.ndarray | None:
         """Animate ``reference`` (H×W×3 uint8, already fitted to the output size) along ``poses`` (F×H×W×3
         uint8, same size) with the 512-d ArcFace ``identity``; returns F×H×W×3 uint8 frames. ``refine`` (the
         HJB face optimisation, `animator_cli.hjb.FaceRefiner`) replaces x̂0 at the steps where it is active."""
@@ -115,7 +120,7 @@ class AnimationPipeline:
         models.unet.set_id_scale(options.id_scale)
         branches = _Branches(image_latent.to(self.device, self.dtype), context.to(self.dtype),
                              time_ids.to(self.device, self.dtype), guided, self.batch_cfg)
-        tiles = _Tiles(windows, num_frames, self.device)
+        tiles = _Tiles(windows, num_frames, self.device, self.ranks)
         # With the face refiner the VAE stays on the device for the whole loop (one move under --offload).
         decoder = self._running(models.vae) if refine is not None else contextlib.nullcontext(models.vae)
         with self._running(models.unet) as unet, decoder as vae, stage("denoising"):
@@ -131,6 +136,8 @@ class AnimationPipeline:
                     progress(step + 1, len(schedule))
 
         # 4. Decode.
+        if not self.ranks.is_main:  # rank 0 decodes
+            return None
         with stage("decoding"):
             return self._decode(latents, options.decode_chunk)
 
@@ -145,12 +152,12 @@ class AnimationPipeline:
     def _blend(self, unet: torch.nn.Module, x_in: torch.Tensor, timestep: float, tiles: _Tiles,
                pose_features: torch.Tensor, branches: _Branches) -> tuple[torch.Tensor, torch.Tensor]:
         """Window-blended (cond, uncond) v-predictions, each (1, F, 4, h, w) fp32."""
-        total = torch.zeros(2, *x_in.shape[1:], device=self.device)
+        total = OrderedSum(torch.zeros(2, *x_in.shape[1:], device=self.device), self.ranks, tiles.indices)
         for index, weights in tiles.windows:
             pose = pose_features[index.to(pose_features.device)].to(self.device)
             v = branches.predict(unet, x_in[:, index], timestep, pose)
-            total.index_add_(1, index, v.float() * weights)
-        total /= tiles.weight_sum
+            total.add(index, v.float() * weights)
+        total = total.result() / tiles.weight_sum
         return total[1:], total[:1]
 
     def _decode(self, latents: torch.Tensor, chunk: int) -> np.ndarray:
@@ -173,15 +180,19 @@ def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
 
 
 class _Tiles:
-    """Each window's frame indices and blending weights on the device, and the per-frame weight sums."""
+    """This rank's windows (all of them in a single process): frame indices and blending weights on the device;
+    the frame indices and per-frame weight sums of every window."""
 
-    def __init__(self, windows: list[list[int]], num_frames: int, device: torch.device) -> None:
+    def __init__(self, windows: list[list[int]], num_frames: int, device: torch.device,
+                 ranks: Ranks | None = None) -> None:
         self.windows = [(torch.tensor(w, device=device), blend_weights(len(w)).to(device).view(1, -1, 1, 1, 1))
                         for w in windows]
         self.weight_sum = torch.zeros(num_frames, device=device)
         for index, weights in self.windows:
             self.weight_sum.index_add_(0, index, weights.flatten())
         self.weight_sum = self.weight_sum.view(1, -1, 1, 1, 1)
+        self.indices = [index for index, _ in self.windows]
+        self.windows = (ranks or Ranks()).take(self.windows, [len(w) for w in windows])
 
 
 class _Branches:

@@ -41,7 +41,7 @@ import numpy as np
 from animator_cli.errors import AnimatorError, InputError
 from animator_cli.face.analyzer import largest_face, load_analyzer
 from animator_cli.face.identity import EMBEDDING_DIM, box_mask, to_detector_input
-from animator_cli.fileio import atomic_dir, ensure_writable_dir, write_text_atomic
+from animator_cli.fileio import atomic_dir, check_output_path, ensure_writable_dir, write_text_atomic
 from animator_cli.pose import extract_pose
 from animator_cli.pose.backend import resolve_backend
 from animator_cli.video import iter_frames, list_frames, load_image, probe
@@ -187,6 +187,7 @@ def prepare_dataset(videos_dir: Path, dataset: Path, weights: WeightsHome, *, wo
     videos = find_videos(videos_dir)
     weights.require_components(["antelopev2", *(["dwpose"] if pose_backend == "dwpose" else [])])
     resolve_backend(pose_backend, weights)
+    check_output_path(Path(dataset), [videos_dir], folder=True)  # clip folders replace what they meet
     dataset = ensure_writable_dir(Path(dataset))
     result = PrepareResult(dataset)
     todo = []

@@ -28,7 +28,7 @@ import yaml
 from torch import nn
 
 from animator_cli.errors import InputError
-from animator_cli.fileio import ensure_writable_dir, write_text_atomic
+from animator_cli.fileio import check_output_path, ensure_writable_dir, write_text_atomic
 from animator_cli.progress import stage
 from animator_cli.sampling.conditioning import cast_module
 from animator_cli.sampling.fit import Fit
@@ -108,6 +108,7 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     from animator_cli.models.loading import AnimatorModels
 
     check_training(config, weights)
+    check_output_path(Path(config.output), [Path(config.data.path)], folder=True)
     run_dir = ensure_writable_dir(Path(config.output))
     tracker = "tensorboard" if _has_tensorboard() else None
     accelerator = Accelerator(gradient_accumulation_steps=config.optim.gradient_accumulation_steps,

@@ -1,13 +1,17 @@
 """Put the audio of a source video under a generated video, trimmed to the video's length.
 
 The audio is re-encoded to AAC so it can be cut at the exact sample where the video ends and so
-any source codec works in mp4; the video stream is copied untouched.
+any source codec works in mp4; the video stream is copied untouched. Audio AAC cannot take as it is
+(PCM in .mkv often has no channel order, rates such as 37 kHz or 192 kHz) is resampled to a layout and rate it
+takes. `plan_audio` checks all this by decoding the start of the track, so callers can learn before hours of
+generation that a track is unusable: then the video is written without sound, with one warning line.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -17,6 +21,17 @@ from animator_cli.fileio import atomic_path
 from animator_cli.video.probe import open_video
 
 log = logging.getLogger("animator")
+_AAC_RATES = sorted(av.codec.Codec("aac", "w").audio_rates or [48_000])
+# The usual layout for a channel count, for tracks that give a count but no channel order.
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    """How a source's first audio track becomes AAC: the layout and sample rate the encoder is opened with."""
+
+    layout: str
+    rate: int
 
 
 def _open_audio_source(path: Path) -> av.container.InputContainer:
@@ -37,31 +52,79 @@ def _video_duration(stream: av.video.stream.VideoStream) -> float:
     return float(stream.duration * stream.time_base)
 
 
+def _aac_opens(layout: str, rate: int) -> bool:
+    context = av.CodecContext.create("aac", "w")
+    try:
+        context.layout, context.sample_rate, context.format = layout, rate, "fltp"
+        context.open()
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def _target(context: av.audio.codeccontext.AudioCodecContext) -> AudioPlan:
+    """The source's own layout and rate where AAC takes them, else the nearest it takes."""
+    rate = context.sample_rate or 48_000
+    if rate not in _AAC_RATES:
+        rate = next((r for r in _AAC_RATES if r >= rate), _AAC_RATES[-1])
+    channels = len(context.layout.channels) if context.layout else 2
+    for layout in (context.layout.name if context.layout else "stereo", _DEFAULT_LAYOUTS.get(channels), "stereo"):
+        if layout and _aac_opens(layout, rate):
+            return AudioPlan(layout, rate)
+    raise InputError(f"the AAC encoder accepts no stereo audio at {rate} Hz")  # a broken PyAV build
+
+
+def _plan(source: av.container.InputContainer, path: Path) -> AudioPlan | None:
+    if not source.streams.audio:
+        log.info("%s has no audio; writing the video without sound", path)
+        return None
+    stream = source.streams.audio[0]
+    try:
+        decodes = next(iter(source.decode(stream)), None) is not None
+    except av.error.FFmpegError as exc:
+        log.warning("cannot decode the audio of %s (%s); writing the video without sound", path, exc.strerror or exc)
+        return None
+    if not decodes:
+        log.warning("the audio track of %s holds no sound; writing the video without sound", path)
+        return None
+    return _target(stream.codec_context)
+
+
+def plan_audio(audio_source: Path) -> AudioPlan | None:
+    """How ``audio_source``'s audio will be muxed, checked by decoding its start; None (logged) without usable
+    audio. Cheap: call it before generating, so an unusable track is reported at once."""
+    source = _open_audio_source(audio_source)
+    try:
+        return _plan(source, Path(audio_source))
+    finally:
+        source.close()
+
+
 def mux_audio(video: Path, audio_source: Path, output: Path, bitrate: int = 192_000) -> Path:
     """Write ``output``: the video stream of ``video`` plus ``audio_source``'s first audio track.
 
-    A source without audio gives a plain copy of ``video`` (logged), so `animate` works on silent clips.
+    A source without usable audio gives a plain copy of ``video`` (logged), so `animate` works on silent clips.
     """
-    source = _open_audio_source(audio_source)
+    plan = plan_audio(audio_source)
+    if plan is None:
+        with atomic_path(output) as tmp:
+            shutil.copyfile(video, tmp)
+        return Path(output)
+    source = _open_audio_source(audio_source)  # afresh: decoding starts exactly as it always has
     try:
-        if not source.streams.audio:
-            log.info("%s has no audio; writing the video without sound", audio_source)
-            with atomic_path(output) as tmp:
-                shutil.copyfile(video, tmp)
-            return Path(output)
         with open_video(video) as vin, atomic_path(output) as tmp:
-            _remux(vin, source, tmp, bitrate)
+            _remux(vin, source, tmp, plan, bitrate, Path(audio_source))
     finally:
         source.close()
     return Path(output)
 
 
-def _remux(vin: av.container.InputContainer, source: av.container.InputContainer, tmp: Path, bitrate: int) -> None:
+def _remux(vin: av.container.InputContainer, source: av.container.InputContainer, tmp: Path, plan: AudioPlan,
+           bitrate: int, path: Path) -> None:
     vstream = vin.streams.video[0]
     ain = source.streams.audio[0]
     end = _video_duration(vstream)
-    rate = ain.codec_context.sample_rate or 48_000
-    layout = ain.codec_context.layout.name if ain.codec_context.layout else "stereo"
+    rate, layout = plan.rate, plan.layout
     with av.open(str(tmp), mode="w", format="mp4") as out:
         vout = out.add_stream_from_template(vstream)
         aout = out.add_stream("aac", rate=rate, layout=layout)
@@ -75,13 +138,17 @@ def _remux(vin: av.container.InputContainer, source: av.container.InputContainer
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
         fifo = av.AudioFifo()
         remaining = int(round(end * rate))  # samples still wanted
-        for frame in source.decode(ain):
-            for chunk in resampler.resample(frame):
-                chunk.pts = None
-                fifo.write(chunk)
-            remaining = _drain(fifo, aout, out, remaining, final=False)
-            if remaining <= 0:
-                break
+        try:
+            for frame in source.decode(ain):
+                for chunk in resampler.resample(frame):
+                    chunk.pts = None
+                    fifo.write(chunk)
+                remaining = _drain(fifo, aout, out, remaining, final=False)
+                if remaining <= 0:
+                    break
+        except av.error.FFmpegError as exc:  # damaged further on: keep the sound decoded so far
+            log.warning("the audio of %s is damaged after %.1f s (%s); the rest of the video is silent",
+                        path, end - remaining / rate, exc.strerror or exc)
         for chunk in resampler.resample(None):
             chunk.pts = None
             fifo.write(chunk)

@@ -17,25 +17,44 @@ from animator_cli.video.images import IMAGE_SUFFIXES, load_image
 from animator_cli.video.probe import open_video
 
 log = logging.getLogger("animator")
-_DIGITS = re.compile(r"(\d+)")
-
-
-def _numeric_key(path: Path) -> tuple[int, str]:
-    """`frame_10.png` after `frame_9.png`: the last integer in the stem decides, then the name."""
-    numbers = _DIGITS.findall(path.stem)
-    return (int(numbers[-1]) if numbers else -1, path.name)
+_FRAME_NAME = re.compile(r"(frame_)?(\d+)")  # frame_<i> (the reference's layout) or a bare number
+_LISTED = 5  # stray names named in the warning
 
 
 def list_frames(folder: Path) -> list[Path]:
-    """Image files in ``folder`` sorted numerically (the reference's `frame_<i>.png` layout)."""
+    """The frames of ``folder`` in frame-number order.
+
+    A frame is an image named `frame_<i>.<ext>` or `<i>.<ext>` (i a whole number, zero padding allowed). Other
+    images are ignored with one warning line; hidden files are skipped. Mixing the two schemes, or two files with
+    one frame number (`frame_1.png` and `frame_01.png`), is an InputError: the order would be a guess.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder of frames")
-    frames = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
-                    key=_numeric_key)
-    if not frames:
+    numbered: dict[int, Path] = {}
+    schemes, stray = set(), []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".") or not path.is_file():
+            continue
+        match = _FRAME_NAME.fullmatch(path.stem)
+        if match is None:
+            stray.append(path.name)
+            continue
+        number = int(match[2])
+        if number in numbered:
+            raise InputError(f"{folder} has two files for frame {number}: {numbered[number].name} and {path.name}",
+                             "keep one file per frame number")
+        numbered[number] = path
+        schemes.add(match[1] or "")
+    if len(schemes) > 1:
+        raise InputError(f"{folder} mixes frame_<i> and bare-number file names", "use one naming scheme")
+    if stray:
+        more = f" and {len(stray) - _LISTED} more" if len(stray) > _LISTED else ""
+        log.warning("%s: ignoring %d image(s) not named frame_<i> or <i>: %s%s", folder, len(stray),
+                    ", ".join(stray[:_LISTED]), more)
+    if not numbered:
         raise InputError(f"{folder} contains no image frames", "expected frame_0.png, frame_1.png, ...")
-    return frames
+    return [numbered[number] for number in sorted(numbered)]
 
 
 def write_frame(folder: Path, index: int, rgb: np.ndarray) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 from collections.abc import Iterable
@@ -12,10 +14,32 @@ from types import TracebackType
 import av
 import numpy as np
 
-from animator_cli.errors import InputError
-from animator_cli.fileio import temp_sibling
+from animator_cli.errors import DiskFullError, InputError, is_disk_full
+from animator_cli.fileio import check_output_path, temp_sibling
 
 MAX_FPS = 1000.0
+
+
+@functools.cache
+def has_avx512() -> bool:
+    """Whether the CPU (and OS) offer the AVX-512 subsets libx264 uses (F, CD, BW, DQ, VL: numpy's AVX512_SKX)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy moved its CPU table: assume none, x264 then picks its own code as before
+        return False
+    return bool(__cpu_features__.get("AVX512_SKX"))
+
+
+def x264_options(crf: int, preset: str) -> dict[str, str]:
+    """libx264's options. Its AVX-512 routines read uninitialised memory in the lookahead (mbtree), so identical
+    frames encoded differently (up to ~20 levels in a frame) depending on what the process had allocated before.
+    Where x264 would pick them, the CPU set it detects minus AVX-512 is named instead: its AVX2 code gives the
+    same bits every run. Elsewhere x264 detects as usual (a named set is not checked: AVX2 on a CPU without it
+    would crash)."""
+    options = {"crf": str(crf), "preset": preset}
+    if has_avx512():
+        options["x264-params"] = "asm=avx2"
+    return options
 
 
 def check_fps(fps: float) -> float:
@@ -62,7 +86,7 @@ class VideoWriter:
     def _open_stream(self, width: int, height: int) -> av.video.stream.VideoStream:
         stream = self._container.add_stream("libx264", rate=self.rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(self.crf), "preset": self.preset}
+        stream.options = x264_options(self.crf, self.preset)
         stream.codec_context.time_base = 1 / self.rate
         return stream
 
@@ -82,18 +106,25 @@ class VideoWriter:
         self.frames_written += 1
 
     def close(self) -> Path:
-        """Flush the encoder and move the finished file into place."""
+        """Flush the encoder and move the finished file into place (on failure, drop the partial file)."""
         if self._stream is None:
             self.abort()
             raise InputError(f"no frames to write to {self.path}")
-        self._container.mux(self._stream.encode(None))
-        self._container.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+            os.replace(self._tmp, self.path)
+        except BaseException as exc:
+            self.abort()
+            if is_disk_full(exc):  # reported against the output path, not the temporary name
+                raise DiskFullError(self.path) from exc
+            raise
         return self.path
 
     def abort(self) -> None:
         """Drop the partial file; the target path is left untouched."""
-        self._container.close()
+        with contextlib.suppress(av.error.FFmpegError, OSError):  # a full disk fails the final flush again
+            self._container.close()
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
@@ -105,6 +136,8 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+            if is_disk_full(exc):
+                raise DiskFullError(self.path) from exc
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, crf: int = 18,
@@ -113,6 +146,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, crf: int =
     from animator_cli.video.audio import mux_audio
 
     path = Path(path)
+    check_output_path(path, [audio_from])
     silent = path if audio_from is None else temp_sibling(path, suffix=".video.mp4")
     try:
         with VideoWriter(silent, fps, crf) as writer:
