@@ -80,6 +80,7 @@ COMMAND_MODULES = {
     "prepare-data": "train_cmd",
     "train": "train_cmd",
     "evaluate": "evaluate_cmd",
+    "ui": "ui_cmd",
 }
 _VALUE_OPTIONS = {"--weights", "--cache-dir", "--device"}
 _GLOBAL_FLAGS = {"--json", "--quiet", "-q", "--verbose", "-v"}  # also accepted after the command

@@ -1,0 +1,161 @@
+"""What the web page does, without the web page: the same library calls as the CLI, on uploaded files.
+
+Kept apart from the Gradio layout so it can be tested and reused without a browser. Every file it writes lives
+under ``workdir`` (a temporary folder the server removes on exit).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from animator_cli.cache import StageCache
+from animator_cli.check import AlignmentReport, check_alignment
+from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
+from animator_cli.generate import (
+    GenerateResult,
+    PipelineLoader,
+    animate,
+    check_weights,
+    generate,
+    lazy_pipeline,
+    pose_frames,
+)
+from animator_cli.options import DEFAULT_SEED, GenerateOptions, Runtime, SamplingOptions, make_options
+from animator_cli.video import load_image
+from animator_cli.weights.home import WeightsHome
+
+log = logging.getLogger("animator")
+
+# (stage, done, total): a stage label, and the step counts while denoising (None otherwise).
+StageProgress = Callable[[str, int | None, int | None], None]
+POSE_FOLDER_FILES = (".png", ".jpg", ".jpeg", ".webp", ".json", ".npz")
+_SAMPLING = SamplingOptions()
+PREVIEW_FRAMES = 4
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """The page's generation controls; names and defaults are the CLI's (``make_options`` and `Runtime`)."""
+
+    resolution: str = "512x512"
+    width: int | None = None  # None: the resolution preset's
+    height: int | None = None
+    seed: int = DEFAULT_SEED
+    steps: int = _SAMPLING.steps
+    face_opt: bool = False
+    align: str = "global"
+    pose_backend: str = "auto"
+    check: str = "warn"  # animate's alignment preflight: warn, strict or off
+    max_frames: int | None = None
+    dtype: str | None = None  # None: fp16 on GPU, fp32 on CPU
+    offload: bool = False
+    vae_on_cpu: bool = False
+    split_cfg: bool = False
+    tile: int = _SAMPLING.tile
+    decode_chunk: int = _SAMPLING.decode_chunk
+
+    def options(self) -> GenerateOptions:
+        return make_options(self.resolution, self.width, self.height, self.seed, self.steps, tile=self.tile,
+                            decode_chunk=self.decode_chunk, face_opt=self.face_opt)
+
+    def runtime(self, device: str | None) -> Runtime:
+        runtime = Runtime(device=device, dtype=self.dtype, offload=self.offload, vae_on_cpu=self.vae_on_cpu,
+                          batch_cfg=not self.split_cfg)
+        runtime.torch_dtype()  # an unknown dtype fails here, before any work
+        return runtime
+
+
+def error_text(exc: BaseException, device: str | None = None) -> str:
+    """The one line the CLI prints for ``exc`` (without its `error:` prefix)."""
+    if isinstance(exc, AnimatorError):
+        return str(exc)
+    if is_out_of_memory(exc):
+        return str(OutOfMemoryError(f"out of memory on {device or 'the device'}"))
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+class UiSession:
+    """One server's state: where weights and cache are, the models loaded for the last runtime, the work folder."""
+
+    def __init__(self, weights: WeightsHome, cache: StageCache, workdir: Path, device: str | None = None) -> None:
+        self.weights, self.cache, self.workdir, self.device = weights, cache, Path(workdir), device
+        self._loaded: tuple[Runtime, PipelineLoader] | None = None
+
+    def weights_problem(self) -> str | None:
+        """What `animator animate` would say about this weights home (every missing component and the command
+        that fetches them all), or None when a render can run."""
+        try:
+            check_weights(self.weights, Runtime(device=self.device), "auto")
+        except AnimatorError as exc:
+            return str(exc)
+        return None
+
+    def _folder(self, kind: str) -> Path:
+        parent = self.workdir / kind
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=parent))
+
+    def pipeline(self, runtime: Runtime) -> PipelineLoader:
+        """The models for ``runtime``, loaded on first use and kept for the next press (one runtime at a time)."""
+        # Ranks compare by identity, and the page always renders in this one process: compare the rest.
+        if self._loaded is None or replace(runtime, ranks=self._loaded[0].ranks) != self._loaded[0]:
+            self._loaded = None  # drop the old models before loading others
+            self._loaded = (runtime, lazy_pipeline(self.weights, runtime))
+        return self._loaded[1]
+
+    def pose_folder(self, files: Sequence[str | Path]) -> Path:
+        """An uploaded pose folder (its files arrive one by one) gathered back into one folder."""
+        folder = self._folder("poses")
+        for file in files:
+            if Path(file).suffix.lower() in POSE_FOLDER_FILES:
+                shutil.copyfile(file, folder / Path(file).name)
+        pose_frames(folder)  # an empty or foreign folder fails here, with the CLI's message
+        return folder
+
+    def pose_preview(self, poses: Path, count: int = PREVIEW_FRAMES) -> Path:
+        """``count`` skeleton frames of a pose folder side by side, to look at before rendering."""
+        paths = pose_frames(poses)
+        chosen = [paths[i] for i in sorted({round(i) for i in np.linspace(0, len(paths) - 1, min(count, len(paths)))})]
+        frames = [load_image(p) for p in chosen]
+        if len({f.shape for f in frames}) > 1:
+            raise InputError(f"the pose frames in {poses} have different sizes")
+        path = self._folder("previews") / "poses.png"
+        Image.fromarray(np.concatenate(frames, 1)).save(path)
+        return path
+
+    def check(self, reference: Path, driving: Path, settings: RenderSettings) -> AlignmentReport:
+        """`animator check`'s alignment findings for the pair, with its preview PNG (``report.preview``)."""
+        return check_alignment(reference, driving, weights=self.weights, cache=self.cache, align=settings.align,
+                               backend=settings.pose_backend, device=self.device, max_frames=settings.max_frames,
+                               preview=self._folder("previews") / "preview.png")
+
+    def render(self, reference: Path, settings: RenderSettings, *, driving: Path | None = None,
+               poses: Path | None = None, progress: StageProgress | None = None) -> GenerateResult:
+        """Animate ``reference`` with a driving video (`animator animate`) or a pose folder (`animator generate`).
+
+        Every stage is cached, so a second press with the same inputs copies the cached video.
+        """
+        if (driving is None) == (poses is None):
+            raise InputError("give either a driving video or a pose folder", "upload one of them")
+        report = progress or (lambda stage, done, total: None)
+        options, runtime = settings.options(), settings.runtime(self.device)
+        output = self._folder("outputs") / f"{Path(reference).stem}-animated.mp4"
+
+        def step(done: int, total: int) -> None:
+            report("denoising" if done < total else "writing the video", done, total)
+
+        report("poses, identity and models", None, None)
+        common = {"weights": self.weights, "cache": self.cache, "pipeline": self.pipeline(runtime), "progress": step}
+        if driving is not None:
+            return animate(reference, driving, output, options, runtime, align=settings.align,
+                           pose_backend=settings.pose_backend, max_frames=settings.max_frames, check=settings.check,
+                           **common)
+        return generate(reference, poses, output, options, runtime, **common)
