@@ -156,7 +156,8 @@ class Runtime:
     vae_on_cpu: bool = False
     batch_cfg: bool = True
     checkpoint_dir: Path | None = None
-    ranks: Ranks = field(default_factory=Ranks)  # the processes rendering one video together (distributed.py)
+    # The processes rendering one video together (distributed.py); where, not how: left out of comparisons.
+    ranks: Ranks = field(default_factory=Ranks, compare=False)
 
     def validate(self) -> None:
         """Reject an unknown --dtype without importing torch."""

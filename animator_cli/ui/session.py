@@ -10,7 +10,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +105,7 @@ class UiSession:
 
     def pipeline(self, runtime: Runtime) -> PipelineLoader:
         """The models for ``runtime``, loaded on first use and kept for the next press (one runtime at a time)."""
-        # Ranks compare by identity, and the page always renders in this one process: compare the rest.
-        if self._loaded is None or replace(runtime, ranks=self._loaded[0].ranks) != self._loaded[0]:
+        if self._loaded is None or self._loaded[0] != runtime:
             self._loaded = None  # drop the old models before loading others
             self._loaded = (runtime, lazy_pipeline(self.weights, runtime))
         return self._loaded[1]
