@@ -247,12 +247,12 @@ def test_resume_resolution(tmp_path):
         resolve_resume(tmp_path, str(tmp_path / "checkpoint-200"))
 
 
-def test_cli_bad_clips_are_fatal_when_asked(cli, tmp_path):
+def test_cli_bad_clips_are_fatal_when_asked(cli, tiny_home, tmp_path):
     _clip(tmp_path, "good", 6)
     _clip(tmp_path, "short", 2)
     (tmp_path / "video_rec_path.txt").write_text("good\nshort\n")
-    result = cli("train", "--config", "presets/tiny-cpu.yaml", "--data", tmp_path, "--output", tmp_path / "run",
-                 "data.on_bad_clip=error")
+    result = cli("--weights", tiny_home.root, "train", "--config", "presets/tiny-cpu.yaml", "--data", tmp_path,
+                 "--output", tmp_path / "run", "data.on_bad_clip=error")
     assert result.exit_code == 2 and "1 clip cannot be used" in result.stderr and "short" in result.stderr
     report = json.loads((tmp_path / "run" / "data_check.json").read_text())
     assert [p.rsplit("/", 1)[-1] for p, _ in report["problems"]] == ["short"]
@@ -320,7 +320,7 @@ def test_batch_plan_warns_about_a_bucket_smaller_than_one_global_batch(caplog):
 
 # --- prepare-data failures --------------------------------------------------------------------------------------
 
-def test_prepare_data_keeps_going_after_any_error_and_exits_2(cli, tmp_path, monkeypatch):
+def test_prepare_data_keeps_going_after_any_error_and_exits_2(cli, tiny_home, tmp_path, monkeypatch):
     """A cv2/ONNX Runtime error in one video fails that video only; the command reports it and exits 2."""
     from animator_cli.training import prepare
 
@@ -336,7 +336,7 @@ def test_prepare_data_keeps_going_after_any_error_and_exits_2(cli, tmp_path, mon
     (tmp_path / "in").mkdir()
     for name in ("bad.mp4", "good.mp4"):
         (tmp_path / "in" / name).write_bytes(b"")
-    result = cli("--weights", tmp_path / "w", "--json", "prepare-data", tmp_path / "in", "-o", tmp_path / "out")
+    result = cli("--weights", tiny_home.root, "--json", "prepare-data", tmp_path / "in", "-o", tmp_path / "out")
     assert result.exit_code == 2 and "1 of 2 videos failed" in result.stderr
     summary = json.loads(result.stdout)
     assert summary["built"] == ["good"] and summary["failed"] == {"bad": "RuntimeError: onnxruntime exploded"}

@@ -52,7 +52,7 @@ def _timeline(generated: Path, reference: Path | None, folder: Path | None, tile
               overlap: int | None, face_opt_steps: str | None) -> dict:
     """The identity timeline of ``generated`` (summary on stderr, files in ``folder``) as a JSON-safe dict."""
     from animator_cli.check.timeline import identity_timeline
-    from animator_cli.hjb import parse_steps
+    from animator_cli.options import parse_steps
 
     if reference is None:
         raise InputError("the identity timeline needs --reference", "pass the reference image the video animates")
