@@ -136,7 +136,7 @@ def identity_timeline(video: Path, reference: Path, *, weights: WeightsHome, dev
     """
     from animator_cli.evaluation.csim import CsimScorer, cosine
     from animator_cli.face import load_analyzer
-    from animator_cli.sampling.pipeline import SamplingOptions
+    from animator_cli.options import SamplingOptions
     from animator_cli.sampling.windows import window_indices
     from animator_cli.video import probe
 
