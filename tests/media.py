@@ -6,6 +6,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 
 def clip_with_audio(path: Path, frames: int, fps: int, sample_rate: int = 16000, size: int = 64) -> Path:
@@ -90,3 +91,14 @@ def clip_with_pcm_audio(path: Path, layout: str, sample_rate: int, frames: int =
             container.mux(audio.encode(chunk))
         container.mux(audio.encode(None))
     return path
+
+
+def stick_poses(folder: Path, count: int = 3) -> Path:
+    """A pose folder of skeleton-like frames (black with a few coloured lines)."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        image = np.zeros((96, 64, 3), np.uint8)
+        image[20:70, 30:34] = (255, 0, 85)
+        image[30:34, 10 + i * 4:54] = (0, 255, 0)
+        Image.fromarray(image).save(folder / f"frame_{i}.png")
+    return folder

@@ -7,8 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from media import stick_poses
 
 from animator_cli.cache import MANIFEST, StageCache
 from animator_cli.video import iter_frames, probe
@@ -62,18 +61,8 @@ def test_old_format_entry_is_stale_not_a_crash(tmp_path: Path, caplog) -> None:
     assert "predates file checks" in caplog.text and not entry.path.exists()
 
 
-def _poses(folder: Path, count: int = 3) -> Path:
-    folder.mkdir()
-    for i in range(count):
-        image = np.zeros((96, 64, 3), np.uint8)
-        image[20:70, 30:34] = (255, 0, 85)
-        image[30:34, 10 + i * 4:54] = (0, 255, 0)
-        Image.fromarray(image).save(folder / f"frame_{i}.png")
-    return folder
-
-
 def test_truncated_cached_video_is_rebuilt_not_copied(cli, tiny_home, tmp_path: Path, astronaut_path: Path) -> None:
-    poses = _poses(tmp_path / "poses")
+    poses = stick_poses(tmp_path / "poses")
     args = ["--weights", tiny_home.root, "--json", "generate", astronaut_path, poses, *SMALL]
     first = cli(*args, "-o", tmp_path / "first.mp4")
     assert first.exit_code == 0, first.stderr

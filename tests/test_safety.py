@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import clip_with_audio
+from media import clip_with_audio, stick_poses
 from PIL import Image
 
 import animator_cli.batch as batch
@@ -35,17 +35,6 @@ def _frames_folder(folder: Path, count: int = 3, size: int = 64) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         write_frame(folder, i, np.full((size, size, 3), 20 * i % 256, np.uint8))
-    return folder
-
-
-def _stick_poses(folder: Path, count: int = 3) -> Path:
-    """A pose folder of skeleton-like frames (black with a few coloured lines)."""
-    folder.mkdir(parents=True)
-    for i in range(count):
-        image = np.zeros((96, 64, 3), np.uint8)
-        image[20:70, 30:34] = (255, 0, 85)
-        image[30:34, 10 + i * 4:54] = (0, 255, 0)
-        Image.fromarray(image).save(folder / f"frame_{i}.png")
     return folder
 
 
@@ -96,7 +85,7 @@ def test_animate_refuses_to_replace_its_driving_video(cli, tiny_home, tmp_path: 
 
 
 def test_generate_refuses_audio_frames_dir_and_mask_clashes(cli, tiny_home, tmp_path: Path, photo: Path) -> None:
-    poses = _stick_poses(tmp_path / "poses")
+    poses = stick_poses(tmp_path / "poses")
     music = clip_with_audio(tmp_path / "music.mp4", 6, 10)
     (tmp_path / "hard.mp4").hardlink_to(music)
     pose_digests = {p.name: _digest(p) for p in poses.iterdir()}
@@ -217,7 +206,7 @@ def test_video_encode_on_a_full_disk(cli, tmp_path: Path, small_disk: Path) -> N
 
 
 def test_generate_export_on_a_full_disk(cli, tiny_home, tmp_path: Path, photo: Path, small_disk: Path) -> None:
-    poses = _stick_poses(tmp_path / "poses")
+    poses = stick_poses(tmp_path / "poses")
     first = cli("--weights", tiny_home.root, "generate", photo, poses, "-o", tmp_path / "o.mp4", *SMALL)
     assert first.exit_code == 0, first.stderr
     _fill(small_disk, (tmp_path / "o.mp4").stat().st_size // 2)
@@ -277,7 +266,7 @@ def _blank_png(path: Path, width: int, height: int) -> Path:
 
 def test_decompression_bomb_is_refused_naming_the_limit(cli, tiny_home, tmp_path: Path) -> None:
     bomb = _blank_png(tmp_path / "bomb.png", 20000, 20000)
-    poses = _stick_poses(tmp_path / "poses")
+    poses = stick_poses(tmp_path / "poses")
     result = cli("--weights", tiny_home.root, "generate", bomb, poses, "-o", tmp_path / "o.mp4", *SMALL)
     assert result.exit_code == 2 and "100 megapixels" in result.stderr, result.stderr
     wide = _blank_png(tmp_path / "wide.png", 12000, 9000)  # above our limit, below Pillow's own
@@ -290,7 +279,7 @@ def test_decompression_bomb_is_refused_naming_the_limit(cli, tiny_home, tmp_path
 def test_generate_refuses_a_tiny_reference_like_animate(cli, tiny_home, tmp_path: Path) -> None:
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (20, 20), "white").save(tiny)
-    poses = _stick_poses(tmp_path / "poses")
+    poses = stick_poses(tmp_path / "poses")
     result = cli("--weights", tiny_home.root, "generate", tiny, poses, "-o", tmp_path / "o.mp4", *SMALL)
     assert result.exit_code == 2 and "20×20 pixels" in result.stderr and "at least 32" in result.stderr
     driving = clip_with_audio(tmp_path / "d.mp4", 4, 10)
@@ -335,7 +324,7 @@ def test_stray_image_is_not_encoded_as_a_frame(cli, tmp_path: Path) -> None:
 
 
 def test_unusable_output_paths_fail_before_any_work(cli, tiny_home, tmp_path: Path, photo: Path) -> None:
-    poses = _stick_poses(tmp_path / "poses")
+    poses = stick_poses(tmp_path / "poses")
     (tmp_path / "taken.mp4").mkdir()
     result = cli("--weights", tiny_home.root, "generate", photo, poses, "-o", tmp_path / "taken.mp4", *SMALL)
     assert result.exit_code == 2 and "is an existing folder" in result.stderr
