@@ -1,5 +1,10 @@
 """The fast paths (pose as extra conv_in channels, one-CLIP-token attention, timestep tensors, batched windows,
-regional torch.compile) give today's output: latents within 1e-5 in fp32 on the make-tiny home.
+regional torch.compile) give today's output within fp32 tolerance (1e-5) on the make-tiny home.
+
+What is compared is the denoiser output of a step: the window-blended v-predictions (both guidance branches,
+every frame) for identical inputs. Final latents cannot be held to 1e-5: the Euler step at sigma_max = 700 works
+on latents of magnitude ~700 (one float32 ulp there is 6e-5), and the random tiny UNet amplifies any change of
+rounding over later steps (today's code differs from its own ``--split-cfg`` by ~1e-3 after three steps).
 
 The reference is the behaviour before those changes, rebuilt here from diffusers' stock pieces: the pose
 features added by a forward hook on ``conv_in``, diffusers' ``AttnProcessor2_0`` (full SDPA) for the spatial and
@@ -115,30 +120,32 @@ def inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             rng.standard_normal(512).astype(np.float32))
 
 
-def final_latents(pipeline: AnimationPipeline, inputs, options: SamplingOptions) -> torch.Tensor:
-    """The denoised latents (1, F, 4, h, w) of one run (decoding skipped)."""
+def first_step_prediction(pipeline: AnimationPipeline, inputs, options: SamplingOptions) -> torch.Tensor:
+    """The blended (cond, uncond) v-predictions (2, F, 4, h, w) of the first denoising step."""
     captured = []
-    pipeline._decode = lambda latents, chunk: captured.append(latents.clone()) or np.zeros(1)
+    blend = pipeline._blend
+    pipeline._blend = lambda *args: captured.append(blend(*args)) or captured[-1]
+    pipeline._decode = lambda latents, chunk: np.zeros(1)
     try:
         pipeline(*inputs, options, torch.Generator().manual_seed(1))
     finally:
-        del pipeline._decode
-    return captured[0]
+        del pipeline._blend, pipeline._decode
+    return torch.cat(captured[0])
 
 
-GUIDED = SamplingOptions(steps=3, min_guidance=2.0, max_guidance=3.0)
-UNGUIDED = SamplingOptions(steps=3, min_guidance=1.0, max_guidance=1.0)
+GUIDED = SamplingOptions(steps=1, min_guidance=2.0, max_guidance=3.0)
+UNGUIDED = SamplingOptions(steps=1, min_guidance=1.0, max_guidance=1.0)
 
 
 @pytest.mark.parametrize(("options", "batch_cfg"), [(GUIDED, True), (GUIDED, False), (UNGUIDED, True)],
                          ids=["guided", "split-cfg", "unguided"])
-def test_pipeline_latents_equal_the_reference(pipeline, inputs, options, batch_cfg):
+def test_pipeline_predictions_equal_the_reference(pipeline, inputs, options, batch_cfg):
     pipeline.batch_cfg = batch_cfg
     try:
         with reference_unet(pipeline.models.unet):
-            expected = final_latents(pipeline, inputs, options)
-        got = final_latents(pipeline, inputs, options)
+            expected = first_step_prediction(pipeline, inputs, options)
+        got = first_step_prediction(pipeline, inputs, options)
     finally:
         pipeline.batch_cfg = True
-    assert expected.abs().mean() > 0.1  # a real video's latents, not zeros
+    assert expected[0].abs().mean() > 0.1  # a real prediction, not zeros
     assert (got - expected).abs().max() <= TOLERANCE
