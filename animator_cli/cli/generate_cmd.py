@@ -54,6 +54,11 @@ Offload = Annotated[bool, typer.Option("--offload", help="Keep idle models on th
 VaeOnCpu = Annotated[bool, typer.Option("--vae-on-cpu", help="Run the VAE on the CPU in fp32.")]
 SplitCfg = Annotated[bool, typer.Option(
     "--split-cfg", help="Two UNet calls per window instead of one batched call (less memory).")]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the UNet and VAE decoder blocks: the first steps compile, later ones run faster.")]
+WindowBatch = Annotated[int | None, typer.Option(
+    "--window-batch", min=1, help="Temporal windows per UNet call (default: as many as free GPU memory holds; 1 "
+    "on CPU).")]
 LegacyRgb = Annotated[bool, typer.Option(
     "--legacy-rgb-id", help="Give insightface RGB like the released scripts (training used BGR).")]
 AllowNoFace = Annotated[bool, typer.Option("--allow-no-face", help="Use a zero identity if no face is found.")]
@@ -74,12 +79,14 @@ Output = Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.")]
 
 
 def build_runtime(dtype: str | None = None, offload: bool = False, vae_on_cpu: bool = False,
-                  split_cfg: bool = False, checkpoint: Path | None = None, device: str | None = None) -> Runtime:
+                  split_cfg: bool = False, checkpoint: Path | None = None, device: str | None = None,
+                  compiled: bool = False, window_batch: int | None = None) -> Runtime:
     run_folder = Path(checkpoint).parent if checkpoint is not None and Path(checkpoint).name == "latest" else checkpoint
     if run_folder is not None and not Path(run_folder).is_dir():
         raise InputError(f"--checkpoint {checkpoint} is not a folder", "pass RUN/checkpoint-N, RUN or RUN/latest")
     runtime = Runtime(device=device or settings.device, dtype=dtype, offload=offload, vae_on_cpu=vae_on_cpu,
-                      batch_cfg=not split_cfg, checkpoint_dir=checkpoint)
+                      batch_cfg=not split_cfg, checkpoint_dir=checkpoint, compile=compiled,
+                      window_batch=window_batch)
     runtime.validate()  # an unknown --dtype fails here, before any work
     return runtime
 
@@ -107,6 +114,7 @@ def generate(
     frames_dir: Annotated[Path | None, typer.Option("--frames-dir", help="Also write frame_<i>.png here.")] = None,
     audio_from: Annotated[Path | None, typer.Option("--audio-from", help="Mux this video's audio.")] = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
+    compiled: CompileOpt = False, window_batch: WindowBatch = None,
     legacy_rgb_id: LegacyRgb = False, allow_no_face: AllowNoFace = False, checkpoint: Checkpoint = None,
     face_opt: FaceOpt = False, face_opt_iters: FaceOptIters = _F.iters,
     face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
@@ -121,7 +129,8 @@ def generate(
                             noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
                             allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr,
                             face_opt_margin)
-    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
+                            window_batch=window_batch)
     from animator_cli.generate import generate as generate_stage
 
     with step_progress("generate") as progress:
@@ -147,6 +156,7 @@ def animate(
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Use only the first N frames.")]
     = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
+    compiled: CompileOpt = False, window_batch: WindowBatch = None,
     legacy_rgb_id: LegacyRgb = False, allow_no_face: AllowNoFace = False, checkpoint: Checkpoint = None,
     face_opt: FaceOpt = False, face_opt_iters: FaceOptIters = _F.iters,
     face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
@@ -158,7 +168,8 @@ def animate(
                            noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
                            allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr,
                            face_opt_margin)
-    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
+                            window_batch=window_batch)
     from animator_cli.generate import animate as animate_stage
 
     with step_progress("animate") as progress:
@@ -174,7 +185,8 @@ def batch(
     shard: Annotated[str | None, typer.Option(
         "--shard", help="Run only jobs i, i+N, ... as I/N (default: RANK/WORLD_SIZE, else all).")] = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
-    checkpoint: Checkpoint = None, force: Force = False,
+    compiled: CompileOpt = False, window_batch: WindowBatch = None, checkpoint: Checkpoint = None,
+    force: Force = False,
 ) -> None:
     """Run many generate/animate jobs with the models loaded once; a failed job does not stop the others.
 
@@ -185,7 +197,8 @@ def batch(
 
     Paths are relative to the YAML file; `defaults:` applies to every job. Format: animator_cli/batch.py.
     """
-    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
+                            window_batch=window_batch)
     from animator_cli.batch import JobOutcome, parse_shard, run_batch
 
     def report(outcome: JobOutcome) -> None:
