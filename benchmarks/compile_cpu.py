@@ -1,6 +1,6 @@
 """`--compile` on the CPU: per-step time with and without regional torch.compile, compile time apart.
 
-    .venv/bin/python benchmarks/compile_cpu.py DIR [--frames 40] [--size 128] [--steps 25]
+    .venv/bin/python benchmarks/compile_cpu.py DIR [--frames 40] [--size 128] [--steps 25] [--threads N]
 
 Writes a tiny weights home, DIR/poses (FRAMES skeleton frames) and DIR/ref.png, then runs the real
 AnimationPipeline twice in this process (eager, then compiled) and prints the first step's time (the compiled
@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     args.dir.mkdir(parents=True, exist_ok=True)
     home = WeightsHome(args.dir / "home") if (args.dir / "home").exists() else make_tiny(args.dir / "home", seed=0)
     (args.dir / "poses").mkdir(exist_ok=True)
@@ -71,7 +73,7 @@ def main() -> None:
         times = step_times(home, compiled, args.frames, args.size, args.steps)
         results[compiled] = statistics.median(times[1:])
         print(f"{'compiled' if compiled else 'eager   '}: first step {times[0]:.2f} s, "
-              f"later steps median {results[compiled]:.3f} s")
+              f"later steps median {results[compiled]:.3f} s, all steps {sum(times):.1f} s", flush=True)
     print(f"later steps compiled/eager: {results[True] / results[False]:.2f}")
     cli = (f"animator --weights {args.dir / 'home'} --cache-dir {args.dir / 'cache'} generate {args.dir / 'ref.png'} "
            f"{args.dir / 'poses'} -o {args.dir / 'out.mp4'} --width {args.size} --height {args.size} "
