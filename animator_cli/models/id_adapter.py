@@ -77,11 +77,13 @@ class _Processor(nn.Module):
         return hidden_states
 
     def attend(self, attn: Attention, hidden_states: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """Attention of ``hidden_states`` over ``context`` (itself when None), before ``to_out``; (B, 1, C) when
-        the context is one token (then every query gets ``to_v`` of it)."""
+        """Attention of ``hidden_states`` over ``context`` (itself when None), before ``to_out``. Over one token
+        the softmax is 1 and every query gets ``to_v`` of it: without gradients that row (B, 1, C) is returned.
+        Training keeps the full attention, so ``to_q``/``to_k`` still get their (zero) gradients and weight
+        decay, and DDP sees every parameter used."""
         context = hidden_states if context is None else context
-        if context.shape[1] == 1:
-            return attn.to_v(context)  # the softmax over one key is 1
+        if context.shape[1] == 1 and not torch.is_grad_enabled():
+            return attn.to_v(context)
         return multihead_attention(attn.heads, attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context))
 
 
