@@ -75,7 +75,8 @@ PipelineLoader = Callable[[], "AnimationPipeline"]
 
 
 def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
-    """Load every network once, straight onto its device (the CPU when offloading), placed as ``runtime`` says."""
+    """Load every network once, straight onto its device (the CPU when offloading), placed (and compiled) as
+    ``runtime`` says."""
     with stage("loading models"):  # importing torch and diffusers is part of it: seconds
         import torch
 
@@ -84,8 +85,14 @@ def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
 
         home = torch.device("cpu") if runtime.offload else runtime.torch_device()  # no detour through host RAM
         models = load_models(weights, home, runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
-        return AnimationPipeline(models, runtime.torch_device(), runtime.torch_dtype(), offload=runtime.offload,
-                                 vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg, ranks=runtime.ranks)
+        pipeline = AnimationPipeline(models, runtime.torch_device(), runtime.torch_dtype(), offload=runtime.offload,
+                                     vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg,
+                                     window_batch=runtime.window_batch, ranks=runtime.ranks)
+        if runtime.compile:
+            from animator_cli.models.compile import compile_models
+
+            compile_models(models.unet, models.vae)
+        return pipeline
 
 
 def lazy_pipeline(weights: WeightsHome, runtime: Runtime) -> PipelineLoader:

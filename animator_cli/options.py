@@ -156,13 +156,17 @@ class Runtime:
     vae_on_cpu: bool = False
     batch_cfg: bool = True
     checkpoint_dir: Path | None = None
+    compile: bool = False  # torch.compile the UNet blocks and the VAE decoder (animator_cli.models.compile)
+    window_batch: int | None = 1  # windows per UNet call; None: from free GPU memory (1 on the CPU)
     # The processes rendering one video together (distributed.py); where, not how: left out of comparisons.
     ranks: Ranks = field(default_factory=Ranks, compare=False)
 
     def validate(self) -> None:
-        """Reject an unknown --dtype without importing torch."""
+        """Reject an unknown --dtype or a --window-batch below 1 without importing torch."""
         if self.dtype is not None and self.dtype not in DTYPES:
             raise InputError(f"unknown --dtype {self.dtype}", f"choose from {', '.join(DTYPES)}")
+        if self.window_batch is not None and self.window_batch < 1:
+            raise InputError(f"--window-batch {self.window_batch} must be at least 1")
 
     def device_name(self) -> str:
         """The device the models run on: ``device``, else cuda when torch can use a GPU, else cpu."""

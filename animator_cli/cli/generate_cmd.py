@@ -104,6 +104,12 @@ SplitCfg = Annotated[bool, typer.Option(
     rich_help_panel=MEMORY)]
 DecodeChunk = Annotated[int, typer.Option(
     "--decode-chunk", min=1, help="Frames per VAE decode call (fewer: less memory).", rich_help_panel=MEMORY)]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the UNet and VAE decoder blocks: the first steps compile (minutes), later ones "
+    "run faster.", rich_help_panel=MEMORY)]
+WindowBatch = Annotated[int, typer.Option(
+    "--window-batch", min=0, help="Temporal windows per UNet call; 0: as many as free GPU memory holds (1 on the "
+    "CPU). Same output up to float rounding.", rich_help_panel=MEMORY)]
 Report = Annotated[Path | None, typer.Option(
     "--report", help="Also write the identity timeline of the result (identity.csv, identity.png) here.",
     rich_help_panel=OUTPUT)]
@@ -113,12 +119,14 @@ Check = Annotated[CheckMode, typer.Option(
 
 
 def build_runtime(dtype: DtypeChoice | None = None, offload: bool = False, vae_on_cpu: bool = False,
-                  split_cfg: bool = False, checkpoint: Path | None = None, device: str | None = None) -> Runtime:
+                  split_cfg: bool = False, checkpoint: Path | None = None, device: str | None = None,
+                  compiled: bool = False, window_batch: int = 1) -> Runtime:
     run_folder = Path(checkpoint).parent if checkpoint is not None and Path(checkpoint).name == "latest" else checkpoint
     if run_folder is not None and not Path(run_folder).is_dir():
         raise InputError(f"--checkpoint {checkpoint} is not a folder", "pass RUN/checkpoint-N, RUN or RUN/latest")
     runtime = Runtime(device=device or settings.device, dtype=dtype.value if dtype else None, offload=offload,
-                      vae_on_cpu=vae_on_cpu, batch_cfg=not split_cfg, checkpoint_dir=checkpoint)
+                      vae_on_cpu=vae_on_cpu, batch_cfg=not split_cfg, checkpoint_dir=checkpoint, compile=compiled,
+                      window_batch=window_batch or None)
     runtime.validate()
     return runtime
 
@@ -166,13 +174,15 @@ def generate(
         "--face-masks", help="With --face-opt: folder of frame_<i>.png face masks instead of the pose keypoints.",
         rich_help_panel=IDENTITY)] = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
-    decode_chunk: DecodeChunk = _S.decode_chunk, report: Report = None,
+    compiled: CompileOpt = False, window_batch: WindowBatch = 1, decode_chunk: DecodeChunk = _S.decode_chunk,
+    report: Report = None,
 ) -> None:
     """Animate REFERENCE along the skeleton frames in POSES; writes an H.264 mp4."""
     options = make_options(resolution.value, width, height, seed, steps, guidance, min_guidance, tile, overlap,
                            noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
                            allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr, face_opt_margin)
-    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
+                            window_batch=window_batch)
     from animator_cli.generate import generate as generate_stage
 
     with rank_session(runtime) as runtime, stage_display("generate") as progress:
@@ -206,13 +216,15 @@ def animate(
     face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
     face_opt_margin: FaceOptMargin = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
-    decode_chunk: DecodeChunk = _S.decode_chunk, check: Check = CheckMode["warn"], report: Report = None,
+    compiled: CompileOpt = False, window_batch: WindowBatch = 1, decode_chunk: DecodeChunk = _S.decode_chunk,
+    check: Check = CheckMode["warn"], report: Report = None,
 ) -> None:
     """Extract poses from DRIVING (aligned to REFERENCE), then generate; the driving audio is kept."""
     options = make_options(resolution.value, width, height, seed, steps, guidance, min_guidance, tile, overlap,
                            noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
                            allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr, face_opt_margin)
-    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
+                            window_batch=window_batch)
     from animator_cli.generate import animate as animate_stage
 
     with rank_session(runtime) as runtime, stage_display("animate") as progress:
@@ -236,6 +248,7 @@ def batch(
         rich_help_panel=MEMORY)]
     = Parallel.JOBS,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
+    compiled: CompileOpt = False, window_batch: WindowBatch = 1,
 ) -> None:
     """Run many generate/animate jobs with the models loaded once; a failed job does not stop the others.
 
@@ -251,7 +264,8 @@ def batch(
           - {reference: alice.png, driving: dance.mp4, output: out/alice.mp4}
           - {reference: bob.jpg, poses: poses/wave, output: out/bob.mp4, seed: 7}
     """
-    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint)
+    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
+                            window_batch=window_batch)
     windows = parallel is Parallel.WINDOWS
     if windows and shard is not None:
         raise InputError("--shard shares out jobs; --parallel windows runs every job on every process")

@@ -65,14 +65,16 @@ def train(
                          ] = None,
     resume: Annotated[str | None, typer.Option(
         "--resume", help="`latest` (newest checkpoint of the run folder, if any) or a checkpoint folder.")] = None,
+    compiled: Annotated[bool, typer.Option("--compile", help="torch.compile the UNet blocks (model.compile).")]
+    = False,
 ) -> None:
     """Train PoseNet, the face encoder and the UNet attention layers; prints the checkpoints written."""
     from animator_cli.training.config import load_config
     from animator_cli.training.preflight import check_training
 
     pairs = [*(overrides or []), *(set_ or [])]
-    pairs += [f"{key}={value}" for key, value in (("data.path", data), ("output", output), ("max_steps", max_steps))
-              if value is not None]
+    flags = (("data.path", data), ("output", output), ("max_steps", max_steps), ("model.compile", compiled or None))
+    pairs += [f"{key}={value}" for key, value in flags if value is not None]
     cfg = load_config(config, pairs)
     weights = WeightsHome.resolve(cfg.model.weights) if cfg.model.weights else settings.weights
     check_training(cfg, weights)  # before torch and diffusers are imported (seconds)

@@ -32,13 +32,16 @@ def multihead_attention(heads: int, query: torch.Tensor, key: torch.Tensor, valu
 
 
 def match_statistics(source: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Shift and scale each sample of ``source`` to the mean and (unbiased) std of ``target``.
+    """Shift and scale each sample of ``source`` (B, N, C) to the mean and (unbiased) std of ``target``.
 
     Statistics are per sample over tokens × channels (dims 1 and 2), computed in float32; ``eps`` is added to
-    the source std. The result keeps ``source``'s dtype (no full-size float32 copy survives the call).
+    the source std. ``target`` may be (B, 1, C) standing for that row repeated over the N tokens (the CLIP branch
+    over one CLIP token), with no N-fold tensor. The result keeps
+    ``source``'s dtype (no full-size float32 copy survives the call).
     """
     src_std, src_mean = torch.std_mean(source.float(), dim=(1, 2), keepdim=True)
-    tgt_std, tgt_mean = torch.std_mean(target.float(), dim=(1, 2), keepdim=True)
+    # a one-row target is reduced as a broadcast view: the same sums as the full tensor, with no N-fold copy
+    tgt_std, tgt_mean = torch.std_mean(target.float().expand_as(source), dim=(1, 2), keepdim=True)
     gain = tgt_std / (src_std + eps)
     return (source - src_mean.to(source.dtype)) * gain.to(source.dtype) + tgt_mean.to(source.dtype)
 
@@ -56,22 +59,31 @@ class _Processor(nn.Module):
         image_shape = hidden_states.shape if hidden_states.ndim == 4 else None
         if image_shape is not None:
             hidden_states = hidden_states.flatten(2).transpose(1, 2)
+        tokens_shape = hidden_states.shape[:2]
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         if encoder_hidden_states is not None and attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
 
         hidden_states = attn.to_out[1](attn.to_out[0](self.attend(attn, hidden_states, encoder_hidden_states)))
+        hidden_states = hidden_states.expand(*tokens_shape, -1)  # a one-row output (one CLIP token) is a view
 
         if image_shape is not None:
             hidden_states = hidden_states.transpose(1, 2).reshape(image_shape)
         if attn.residual_connection:
             hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        if attn.rescale_output_factor != 1:  # skipped at 1: dividing would copy a broadcast view
+            hidden_states = hidden_states / attn.rescale_output_factor
+        return hidden_states
 
     def attend(self, attn: Attention, hidden_states: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """Attention of ``hidden_states`` over ``context`` (itself when None), before ``to_out``."""
+        """Attention of ``hidden_states`` over ``context`` (itself when None), before ``to_out``. Over one token
+        the softmax is 1 and every query gets ``to_v`` of it: without gradients that row (B, 1, C) is returned.
+        Training keeps the full attention, so ``to_q``/``to_k`` still get their (zero) gradients and weight
+        decay, and DDP sees every parameter used."""
         context = hidden_states if context is None else context
+        if context.shape[1] == 1 and not torch.is_grad_enabled():
+            return attn.to_v(context)
         return multihead_attention(attn.heads, attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context))
 
 
@@ -117,9 +129,8 @@ class IDAttnProcessor(_Processor):
         if context is None:
             return super().attend(attn, hidden_states, None)
         clip, ids = _split_context(context, self.num_tokens)
-        query = attn.to_q(hidden_states)
-        h = multihead_attention(attn.heads, query, attn.to_k(clip), attn.to_v(clip))
-        i = multihead_attention(attn.heads, query, self.id_to_k(ids), self.id_to_v(ids))
+        h = super().attend(attn, hidden_states, clip)  # (B, 1, C) over one CLIP token
+        i = multihead_attention(attn.heads, attn.to_q(hidden_states), self.id_to_k(ids), self.id_to_v(ids))
         return h + self.scale * match_statistics(i, h)
 
 

@@ -3,7 +3,9 @@
 Extended by subclassing, never copied: the diffusers module tree (and so every state-dict key of the released
 ``unet.pth``) stays exactly SVD-xt's, and the two behaviour changes of the reference are hooked in:
 
-* ``pose_latents`` (PoseNet output) is added to the output of ``conv_in`` (a forward hook held for one call);
+* ``pose_latents`` (PoseNet output) is added to the output of ``conv_in``: the features travel to it as extra
+  channels of the sample and :class:`PoseConvIn` splits them off, so the forward has no hook and no state
+  (torch.compile traces it as one graph);
 * the 64 attention layers get the processors of :mod:`animator_cli.models.id_adapter`: 16 spatial
   self-attention, 16 ID adapters on the spatial cross-attention, 32 temporal. The temporal processors drop
   the trailing ID tokens from the context, which is the reference's ``time_context = E[:, :-4]`` change to
@@ -17,6 +19,7 @@ from collections import Counter
 import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from diffusers.models.attention_processor import Attention
+from torch import nn
 
 from animator_cli.models.id_adapter import IDAttnProcessor, SpatialAttnProcessor, TemporalAttnProcessor
 
@@ -46,8 +49,13 @@ class AnimatorUNet(UNetSpatioTemporalConditionModel):
     Build it from SVD's ``unet/config.json``, call :meth:`install_processors`, then load ``unet.pth``.
     """
 
+    # torch.compile regions (diffusers' ``compile_repeated_blocks`` and animator_cli.models.compile)
+    _repeated_blocks = ("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal", "UNetMidBlockSpatioTemporal",
+                        "UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal")
+
     def install_processors(self, num_id_tokens: int = NUM_ID_TOKENS) -> None:
-        """Install the StableAnimator processors on every attention layer (adds the ``processor.id_to_*`` keys).
+        """Install the StableAnimator processors on every attention layer (adds the ``processor.id_to_*`` keys)
+        and the pose input of ``conv_in`` (same parameters, same keys).
 
         The ID projections start as copies of the layer's ``to_k``/``to_v`` (IP-Adapter-style init, what
         training starts from); loading ``unet.pth`` overwrites them. On the meta device nothing is copied.
@@ -63,6 +71,7 @@ class AnimatorUNet(UNetSpatioTemporalConditionModel):
             else:
                 processors[f"{name}.processor"] = _id_processor(module, num_id_tokens)
         self.set_attn_processor(processors)
+        self.conv_in.__class__ = PoseConvIn
 
     def processor_counts(self) -> Counter:
         """How many attention layers use each processor class (16/16/32 on SVD-xt)."""
@@ -82,14 +91,22 @@ class AnimatorUNet(UNetSpatioTemporalConditionModel):
         ``encoder_hidden_states`` (B, 1 + 4, C) is [CLIP image embedding; face tokens]; ``pose_latents`` is the
         PoseNet output, (B·F, C0, h, w) or (B, F, C0, h, w). Returns the tensor, not diffusers' output class.
         """
-        if pose_latents is None:
-            return super().forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=False)[0]
-        pose = pose_latents.flatten(0, 1) if pose_latents.ndim == 5 else pose_latents
-        hook = self.conv_in.register_forward_hook(lambda _module, _args, output: output + pose)
-        try:
-            return super().forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=False)[0]
-        finally:
-            hook.remove()
+        if pose_latents is not None:
+            pose = pose_latents.unflatten(0, sample.shape[:2]) if pose_latents.ndim == 4 else pose_latents
+            sample = torch.cat([sample, pose.to(sample.dtype)], dim=2)
+        return super().forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=False)[0]
+
+
+class PoseConvIn(nn.Conv2d):
+    """``conv_in`` that adds the PoseNet features carried as input channels after its own ``in_channels``.
+
+    A plain ``Conv2d`` in parameters and keys (installed by swapping the class), so ``unet.pth`` loads unchanged.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.shape[1] == self.in_channels:
+            return super().forward(input)
+        return super().forward(input[:, :self.in_channels]) + input[:, self.in_channels:]
 
 
 def _id_processor(attn: Attention, num_id_tokens: int) -> IDAttnProcessor:

@@ -9,7 +9,9 @@ One pass, in the order of the released StableAnimator pipeline (spec §2), with 
    v-predictions with triangular weights. Classifier-free guidance uses the reference's unconditional branch
    (no pose, zero context, zero reference latent) with a per-frame scale ``linspace(min_g, max_g, F)``; both
    branches go through the UNet as one batch unless ``batch_cfg`` is off (then two calls, less memory).
-   With every scale at 1 the unconditional branch is skipped.
+   With every scale at 1 the unconditional branch is skipped. ``window_batch`` windows of one length go through
+   the UNet in one call (batch K·2 with guidance); on a GPU with ``window_batch=None`` the first step runs one
+   window per call while measuring its memory peak, then K is what 80 % of the free memory holds.
 4. The Euler step runs on fp32 latents whatever the model dtype; decoding goes in chunks of frames.
 
 Random draws come from one generator in the reference's order and shapes: the reference-image noise
@@ -40,7 +42,7 @@ from animator_cli.sampling.conditioning import (
     to_tensor,
 )
 from animator_cli.sampling.schedule import karras_schedule
-from animator_cli.sampling.windows import blend_weights, periodic_noise, window_indices
+from animator_cli.sampling.windows import blend_weights, group_windows, periodic_noise, window_indices
 
 
 class Refiner(Protocol):
@@ -58,18 +60,26 @@ class AnimationPipeline:
     ``vae_on_cpu`` runs the VAE on the CPU in fp32 (encode and decode), which saves its activations' memory.
     ``ranks``: the processes that render the video together (each denoises its share of the windows; rank 0
     decodes and gets the frames, the others get None).
+    ``window_batch`` is the number of windows per UNet call (None: automatic, see the module docstring; 1 on the
+    CPU, where batching gains nothing). On a GPU the convolutional models are kept channels-last and cuDNN
+    benchmarks its algorithms (process-wide).
     """
 
     def __init__(self, models: AnimatorModels, device: torch.device | str, dtype: torch.dtype = torch.float16,
                  offload: bool = False, vae_on_cpu: bool = False, batch_cfg: bool = True,
-                 ranks: Ranks | None = None) -> None:
+                 window_batch: int | None = 1, ranks: Ranks | None = None) -> None:
         self.models, self.device, self.dtype = models, torch.device(device), dtype
         self.offload, self.vae_on_cpu, self.batch_cfg = offload, vae_on_cpu, batch_cfg
+        self.window_batch = window_batch
         self.ranks = ranks or Ranks()
         resting = torch.device("cpu") if offload else self.device
+        on_gpu = self.device.type == "cuda"
+        if on_gpu:
+            torch.backends.cudnn.benchmark = True  # the UNet's shapes repeat at every step: tune once
         for name in ("unet", "image_encoder", "face_encoder", "pose_net"):
-            place(getattr(models, name), resting, dtype)
-        place(models.vae, *((torch.device("cpu"), torch.float32) if vae_on_cpu else (resting, dtype)))
+            place(getattr(models, name), resting, dtype, channels_last=on_gpu and name != "image_encoder")
+        place(models.vae, *((torch.device("cpu"), torch.float32) if vae_on_cpu else (resting, dtype)),
+              channels_last=on_gpu and not vae_on_cpu)
 
     @contextlib.contextmanager
     def _running(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
@@ -121,12 +131,15 @@ class AnimationPipeline:
         branches = _Branches(image_latent.to(self.device, self.dtype), context.to(self.dtype),
                              time_ids.to(self.device, self.dtype), guided, self.batch_cfg)
         tiles = _Tiles(windows, num_frames, self.device, self.ranks)
+        batcher = _WindowBatcher(tiles, self.window_batch, self.device)
+        timesteps = schedule.timesteps.to(self.device)  # no host→device copy per UNet call
         # With the face refiner the VAE stays on the device for the whole loop (one move under --offload).
         decoder = self._running(models.vae) if refine is not None else contextlib.nullcontext(models.vae)
         with self._running(models.unet) as unet, decoder as vae, stage("denoising"):
-            for step, timestep in enumerate(schedule.timesteps.tolist()):
+            for step, timestep in enumerate(timesteps):
                 x_in = schedule.scale_input(latents, step).to(self.dtype)
-                cond, uncond = self._blend(unet, x_in, timestep, tiles, pose_features, branches)
+                with batcher.measuring(step):
+                    cond, uncond = self._blend(unet, x_in, timestep, batcher.groups, tiles, pose_features, branches)
                 v = uncond + guidance * (cond - uncond) if guided else cond
                 if refine is not None and refine.active(step):
                     latents = schedule.step(latents, v, step, functools.partial(refine, vae, step=step))
@@ -149,14 +162,16 @@ class AnimationPipeline:
             return torch.cat([pose_net(to_tensor(poses[i:i + chunk]).to(self.device, self.dtype)).to(keep)
                               for i in range(0, len(poses), chunk)])
 
-    def _blend(self, unet: torch.nn.Module, x_in: torch.Tensor, timestep: float, tiles: _Tiles,
-               pose_features: torch.Tensor, branches: _Branches) -> tuple[torch.Tensor, torch.Tensor]:
-        """Window-blended (cond, uncond) v-predictions, each (1, F, 4, h, w) fp32."""
+    def _blend(self, unet: torch.nn.Module, x_in: torch.Tensor, timestep: torch.Tensor, groups: list[_Group],
+               tiles: _Tiles, pose_features: torch.Tensor,
+               branches: _Branches) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window-blended (cond, uncond) v-predictions, each (1, F, 4, h, w) fp32; one UNet call per group of this
+        rank's windows, whose frames are added into ``total`` in window order (over every rank's windows)."""
         total = OrderedSum(torch.zeros(2, *x_in.shape[1:], device=self.device), self.ranks, tiles.indices)
-        for index, weights in tiles.windows:
-            pose = pose_features[index.to(pose_features.device)].to(self.device)
-            v = branches.predict(unet, x_in[:, index], timestep, pose)
-            total.add(index, v.float() * weights)
+        for group in groups:
+            pose = pose_features[group.index.to(pose_features.device)].to(self.device)
+            v = branches.predict(unet, x_in[0, group.index].unflatten(0, (group.size, -1)), timestep, pose)
+            total.add(group.index, v.float() * group.weights)
         total = total.result() / tiles.weight_sum
         return total[1:], total[:1]
 
@@ -173,26 +188,72 @@ class AnimationPipeline:
         return torch.cat(frames).numpy()
 
 
-def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """Move a module for inference in ``dtype``."""
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool = False) -> None:
+    """Move a module for inference in ``dtype``; ``channels_last`` stores its 2-D convolution weights NHWC (the
+    layout GPU convolution kernels are fastest in; moving the module later keeps it)."""
     cast_module(module, dtype)
     module.to(device).eval().requires_grad_(False)
+    if channels_last:
+        for conv in module.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.to(memory_format=torch.channels_last)
+
+
+class _Group:
+    """K windows of n frames for one UNet call: their frame indices (K·n) and blending weights (1, K·n, 1, 1, 1)
+    on the device."""
+
+    def __init__(self, windows: list[list[int]], device: torch.device) -> None:
+        self.size = len(windows)
+        self.index = torch.tensor([i for window in windows for i in window], device=device)
+        self.weights = torch.cat([blend_weights(len(w)) for w in windows]).to(device).view(1, -1, 1, 1, 1)
 
 
 class _Tiles:
-    """This rank's windows (all of them in a single process): frame indices and blending weights on the device;
-    the frame indices and per-frame weight sums of every window."""
+    """Every window's frame indices and the per-frame sums of their blending weights on the device, and this rank's
+    windows (all of them in a single process)."""
 
     def __init__(self, windows: list[list[int]], num_frames: int, device: torch.device,
                  ranks: Ranks | None = None) -> None:
-        self.windows = [(torch.tensor(w, device=device), blend_weights(len(w)).to(device).view(1, -1, 1, 1, 1))
-                        for w in windows]
-        self.weight_sum = torch.zeros(num_frames, device=device)
-        for index, weights in self.windows:
-            self.weight_sum.index_add_(0, index, weights.flatten())
+        self.device = device
+        every = _Group(windows, device)
+        self.weight_sum = torch.zeros(num_frames, device=device).index_add_(0, every.index, every.weights.flatten())
+        self.indices = [torch.tensor(w, device=device) for w in windows]
         self.weight_sum = self.weight_sum.view(1, -1, 1, 1, 1)
-        self.indices = [index for index, _ in self.windows]
-        self.windows = (ranks or Ranks()).take(self.windows, [len(w) for w in windows])
+        self.windows = (ranks or Ranks()).take(windows, [len(w) for w in windows])
+
+    def groups(self, size: int) -> list[_Group]:
+        """This rank's windows in groups of at most ``size`` consecutive windows of one length."""
+        return [_Group(group, self.device) for group in group_windows(self.windows, size)]
+
+
+class _WindowBatcher:
+    """The groups of windows per UNet call: ``size`` windows each, or automatic when None (one on the CPU; on a
+    GPU one during the first step while its memory peak is measured, then as many as 80 % of the free memory
+    holds)."""
+
+    def __init__(self, tiles: _Tiles, size: int | None, device: torch.device) -> None:
+        self.tiles, self.device = tiles, device
+        self.auto = size is None and device.type == "cuda"
+        self.groups = tiles.groups(size or 1)
+
+    @contextlib.contextmanager
+    def measuring(self, step: int) -> Iterator[None]:
+        """Measure the first step's peak memory, then regroup (automatic size only)."""
+        if not self.auto or step:
+            yield
+            return
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        yield
+        per_window = torch.cuda.max_memory_allocated(self.device) - base
+        free = torch.cuda.mem_get_info(self.device)[0] + torch.cuda.memory_reserved(self.device) - base
+        self.groups = self.tiles.groups(windows_per_call(per_window, free, len(self.tiles.windows)))
+
+
+def windows_per_call(per_window_bytes: int, free_bytes: int, windows: int) -> int:
+    """How many windows one UNet call can take: 80 % of the free memory over one window's peak, 1 to ``windows``."""
+    return max(1, min(windows, int(0.8 * free_bytes) // max(per_window_bytes, 1)))
 
 
 class _Branches:
@@ -212,18 +273,23 @@ class _Branches:
             self._zero_cache[key] = torch.zeros_like(like)
         return self._zero_cache[key]
 
-    def predict(self, unet: torch.nn.Module, x: torch.Tensor, timestep: float, pose: torch.Tensor) -> torch.Tensor:
-        """v-predictions (2, n, 4, h, w): row 0 unconditional (zeros when unguided), row 1 conditional."""
-        n = x.shape[1]
-        ref = self.image_latent[:, None].expand(-1, n, -1, -1, -1)
+    def predict(self, unet: torch.nn.Module, x: torch.Tensor, timestep: torch.Tensor,
+                pose: torch.Tensor) -> torch.Tensor:
+        """v-predictions (2, K·n, 4, h, w) of K windows ``x`` (K, n, 4, h, w) with PoseNet features ``pose``
+        (K·n, C, h, w): row 0 unconditional (zeros when unguided), row 1 conditional."""
+        k, n = x.shape[:2]
+        ref = self.image_latent[:, None].expand(k, n, -1, -1, -1)
         cond_in = torch.cat([x, ref], dim=2)
+        context, uncond_context = self.context.expand(k, -1, -1), self.uncond_context.expand(k, -1, -1)
+        time_ids = self.time_ids.expand(k, -1)
         if not self.guided:
-            cond = unet(cond_in, timestep, self.context, self.time_ids, pose_latents=pose)
-            return torch.cat([self._zeros(cond), cond])
+            cond = unet(cond_in, timestep, context, time_ids, pose_latents=pose).flatten(0, 1)
+            return torch.stack([self._zeros(cond), cond])
         uncond_in = torch.cat([x, self._zeros(ref)], dim=2)
         if self.batched:
-            return unet(torch.cat([uncond_in, cond_in]), timestep, torch.cat([self.uncond_context, self.context]),
-                        self.time_ids.repeat(2, 1), pose_latents=torch.cat([self._zeros(pose), pose]))
-        uncond = unet(uncond_in, timestep, self.uncond_context, self.time_ids)
-        cond = unet(cond_in, timestep, self.context, self.time_ids, pose_latents=pose)
-        return torch.cat([uncond, cond])
+            v = unet(torch.cat([uncond_in, cond_in]), timestep, torch.cat([uncond_context, context]),
+                     time_ids.repeat(2, 1), pose_latents=torch.cat([self._zeros(pose), pose]))
+            return v.unflatten(0, (2, k)).flatten(1, 2)
+        uncond = unet(uncond_in, timestep, uncond_context, time_ids)
+        cond = unet(cond_in, timestep, context, time_ids, pose_latents=pose)
+        return torch.stack([uncond.flatten(0, 1), cond.flatten(0, 1)])

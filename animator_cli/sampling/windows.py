@@ -32,6 +32,20 @@ def window_indices(num_frames: int, tile: int, overlap: int) -> list[list[int]]:
     return windows
 
 
+def group_windows(windows: list[list[int]], size: int) -> list[list[list[int]]]:
+    """Consecutive windows grouped for one UNet call each: at most ``size`` windows per group, all of one length
+    (a group is one (K, n) batch)."""
+    if size < 1:
+        raise ValueError(f"window batch size {size} must be at least 1")
+    groups: list[list[list[int]]] = []
+    for window in windows:
+        if groups and len(groups[-1]) < size and len(groups[-1][0]) == len(window):
+            groups[-1].append(window)
+        else:
+            groups.append([window])
+    return groups
+
+
 def blend_weights(size: int) -> torch.Tensor:
     """Triangular per-slot weights w_p = min((p+½)·2/T, 2 − (p+½)·2/T), so window edges fade into neighbours."""
     import torch  # here, not at the top: option validation uses window_indices before torch is needed

@@ -47,6 +47,7 @@ class ModelConfig:
     init: Literal["release", "svd"] = "release"  # fine-tune the released checkpoints, or train from SVD-xt
     init_checkpoint: str | None = None  # with init=release: a folder of the three .pth instead of the home's
     gradient_checkpointing: bool = True
+    compile: bool = False  # torch.compile the UNet blocks (regional; `animator train --compile`)
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) on the UNet attention projections instead of all weights
     lora_alpha: float = 0.0  # LoRA scale numerator; 0 means alpha = rank
 

@@ -241,6 +241,10 @@ def _training_models(config: TrainConfig, weights: WeightsHome, run_dir: Path, a
         module.train()
     if config.model.gradient_checkpointing:
         models.unet.enable_gradient_checkpointing()
+    if config.model.compile:
+        from animator_cli.models.compile import compile_models
+
+        compile_models(models.unet)
     return models, groups
 
 
