@@ -224,17 +224,18 @@ def test_automatic_window_batch_fits_the_free_memory():
 
 
 def test_bad_window_batch_is_a_usage_error(cli, tmp_path):
-    result = cli("generate", tmp_path / "ref.png", tmp_path, "-o", tmp_path / "out.mp4", "--window-batch", "0")
-    assert result.exit_code == 2 and "window-batch" in result.stderr.replace("\n", "")
+    result = cli("generate", tmp_path / "ref.png", tmp_path, "-o", tmp_path / "out.mp4", "--window-batch", "-1")
+    assert result.exit_code == 2 and "window-batch" in result.stderr.replace("\n", "")  # 0 means automatic
     with pytest.raises(InputError, match="--window-batch"):
         Runtime(window_batch=0).validate()
 
 
-def test_train_compile_flag_sets_model_compile(cli, monkeypatch, tmp_path):
+def test_train_compile_flag_sets_model_compile(cli, tiny_home, monkeypatch, tmp_path):
     import animator_cli.training.trainer as trainer
 
     seen = []
     monkeypatch.setattr(trainer, "train", lambda cfg, weights, resume=None: seen.append(cfg) or SimpleNamespace(
         is_main=False))
-    assert cli("train", "--compile", "--data", tmp_path, "-o", tmp_path / "run").exit_code == 0
+    result = cli("--weights", tiny_home.root, "train", "--compile", "--data", tmp_path, "-o", tmp_path / "run")
+    assert result.exit_code == 0, result.stderr
     assert seen[0].model.compile is True
