@@ -11,6 +11,7 @@ of copied to the user. Entries written before files were recorded this way are r
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from animator_cli.fileio import atomic_dir
 
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
+_SETTLED_NS = 2_000_000_000  # an input unchanged for this long may be hashed once per process
 log = logging.getLogger("animator")
 
 
@@ -55,6 +57,25 @@ def hash_path(path: Path) -> str:
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
     return digest.hexdigest()
+
+
+def hash_input(path: Path) -> str:
+    """`hash_path` of a stage's input. A file is read once per process while it stays the same file (inode, size,
+    mtime): `animate` hands the reference and the driving video to several stages (check, pose, face, generate).
+    A file changed in the last seconds is always read, since a rewrite within the file system's timestamp
+    granularity would keep its mtime (git's "racily clean" rule)."""
+    path = Path(path)
+    if not path.is_file():
+        return hash_path(path)
+    st = path.stat()
+    if time.time_ns() - st.st_mtime_ns < _SETTLED_NS:
+        return hash_path(path)
+    return _file_digest(str(path.resolve()), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, _stamp: tuple[int, int, int, int]) -> str:
+    return hash_path(Path(path))
 
 
 def _canonical(params: Mapping[str, Any]) -> str:
@@ -130,7 +151,7 @@ class StageCache:
         self.root = Path(root) if root else default_cache_dir()
 
     def entry(self, stage: str, inputs: Iterable[Path], params: Mapping[str, Any]) -> CacheEntry:
-        hashed = {str(Path(p)): hash_path(Path(p)) for p in inputs}
+        hashed = {str(Path(p)): hash_input(Path(p)) for p in inputs}
         digest = hashlib.sha256()
         digest.update(f"{stage}\0{__version__}\0".encode())
         digest.update("\0".join(hashed.values()).encode())  # order matters: roles differ

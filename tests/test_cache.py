@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from animator_cli import __version__
-from animator_cli.cache import MANIFEST, StageCache
+from animator_cli.cache import MANIFEST, StageCache, hash_input
 
 
 def _build(entry, text: str) -> None:
@@ -77,3 +79,28 @@ def test_force_rebuild_replaces_entry(tmp_path: Path) -> None:
     _build(entry, "first")
     _build(entry, "second")  # what --force does: build again over a finished entry
     assert (entry.path / "result.txt").read_text() == "second"
+
+
+def test_settled_inputs_are_read_once_and_a_rewrite_is_seen(tmp_path: Path, monkeypatch) -> None:
+    """`animate` hands one driving video to several stages: an input unchanged for a while is hashed once per process;
+    any rewrite (a new mtime), and any file changed in the last seconds, is read again."""
+    import animator_cli.cache as cache
+
+    video = tmp_path / "driving.mp4"
+    video.write_bytes(b"one")
+    old = time.time() - 60
+    os.utime(video, (old, old))
+    reads = []
+    monkeypatch.setattr(cache, "hash_path", lambda path: reads.append(path) or _sha(path))
+    cache._file_digest.cache_clear()
+    assert hash_input(video) == hash_input(video) == _sha(video)
+    assert len(reads) == 1
+    video.write_bytes(b"ONE")  # same size, mtime now
+    assert hash_input(video) == _sha(video) and hash_input(video) == _sha(video)
+    assert len(reads) == 3  # changed in the last seconds: read every time
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
