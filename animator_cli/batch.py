@@ -20,7 +20,8 @@ torchrun or accelerate are used, so ``torchrun --nproc-per-node 4 -m animator_cl
 jobs over four GPUs (each process also takes ``cuda:$LOCAL_RANK`` unless ``--device`` is given). With a
 window-parallel ``runtime`` (``animator batch --parallel windows``, `animator_cli.distributed`) every process takes
 part in every job instead, and the first failed job stops the batch on every rank.
-No job may write over a file any job reads (checked before that job runs). A failing job is recorded and the
+No job may write over a file any job reads (checked before that job runs), and no two jobs may write one
+file (checked before the first job: the second would replace the first one's video). A failing job is recorded and the
 others still run; `animator batch` then exits with the first failed job's
 code (2 bad input, 3 weights, 4 out of memory, 1 only for an internal error), never with a code of its own.
 """
@@ -111,6 +112,19 @@ def read_jobs(path: Path) -> list[dict[str, Any]]:
     return jobs
 
 
+def check_distinct_outputs(jobs: list[dict[str, Any]]) -> None:
+    """Raise InputError when two jobs name one output file (by path, or through links to one place)."""
+    seen: dict[Path, int] = {}
+    for number, job in enumerate(jobs):  # numbered as `animator batch` reports them
+        if job.get("output") is None:
+            continue
+        where = Path(job["output"]).resolve()
+        if where in seen:
+            raise InputError(f"jobs {seen[where]} and {number} both write {job['output']}",
+                             "give each job its own output")
+        seen[where] = number
+
+
 def _normalise(entry: dict[str, Any]) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in entry.items()}
 
@@ -158,6 +172,7 @@ def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache:
     """Run this shard's jobs; each outcome holds the result or the one-line error of a failed job. Missing
     weights stop the batch before its first job (a WeightsError listing all of them)."""
     jobs = read_jobs(jobs_file)
+    check_distinct_outputs(jobs)
     runtime = shard_runtime(runtime)
     weights.require_components(needed_weights(runtime))
     pipeline = lazy_pipeline(weights, runtime)

@@ -58,3 +58,20 @@ def test_batch_exits_with_the_first_failed_jobs_own_code(cli, tiny_home, tmp_pat
     report = json.loads(result.stdout)
     assert report["failed"] == 2 and [j["ok"] for j in report["jobs"]] == [True, False, False]
     assert "2 of 3 jobs failed" in result.stderr
+
+
+def test_two_jobs_writing_one_file_stop_the_batch_before_any_job(cli, tiny_home, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """The second job would replace the first one's video: refused up front, whatever the spelling of the path."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.mp4").write_bytes(b"an earlier render")
+    jobs_file = tmp_path / "jobs.yaml"
+    jobs_file.write_text("jobs:\n  - {reference: r.png, poses: p, output: out/a.mp4}\n"
+                         "  - {reference: r.png, poses: p, output: out/b.mp4}\n"
+                         "  - {reference: s.png, poses: q, output: out/../out/a.mp4}\n")
+    ran = []
+    monkeypatch.setattr(batch, "run_job", lambda job, *_: ran.append(job))
+    result = cli("--weights", tiny_home.root, "batch", jobs_file)
+    assert result.exit_code == 2 and ran == []
+    assert "jobs 0 and 2 both write" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "out" / "a.mp4").read_bytes() == b"an earlier render"
