@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNetSpatioTemporalConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from animator_cli.errors import InputError
 from animator_cli.generate import load_pipeline
@@ -32,6 +33,7 @@ from animator_cli.models.id_adapter import IDAttnProcessor, TemporalAttnProcesso
 from animator_cli.models.unet import NUM_ID_TOKENS, AnimatorUNet
 from animator_cli.options import Runtime, SamplingOptions
 from animator_cli.sampling.pipeline import AnimationPipeline, windows_per_call
+from animator_cli.sampling.schedule import KarrasSchedule
 from animator_cli.sampling.windows import group_windows
 
 TOLERANCE = 1e-5
@@ -186,6 +188,48 @@ def test_windows_of_a_group_share_one_unet_call(pipeline, inputs):
         del pipeline.models.unet.forward
         pipeline.window_batch = None
     assert calls == [(4, 16, 8), (2, 16, 8)]  # windows 1+2 and 3, each with both guidance branches
+
+
+class _HostTraffic(TorchDispatchMode):
+    """Records the ops that are a host sync on a GPU (reading a tensor's value: ``.item()``, ``bool()``,
+    ``float()``) or a host→device copy (a tensor made from Python data), on any device, the CPU included."""
+
+    WATCHED = ("aten._local_scalar_dense", "aten.lift_fresh", "aten.scalar_tensor")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func).startswith(self.WATCHED):
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_denoising_loop_has_no_host_sync(pipeline, inputs, monkeypatch):
+    """Every UNet call and Euler step of the loop runs without reading a value back or copying one in."""
+    spy = _HostTraffic()
+
+    def spied(method):
+        def run(*args, **kwargs):
+            with spy:
+                return method(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(pipeline, "_blend", spied(pipeline._blend))
+    monkeypatch.setattr(KarrasSchedule, "step", spied(KarrasSchedule.step))
+    monkeypatch.setattr(pipeline, "_decode", lambda latents, chunk: np.zeros(1))
+    unet, calls = pipeline.models.unet, []
+    hook = unet.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        pipeline(*inputs, SamplingOptions(steps=2, min_guidance=2.0, max_guidance=3.0),
+                 torch.Generator().manual_seed(1))
+    finally:
+        hook.remove()
+    assert len(calls) == 2 * 3 and spy.seen == []  # 2 steps × 3 windows, guidance batched into each call
+    with spy, torch.no_grad():  # what it catches: diffusers' own handling of a Python float timestep
+        unet(torch.zeros(1, 2, 8, 8, 8), 0.5, torch.zeros(1, 5, unet.config.cross_attention_dim), torch.zeros(1, 3))
+    assert spy.seen
 
 
 def test_compiled_unet_is_one_graph_and_gives_the_same_prediction(tiny_home, inputs):
