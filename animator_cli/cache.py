@@ -132,8 +132,10 @@ class CacheEntry:
     @contextlib.contextmanager
     def writing(self) -> Iterator[Path]:
         """Yield a scratch directory; on success it becomes this entry, manifest (with each file's size and
-        SHA-256) included."""
-        with atomic_dir(self.path) as tmp:
+        SHA-256) included. When another process finished the same entry meanwhile (batch shards sharing a
+        reference, a shared cache folder), its entry is kept and this one dropped: processes reading it never
+        see it swapped. A rebuild over an entry that was there before (``--force``) replaces it."""
+        with atomic_dir(self.path, keep_concurrent=True) as tmp:
             yield tmp
             files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": hash_path(p)}
                      for p in sorted(tmp.rglob("*")) if p.is_file()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -128,13 +129,17 @@ def atomic_path(target: Path, suffix: str | None = None) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path, replace: bool = True) -> Iterator[Path]:
+def atomic_dir(target: Path, replace: bool = True, *, keep_concurrent: bool = False) -> Iterator[Path]:
     """Yield a temporary directory next to ``target``; it becomes ``target`` on success.
 
     An existing folder at ``target`` is replaced only when ``replace`` is true (callers pass false for a
     user's folder that is not a previous result of theirs); an existing file is never replaced.
+    ``keep_concurrent``: a ``target`` that another process created while this one was building (the same work
+    finished twice: a cache entry) is kept and this result dropped, so a finished folder is never swapped
+    under a process reading it; one that was there before is still replaced.
     """
     target = Path(target)
+    first = keep_concurrent and not target.exists()
     if target.exists() and not target.is_dir():
         raise InputError(f"output folder {target} is an existing file", "choose another output path")
     if target.is_dir() and not replace and any(target.iterdir()):
@@ -148,12 +153,26 @@ def atomic_dir(target: Path, replace: bool = True) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        _swap_into_place(tmp, target)
+        if first:
+            _place_unless_present(tmp, target)
+        else:
+            _swap_into_place(tmp, target)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_full(exc):
             raise DiskFullError(target) from exc
         raise
+
+
+def _place_unless_present(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``, or drop ``tmp`` when ``target`` exists by now (a rename onto a folder with
+    files fails: whichever process renames first wins, atomically)."""
+    try:
+        os.rename(tmp, target)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise InputError(f"cannot write {target}: {exc.strerror}", "choose another output folder") from exc
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:

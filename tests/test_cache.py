@@ -81,6 +81,57 @@ def test_force_rebuild_replaces_entry(tmp_path: Path) -> None:
     assert (entry.path / "result.txt").read_text() == "second"
 
 
+def test_an_entry_another_process_finished_meanwhile_is_kept(tmp_path: Path) -> None:
+    """Two builds of one entry overlap: the first to finish stays in place, the second is dropped, no temp left."""
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"abc")
+    entry = StageCache(tmp_path / "cache").entry("face", [source], {})
+    with entry.writing() as mine:
+        (mine / "result.txt").write_text("mine")
+        _build(entry, "theirs")  # another process finishes the same entry first
+    assert entry.done and (entry.path / "result.txt").read_text() == "theirs"
+    assert [p.name for p in entry.path.parent.iterdir()] == [entry.key]
+
+
+def _build_and_read(root: str, rounds: int, barrier, failures) -> None:
+    """One of several processes that build the same entries at the same moment, then read them."""
+    source = Path(root) / "input.bin"
+    for round_ in range(rounds):
+        entry = StageCache(Path(root) / "cache").entry("face", [source], {"round": round_})
+        barrier.wait(timeout=60)
+        try:
+            if not entry.done:
+                with entry.writing() as tmp:
+                    for i in range(20):
+                        (tmp / f"part{i}.txt").write_text(str(i) * 100)
+            assert [(entry.path / f"part{i}.txt").read_text() for i in range(20)] == [str(i) * 100 for i in range(20)]
+            assert entry.done
+        except Exception as exc:  # noqa: BLE001 - every kind of failure is counted, with its message
+            failures.put(f"round {round_}: {type(exc).__name__}: {exc}")
+
+
+def test_processes_building_one_entry_at_once_never_see_it_missing(tmp_path: Path) -> None:
+    """Batch shards sharing a reference build its face entry at the same moment: a reader used to find a file
+    missing while another process swapped the entry, and a second swap failed ("Directory not empty")."""
+    import multiprocessing
+
+    (tmp_path / "input.bin").write_bytes(b"abc")
+    context = multiprocessing.get_context("fork")
+    barrier, failures = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=_build_and_read, args=(str(tmp_path), 60, barrier, failures))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0] * 4
+    seen = []
+    while not failures.empty():
+        seen.append(failures.get())
+    assert seen == []
+    assert not [p for p in (tmp_path / "cache" / "face").iterdir() if p.name.startswith(".")]
+
+
 def test_settled_inputs_are_read_once_and_a_rewrite_is_seen(tmp_path: Path, monkeypatch) -> None:
     """`animate` hands one driving video to several stages: an input unchanged for a while is hashed once per process;
     any rewrite (a new mtime), and any file changed in the last seconds, is read again."""
