@@ -28,6 +28,7 @@ from animator_cli.errors import InputError
 from animator_cli.fileio import atomic_dir
 
 MANIFEST = "manifest.json"
+ABANDONED_AFTER_S = 7 * 24 * 3600  # a scratch folder untouched this long belongs to a build that died
 _CHUNK = 1 << 20
 _SETTLED_NS = 2_000_000_000  # an input unchanged for this long may be hashed once per process
 log = logging.getLogger("animator")
@@ -135,6 +136,7 @@ class CacheEntry:
         SHA-256) included. When another process finished the same entry meanwhile (batch shards sharing a
         reference, a shared cache folder), its entry is kept and this one dropped: processes reading it never
         see it swapped. A rebuild over an entry that was there before (``--force``) replaces it."""
+        sweep_abandoned(self.path.parent)
         with atomic_dir(self.path, keep_concurrent=True) as tmp:
             yield tmp
             files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": hash_path(p)}
@@ -144,6 +146,21 @@ class CacheEntry:
 
     def read_manifest(self) -> dict[str, Any]:
         return json.loads((self.path / MANIFEST).read_text())
+
+
+def sweep_abandoned(stage_dir: Path, older_than_s: float = ABANDONED_AFTER_S) -> None:
+    """Remove the scratch folders (``.<key>.*.tmp``/``.old``) of builds that died without cleaning up (killed,
+    out of host memory) and were not touched for ``older_than_s``: a live build writes into its folder."""
+    try:
+        scratch = [p for p in Path(stage_dir).iterdir() if p.name.startswith(".") and p.suffix in (".tmp", ".old")]
+    except OSError:
+        return
+    limit = time.time() - older_than_s
+    for path in scratch:
+        with contextlib.suppress(OSError):
+            if path.is_dir() and path.stat().st_mtime < limit:
+                log.info("removing an abandoned cache build %s", path)
+                shutil.rmtree(path, ignore_errors=True)
 
 
 class StageCache:

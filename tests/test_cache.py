@@ -93,6 +93,27 @@ def test_an_entry_another_process_finished_meanwhile_is_kept(tmp_path: Path) -> 
     assert [p.name for p in entry.path.parent.iterdir()] == [entry.key]
 
 
+def test_scratch_folders_of_dead_builds_are_swept_live_ones_kept(tmp_path: Path) -> None:
+    """A build killed with SIGKILL (or by the out-of-memory killer) leaves its scratch folder: the next build in
+    that stage removes it once untouched for a week; a live build's folder and finished entries stay."""
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"abc")
+    cache = StageCache(tmp_path / "cache")
+    old_entry = cache.entry("pose", [source], {"n": 1})
+    _build(old_entry, "finished long ago")
+    stage_dir = old_entry.path.parent
+    dead, dead_swap, live = stage_dir / ".k1.abc123.tmp", stage_dir / ".k2.def456.old", stage_dir / ".k3.ghi789.tmp"
+    for folder in (dead, dead_swap, live):
+        (folder / "frames").mkdir(parents=True)
+    week_ago = time.time() - 7 * 24 * 3600 - 60
+    for folder in (dead, dead_swap, old_entry.path):
+        os.utime(folder, (week_ago, week_ago))
+    _build(cache.entry("pose", [source], {"n": 2}), "new")
+    assert sorted(p.name for p in stage_dir.iterdir()) == sorted([old_entry.key, live.name,
+                                                                  cache.entry("pose", [source], {"n": 2}).key])
+    assert old_entry.done
+
+
 def _build_and_read(root: str, rounds: int, barrier, failures) -> None:
     """One of several processes that build the same entries at the same moment, then read them."""
     source = Path(root) / "input.bin"
