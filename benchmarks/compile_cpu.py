@@ -4,8 +4,9 @@
 
 Writes a tiny weights home, DIR/poses (FRAMES skeleton frames) and DIR/ref.png, then runs the real
 AnimationPipeline twice in this process (eager, then compiled) and prints the first step's time (the compiled
-run compiles there), the median of the later steps and their ratio. The whole-process comparison of the CLI is
-`farm-bench`; this script prints that command for DIR.
+run compiles there), the median of the later steps and their ratio. It also prints the CLI command for DIR, whose
+whole-process wall time with and without ``--compile`` is the issue's figure (time a warm-up run of each first:
+it fills inductor's cache, `animator_cli.models.compile.compile_cache_dir`).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def main() -> None:
     cli = (f"animator --weights {args.dir / 'home'} --cache-dir {args.dir / 'cache'} generate {args.dir / 'ref.png'} "
            f"{args.dir / 'poses'} -o {args.dir / 'out.mp4'} --width {args.size} --height {args.size} "
            f"--steps {args.steps} --force")
-    print(f"whole process: farm-bench -n 3 --timeout 3600 --vs '{cli}' -- {cli} --compile")
+    print(f"whole process (after a warm-up run of each): /usr/bin/time -v {cli} [--compile]")
 
 
 if __name__ == "__main__":

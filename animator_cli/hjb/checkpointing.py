@@ -30,13 +30,21 @@ def _checkpointed_call(forward: Callable[..., torch.Tensor], *args: object, **kw
     return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
+def _checkpointed_forward(layer: torch.nn.Module) -> Callable[..., torch.Tensor]:
+    """The layer's checkpointed forward, made once per layer: torch.compile (``--compile``) guards on the object at
+    ``layer.forward``, so a new one at every refined chunk would recompile the decoder blocks each time."""
+    if "_checkpointed_forward" not in layer.__dict__:
+        layer._checkpointed_forward = functools.partial(_checkpointed_call, type(layer).forward.__get__(layer))
+    return layer._checkpointed_forward
+
+
 @contextlib.contextmanager
 def checkpointed_layers(decoder: torch.nn.Module) -> Iterator[int]:
     """Within the block, each of ``decoder``'s resnets, attentions and upsamplers keeps only its input for the
     backward pass and recomputes the rest; yields how many layers are checkpointed. Restored on exit."""
     layers = [m for m in decoder.modules() if isinstance(m, LAYERS)]
     for layer in layers:
-        layer.forward = functools.partial(_checkpointed_call, type(layer).forward.__get__(layer))
+        layer.forward = _checkpointed_forward(layer)
     try:
         yield len(layers)
     finally:

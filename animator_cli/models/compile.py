@@ -4,9 +4,16 @@ Compiling the blocks rather than whole models keeps compile time short and the m
 unchanged (``nn.Module.compile`` wraps the call, not the module), so checkpoints save and load as before and
 the compiled model is the same object. The UNet forward has no graph break (no hooks, no Python-side state), so
 every block is one graph. Works on the CPU too (inductor generates C++); the first call of each shape compiles.
+
+Inductor's FX graph cache and AOTAutograd cache (both on by default) are kept in `compile_cache_dir`, not in
+torch's default under /tmp, which a reboot empties: a later process then loads the kernels instead of compiling
+them again (minutes on a CPU). It still traces every block with dynamo (docs/speed.md).
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from torch import nn
 
@@ -14,6 +21,30 @@ from animator_cli.models.unet import AnimatorUNet
 
 # The classes compiled: the UNet's blocks and those of the temporal VAE decoder (which the HJB refinement also runs).
 REGIONS = frozenset({*AnimatorUNet._repeated_blocks, "MidBlockTemporalDecoder", "UpBlockTemporalDecoder"})
+# Static shapes for the decoder blocks: their four instances differ in shape, so dynamo's automatic dynamic shapes
+# would recompile them with symbolic sizes, and inductor (torch 2.13) fails on the backward of those graphs that the
+# HJB refinement needs ("cannot determine truth value of Relational"). Each shape gets its own graph instead.
+DECODER_OPTIONS = {"dynamic": False}
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def compile_cache_dir() -> Path:
+    """``$TORCHINDUCTOR_CACHE_DIR`` when set by the user, else ``$XDG_CACHE_HOME/animator/torchinductor`` (default
+    ``~/.cache/animator/torchinductor``), beside the stage cache."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    chosen = os.environ.get(CACHE_ENV)
+    # Importing diffusers sets the variable to torch's default: that value is not a choice of the user.
+    if chosen and os.path.abspath(chosen) != os.path.abspath(default_cache_dir()):
+        return Path(chosen)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "animator" / "torchinductor"
+
+
+def use_compile_cache() -> Path:
+    """Point inductor's on-disk caches at `compile_cache_dir` (it reads the variable at every lookup)."""
+    path = compile_cache_dir()
+    os.environ[CACHE_ENV] = str(path)
+    return path
 
 
 def compile_regions(module: nn.Module, **options) -> nn.Module:
@@ -29,6 +60,13 @@ def compile_regions(module: nn.Module, **options) -> nn.Module:
 
 def compile_models(unet: nn.Module, vae: nn.Module | None = None) -> None:
     """Compile the UNet's blocks and, when given, the VAE decoder's (training passes no VAE)."""
+    use_compile_cache()
     compile_regions(unet)
     if vae is not None:
-        compile_regions(vae.decoder)
+        compile_decoder(vae)
+
+
+def compile_decoder(vae: nn.Module) -> None:
+    """Compile the blocks of ``vae``'s decoder (decoding and the HJB refinement's backward through it)."""
+    use_compile_cache()
+    compile_regions(vae.decoder, **DECODER_OPTIONS)

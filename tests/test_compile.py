@@ -1,0 +1,61 @@
+"""`--compile` beyond the UNet prediction (tests/test_lossless_speedups.py): the HJB face refinement through the
+compiled VAE decoder, and where inductor keeps its cache."""
+
+from __future__ import annotations
+
+import torch
+from torch._dynamo.utils import counters
+
+from animator_cli.generate import load_pipeline
+from animator_cli.hjb import FaceRefiner, load_arcface, reference_face_crop
+from animator_cli.hjb.checkpointing import checkpointed_layers
+from animator_cli.models.compile import CACHE_ENV, compile_cache_dir, compile_decoder
+from animator_cli.options import FaceOptOptions, Runtime
+from animator_cli.sampling.fit import fit_image
+from animator_cli.video import load_image
+
+FACE_BOX = (16, 8, 48, 40)  # a face box in 64×64 frames
+FRAMES = 4
+
+
+def _loss_and_gradient(refiner: FaceRefiner, vae: torch.nn.Module,
+                       z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What one Adam iteration of the refiner consumes: the identity loss of x̂0 ``z`` and its gradient, through the
+    decoder checkpointed per layer (the CPU's plan for a whole-frame decode)."""
+    z = z.clone().requires_grad_(True)
+    with torch.enable_grad(), checkpointed_layers(vae.decoder):
+        loss = refiner._loss(vae, z, list(range(FRAMES)), [FACE_BOX] * FRAMES, (0, 0, 8, 8), FRAMES)
+        loss.backward()
+    return loss.detach(), z.grad
+
+
+def test_face_refinement_through_the_compiled_decoder(tiny_home, astronaut_path):
+    """`--face-opt --compile`: the refiner backpropagates through the compiled decoder blocks and gets eager's loss
+    and gradient (x̂0's update: Adam's first step is about lr·sign(gradient), so the refined latents themselves
+    would magnify a rounding difference of a near-zero gradient element to 2·lr). Inductor reorders fp32 sums
+    (measured: gradient within 1.4e-6 of its largest element, loss within 6e-8 of ~1); 1e-5 leaves room for other
+    CPUs' kernels. Refining the next chunk or step compiles nothing new (the checkpointed layers keep their forward
+    object, on which dynamo guards)."""
+    vae = load_pipeline(tiny_home, Runtime(device="cpu")).models.vae
+    crop = reference_face_crop(fit_image(load_image(astronaut_path), 64, 64), (20, 4, 40, 28))
+    refiner = FaceRefiner(load_arcface(tiny_home), crop, [FACE_BOX] * FRAMES, FaceOptOptions(), 4, FRAMES)
+    z = torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    want_loss, want_gradient = _loss_and_gradient(refiner, vae, z)
+    compile_decoder(vae)
+    loss, gradient = _loss_and_gradient(refiner, vae, z)
+    assert vae.decoder.up_blocks[0]._compiled_call_impl is not None and want_gradient.abs().max() > 0
+    assert (loss - want_loss).abs() <= 1e-5 * want_loss.abs()
+    assert (gradient - want_gradient).abs().max() <= 1e-5 * want_gradient.abs().max()
+    graphs = counters["stats"]["unique_graphs"]
+    _loss_and_gradient(refiner, vae, z)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_inductor_cache_lives_beside_the_stage_cache(monkeypatch, tmp_path):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, default_cache_dir())  # what importing diffusers leaves: not the user's choice
+    assert compile_cache_dir() == tmp_path / "animator" / "torchinductor"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    assert compile_cache_dir() == tmp_path / "mine"
