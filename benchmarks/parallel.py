@@ -1,7 +1,7 @@
 """One video on 1 and on N CPU processes (window-parallel sampling, gloo), and the plan for N GPUs.
 
     .venv/bin/python benchmarks/parallel.py                  # 64 frames of the tiny home, 1 then 2 processes
-    .venv/bin/python benchmarks/parallel.py --nproc 2 --only # one launch only (for farm-bench --vs)
+    .venv/bin/python benchmarks/parallel.py --nproc 2 --only # one launch only (for timing whole processes)
     .venv/bin/python benchmarks/parallel.py --plan           # the paper plan for 576×1024 only
 
 Each run is a fresh launch (`torchrun --standalone` for N > 1), one thread per process, of `generate` on the tiny
