@@ -118,10 +118,12 @@ def check_distinct_outputs(jobs: list[dict[str, Any]]) -> None:
     for number, job in enumerate(jobs):  # numbered as `animator batch` reports them
         if job.get("output") is None:
             continue
-        where = Path(job["output"]).resolve()
+        try:
+            where = Path(job["output"]).resolve()
+        except (OSError, RuntimeError):  # a symlink loop: the job itself reports it
+            where = Path(os.path.abspath(job["output"]))
         if where in seen:
-            raise InputError(f"jobs {seen[where]} and {number} both write {job['output']}",
-                             "give each job its own output")
+            raise InputError(f"jobs {seen[where]} and {number} both write {where}", "give each job its own output")
         seen[where] = number
 
 

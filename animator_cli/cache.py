@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -29,6 +30,7 @@ from animator_cli.fileio import atomic_dir
 
 MANIFEST = "manifest.json"
 ABANDONED_AFTER_S = 7 * 24 * 3600  # a scratch folder untouched this long belongs to a build that died
+_SCRATCH_NAME = re.compile(r"\.[0-9a-f]{24}\.[a-z0-9_]{8}\.(tmp|old)")  # tempfile's 8 characters after the key
 _CHUNK = 1 << 20
 _SETTLED_NS = 2_000_000_000  # an input unchanged for this long may be hashed once per process
 log = logging.getLogger("animator")
@@ -91,6 +93,11 @@ class CacheEntry:
     manifest: dict[str, Any]
 
     @property
+    def intact(self) -> bool:
+        """A finished entry whose files match its manifest (no side effect; `done` also drops a damaged one)."""
+        return (self.path / MANIFEST).is_file() and self._damage() is None
+
+    @property
     def done(self) -> bool:
         """Whether a finished, intact entry is here. A damaged or outdated entry is removed (with one log
         line) and reported as not done, so the caller rebuilds it."""
@@ -131,13 +138,13 @@ class CacheEntry:
         return None
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[Path]:
+    def writing(self, replace: bool = False) -> Iterator[Path]:
         """Yield a scratch directory; on success it becomes this entry, manifest (with each file's size and
-        SHA-256) included. When another process finished the same entry meanwhile (batch shards sharing a
-        reference, a shared cache folder), its entry is kept and this one dropped: processes reading it never
-        see it swapped. A rebuild over an entry that was there before (``--force``) replaces it."""
+        SHA-256) included. An intact entry found there by then (another process finished the same work: batch
+        shards sharing a reference, a shared cache folder) is kept and this copy dropped, so processes reading
+        it never see it swapped; ``replace`` (``--force``) swaps this copy in instead."""
         sweep_abandoned(self.path.parent)
-        with atomic_dir(self.path, keep_concurrent=True) as tmp:
+        with atomic_dir(self.path, keep_existing=None if replace else lambda _: self.intact) as tmp:
             yield tmp
             files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": hash_path(p)}
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -149,10 +156,11 @@ class CacheEntry:
 
 
 def sweep_abandoned(stage_dir: Path, older_than_s: float = ABANDONED_AFTER_S) -> None:
-    """Remove the scratch folders (``.<key>.*.tmp``/``.old``) of builds that died without cleaning up (killed,
-    out of host memory) and were not touched for ``older_than_s``: a live build writes into its folder."""
+    """Remove the scratch folders (``.<key>.<random>.tmp``/``.old``, exactly as `atomic_dir` names them) of
+    builds that died without cleaning up (killed, out of host memory) and were not touched for ``older_than_s``:
+    a live build writes into its folder. Nothing else in the folder is touched, whatever its name."""
     try:
-        scratch = [p for p in Path(stage_dir).iterdir() if p.name.startswith(".") and p.suffix in (".tmp", ".old")]
+        scratch = [p for p in Path(stage_dir).iterdir() if _SCRATCH_NAME.fullmatch(p.name)]
     except OSError:
         return
     limit = time.time() - older_than_s

@@ -7,7 +7,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from animator_cli.errors import DiskFullError, InputError, is_disk_full
@@ -129,17 +129,17 @@ def atomic_path(target: Path, suffix: str | None = None) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path, replace: bool = True, *, keep_concurrent: bool = False) -> Iterator[Path]:
+def atomic_dir(target: Path, replace: bool = True, *,
+               keep_existing: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a temporary directory next to ``target``; it becomes ``target`` on success.
 
     An existing folder at ``target`` is replaced only when ``replace`` is true (callers pass false for a
     user's folder that is not a previous result of theirs); an existing file is never replaced.
-    ``keep_concurrent``: a ``target`` that another process created while this one was building (the same work
-    finished twice: a cache entry) is kept and this result dropped, so a finished folder is never swapped
-    under a process reading it; one that was there before is still replaced.
+    ``keep_existing``: a folder found at ``target`` when this one is complete is kept, and this result dropped,
+    when ``keep_existing(target)`` says it is sound (the same work finished by another process: a cache
+    entry), so a finished folder is never swapped under a process reading it.
     """
     target = Path(target)
-    first = keep_concurrent and not target.exists()
     if target.exists() and not target.is_dir():
         raise InputError(f"output folder {target} is an existing file", "choose another output path")
     if target.is_dir() and not replace and any(target.iterdir()):
@@ -153,9 +153,7 @@ def atomic_dir(target: Path, replace: bool = True, *, keep_concurrent: bool = Fa
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if first:
-            _place_unless_present(tmp, target)
-        else:
+        if keep_existing is None or not _placed_or_kept(tmp, target, keep_existing):
             _swap_into_place(tmp, target)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -164,15 +162,18 @@ def atomic_dir(target: Path, replace: bool = True, *, keep_concurrent: bool = Fa
         raise
 
 
-def _place_unless_present(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` to ``target``, or drop ``tmp`` when ``target`` exists by now (a rename onto a folder with
-    files fails: whichever process renames first wins, atomically)."""
+def _placed_or_kept(tmp: Path, target: Path, keep_existing: Callable[[Path], bool]) -> bool:
+    """Rename ``tmp`` to ``target`` when nothing is there (a rename onto a folder with files fails, so whichever
+    process renames first wins, atomically), or drop ``tmp`` when the folder there is sound. False: a folder
+    that is not sound is in the way (the caller swaps ``tmp`` in)."""
     try:
         os.rename(tmp, target)
+        return True
     except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise InputError(f"cannot write {target}: {exc.strerror}", "choose another output folder") from exc
-        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR) or not keep_existing(target):
+            return False
+    shutil.rmtree(tmp, ignore_errors=True)
+    return True
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:

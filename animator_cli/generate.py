@@ -216,7 +216,7 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
         log.info("generation cached: %s", entry.path)
     else:
         _render(entry, rgb, source.shape[1::-1], face, poses, frame_paths, fps, options, runtime, weights,
-                pipeline, frames_dir, face_masks, progress)
+                pipeline, frames_dir, face_masks, progress, force)
     if not ranks.is_main:  # rank 0 writes the output
         return result
     _export(entry.path / VIDEO_FILE, output, audio_from)
@@ -232,8 +232,9 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
 def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], face: FaceIdentity, poses: Path,
             frame_paths: list[Path], fps: float, options: GenerateOptions, runtime: Runtime, weights: WeightsHome,
             pipeline: PipelineLoader | None, frames_dir: Path | None, face_masks: Path | None,
-            progress: Progress | None) -> None:
-    """Render the video into the cache ``entry`` (and ``frames_dir``); the only part that needs torch."""
+            progress: Progress | None, force: bool) -> None:
+    """Render the video into the cache ``entry`` (and ``frames_dir``); the only part that needs torch. ``force``
+    replaces an entry that another process finished meanwhile (it is kept otherwise)."""
     import torch
 
     from animator_cli.hjb import build_refiner
@@ -248,7 +249,7 @@ def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], fa
     video = animation(rgb, frames, face.embedding, options.sampling, generator, progress, refine=refine)
     if video is None:  # another rank decodes and writes it
         return
-    with stage("writing"), entry.writing() as tmp:
+    with stage("writing"), entry.writing(replace=force) as tmp:
         write_video(tmp / VIDEO_FILE, video, fps, options.crf)
     if frames_dir is not None:
         ensure_writable_dir(frames_dir)

@@ -19,6 +19,21 @@ def _one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_compile_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Compiled kernels go to a folder of this test session, not the user's ~/.cache/animator/torchinductor
+    (`animator_cli.models.compile` points inductor there, for the rest of the process)."""
+    import os
+
+    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("torchinductor"))
+    yield
+    if previous is None:
+        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    else:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def astronaut_path() -> Path:
     import skimage

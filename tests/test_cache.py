@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from animator_cli import __version__
 from animator_cli.cache import MANIFEST, StageCache, hash_input
 
 
-def _build(entry, text: str) -> None:
-    with entry.writing() as tmp:
+def _build(entry, text: str, replace: bool = False) -> None:
+    with entry.writing(replace=replace) as tmp:
         (tmp / "result.txt").write_text(text)
 
 
@@ -77,7 +78,9 @@ def test_force_rebuild_replaces_entry(tmp_path: Path) -> None:
     source.write_bytes(b"abc")
     entry = StageCache(tmp_path / "cache").entry("face", [source], {})
     _build(entry, "first")
-    _build(entry, "second")  # what --force does: build again over a finished entry
+    _build(entry, "second")  # a build without --force keeps the finished entry (another process's, say)
+    assert (entry.path / "result.txt").read_text() == "first"
+    _build(entry, "second", replace=True)  # what --force does: build again over a finished entry
     assert (entry.path / "result.txt").read_text() == "second"
 
 
@@ -93,6 +96,19 @@ def test_an_entry_another_process_finished_meanwhile_is_kept(tmp_path: Path) -> 
     assert [p.name for p in entry.path.parent.iterdir()] == [entry.key]
 
 
+def test_a_damaged_entry_in_the_way_is_replaced_not_kept(tmp_path: Path) -> None:
+    """What is found at the entry's place when a build completes is kept only if intact (here: half removed by
+    another process that found it damaged)."""
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"abc")
+    entry = StageCache(tmp_path / "cache").entry("generate", [source], {})
+    with entry.writing() as mine:
+        (mine / "result.txt").write_text("good")
+        _build(entry, "theirs")
+        (entry.path / "result.txt").write_text("th")  # truncated
+    assert entry.done and (entry.path / "result.txt").read_text() == "good"
+
+
 def test_scratch_folders_of_dead_builds_are_swept_live_ones_kept(tmp_path: Path) -> None:
     """A build killed with SIGKILL (or by the out-of-memory killer) leaves its scratch folder: the next build in
     that stage removes it once untouched for a week; a live build's folder and finished entries stay."""
@@ -102,26 +118,30 @@ def test_scratch_folders_of_dead_builds_are_swept_live_ones_kept(tmp_path: Path)
     old_entry = cache.entry("pose", [source], {"n": 1})
     _build(old_entry, "finished long ago")
     stage_dir = old_entry.path.parent
-    dead, dead_swap, live = stage_dir / ".k1.abc123.tmp", stage_dir / ".k2.def456.old", stage_dir / ".k3.ghi789.tmp"
-    for folder in (dead, dead_swap, live):
+    dead, dead_swap = stage_dir / f".{'a' * 24}.x1y2z3_q.tmp", stage_dir / f".{'b' * 24}.x1y2z3_q.old"
+    live, users = stage_dir / f".{'c' * 24}.x1y2z3_q.tmp", stage_dir / ".thesis.tmp"  # live build; not ours
+    for folder in (dead, dead_swap, live, users):
         (folder / "frames").mkdir(parents=True)
     week_ago = time.time() - 7 * 24 * 3600 - 60
-    for folder in (dead, dead_swap, old_entry.path):
+    for folder in (dead, dead_swap, users, old_entry.path):
         os.utime(folder, (week_ago, week_ago))
     _build(cache.entry("pose", [source], {"n": 2}), "new")
-    assert sorted(p.name for p in stage_dir.iterdir()) == sorted([old_entry.key, live.name,
+    assert sorted(p.name for p in stage_dir.iterdir()) == sorted([old_entry.key, live.name, users.name,
                                                                   cache.entry("pose", [source], {"n": 2}).key])
     assert old_entry.done
 
 
 def _build_and_read(root: str, rounds: int, barrier, failures) -> None:
-    """One of several processes that build the same entries at the same moment, then read them."""
+    """One of several processes that build the same entries at the same moment, then read them. Like the face
+    and generate stages, each computes its result first, then writes the entry."""
     source = Path(root) / "input.bin"
+    rng = random.Random()
     for round_ in range(rounds):
         entry = StageCache(Path(root) / "cache").entry("face", [source], {"round": round_})
         barrier.wait(timeout=60)
         try:
             if not entry.done:
+                time.sleep(rng.uniform(0, 0.004))  # the work, finishing at slightly different times
                 with entry.writing() as tmp:
                     for i in range(20):
                         (tmp / f"part{i}.txt").write_text(str(i) * 100)
@@ -139,12 +159,17 @@ def test_processes_building_one_entry_at_once_never_see_it_missing(tmp_path: Pat
     (tmp_path / "input.bin").write_bytes(b"abc")
     context = multiprocessing.get_context("fork")
     barrier, failures = context.Barrier(4), context.Queue()
-    workers = [context.Process(target=_build_and_read, args=(str(tmp_path), 60, barrier, failures))
+    workers = [context.Process(target=_build_and_read, args=(str(tmp_path), 150, barrier, failures))
                for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=240)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
     assert [worker.exitcode for worker in workers] == [0] * 4
     seen = []
     while not failures.empty():

@@ -191,23 +191,29 @@ def test_windows_of_a_group_share_one_unet_call(pipeline, inputs):
 
 
 class _HostTraffic(TorchDispatchMode):
-    """Records the ops that are a host sync on a GPU (reading a tensor's value: ``.item()``, ``bool()``,
-    ``float()``) or a host→device copy (a tensor made from Python data), on any device, the CPU included."""
+    """Records, on any device (the CPU included), the ops that are a host sync on a GPU: reading a value
+    (``.item()``, ``bool()``, ``float()``), an output size that depends on values (``nonzero``,
+    ``masked_select``, indexing with a boolean mask); and the host→device copy of a tensor made from Python data.
+    Not visible at this level on the CPU: ``.tolist()``, ``.cpu()``, ``.numpy()``."""
 
-    WATCHED = ("aten._local_scalar_dense", "aten.lift_fresh", "aten.scalar_tensor")
+    WATCHED = ("aten._local_scalar_dense", "aten.lift_fresh", "aten.scalar_tensor", "aten.nonzero",
+               "aten.masked_select")
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func).startswith(self.WATCHED):
-            self.seen.append(str(func))
+        name = str(func)
+        boolean_index = name.startswith("aten.index.Tensor") and any(
+            index is not None and index.dtype == torch.bool for index in args[1])
+        if name.startswith(self.WATCHED) or boolean_index:
+            self.seen.append(name)
         return func(*args, **(kwargs or {}))
 
 
 def test_denoising_loop_has_no_host_sync(pipeline, inputs, monkeypatch):
-    """Every UNet call and Euler step of the loop runs without reading a value back or copying one in."""
+    """Every input scaling, UNet call and Euler step of the loop runs without a host sync or copy (_HostTraffic)."""
     spy = _HostTraffic()
 
     def spied(method):
@@ -218,6 +224,7 @@ def test_denoising_loop_has_no_host_sync(pipeline, inputs, monkeypatch):
 
     monkeypatch.setattr(pipeline, "_blend", spied(pipeline._blend))
     monkeypatch.setattr(KarrasSchedule, "step", spied(KarrasSchedule.step))
+    monkeypatch.setattr(KarrasSchedule, "scale_input", spied(KarrasSchedule.scale_input))
     monkeypatch.setattr(pipeline, "_decode", lambda latents, chunk: np.zeros(1))
     unet, calls = pipeline.models.unet, []
     hook = unet.register_forward_pre_hook(lambda *_: calls.append(1))
@@ -227,9 +234,12 @@ def test_denoising_loop_has_no_host_sync(pipeline, inputs, monkeypatch):
     finally:
         hook.remove()
     assert len(calls) == 2 * 3 and spy.seen == []  # 2 steps × 3 windows, guidance batched into each call
-    with spy, torch.no_grad():  # what it catches: diffusers' own handling of a Python float timestep
+    with spy, torch.no_grad():  # what it catches: diffusers' own handling of a Python float timestep, ...
         unet(torch.zeros(1, 2, 8, 8, 8), 0.5, torch.zeros(1, 5, unet.config.cross_attention_dim), torch.zeros(1, 3))
-    assert spy.seen
+        x = torch.arange(4.0)
+        x[x > 1], x.nonzero(), bool(x.any())  # ... a mask, a value-sized output, a value read
+    assert spy.seen[-3:] == ["aten.index.Tensor", "aten.nonzero.default", "aten._local_scalar_dense.default"]
+    assert "aten.lift_fresh.default" in spy.seen[:-3]
 
 
 def test_compiled_unet_is_one_graph_and_gives_the_same_prediction(tiny_home):

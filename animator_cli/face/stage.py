@@ -36,7 +36,7 @@ def face_stage(
     with stage("face"):
         identity = extract_identity(image, weights, legacy_rgb=legacy_rgb, allow_no_face=allow_no_face,
                                     device=device)
-    with entry.writing() as tmp:
+    with entry.writing(replace=force) as tmp:
         save_identity(tmp, identity, {"image": str(image), "legacy_rgb": legacy_rgb,
                                       "models": str(weights.antelopev2_dir)})
     return entry.path, False

@@ -194,6 +194,6 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
     if entry.done and not force:
         log.info("pose: reusing %s", entry.path)
         return entry.path
-    with entry.writing() as tmp, stage(STAGE):
+    with entry.writing(replace=force) as tmp, stage(STAGE):
         _build(tmp, *build_args)
     return entry.path
