@@ -21,10 +21,11 @@ from animator_cli.models.unet import AnimatorUNet
 
 # The classes compiled: the UNet's blocks and those of the temporal VAE decoder (which the HJB refinement also runs).
 REGIONS = frozenset({*AnimatorUNet._repeated_blocks, "MidBlockTemporalDecoder", "UpBlockTemporalDecoder"})
-# Static shapes for the decoder blocks: their four instances differ in shape, so dynamo's automatic dynamic shapes
-# would recompile them with symbolic sizes, and inductor (torch 2.13) fails on the backward of those graphs that the
-# HJB refinement needs ("cannot determine truth value of Relational"). Each shape gets its own graph instead.
-DECODER_OPTIONS = {"dynamic": False}
+# Static shapes wherever gradients flow through compiled blocks (the decoder under the HJB refinement, the UNet in
+# training): the instances of one block class differ in shape, so dynamo's automatic dynamic shapes would recompile
+# them with symbolic sizes, and inductor (torch 2.13) fails on the backward of those graphs ("cannot determine truth
+# value of Relational: 64*s20*s33 < 64"). Each shape gets its own graph instead.
+STATIC = {"dynamic": False}
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 
@@ -58,10 +59,11 @@ def compile_regions(module: nn.Module, **options) -> nn.Module:
     return module
 
 
-def compile_models(unet: nn.Module, vae: nn.Module | None = None) -> None:
-    """Compile the UNet's blocks and, when given, the VAE decoder's (training passes no VAE)."""
+def compile_models(unet: nn.Module, vae: nn.Module | None = None, *, training: bool = False) -> None:
+    """Compile the UNet's blocks and, when given, the VAE decoder's. ``training``: gradients flow through the UNet,
+    so its blocks get static shapes (inference keeps dynamo's automatic dynamic shapes: fewer graphs to trace)."""
     use_compile_cache()
-    compile_regions(unet)
+    compile_regions(unet, **(STATIC if training else {}))
     if vae is not None:
         compile_decoder(vae)
 
@@ -69,4 +71,4 @@ def compile_models(unet: nn.Module, vae: nn.Module | None = None) -> None:
 def compile_decoder(vae: nn.Module) -> None:
     """Compile the blocks of ``vae``'s decoder (decoding and the HJB refinement's backward through it)."""
     use_compile_cache()
-    compile_regions(vae.decoder, **DECODER_OPTIONS)
+    compile_regions(vae.decoder, **STATIC)

@@ -244,7 +244,7 @@ def _training_models(config: TrainConfig, weights: WeightsHome, run_dir: Path, a
     if config.model.compile:
         from animator_cli.models.compile import compile_models
 
-        compile_models(models.unet)
+        compile_models(models.unet, training=True)
     return models, groups
 
 
