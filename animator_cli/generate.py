@@ -50,6 +50,7 @@ from animator_cli.video import (
 from animator_cli.weights.home import WeightsHome
 
 if TYPE_CHECKING:  # torch, diffusers and the models load only when a video is rendered, never on a cached rerun
+    from animator_cli.models.loading import AnimatorModels
     from animator_cli.sampling.pipeline import AnimationPipeline
 
 log = logging.getLogger("animator")
@@ -74,24 +75,37 @@ class GenerateResult:
 PipelineLoader = Callable[[], "AnimationPipeline"]
 
 
-def load_pipeline(weights: WeightsHome, runtime: Runtime) -> AnimationPipeline:
-    """Load every network once, straight onto its device (the CPU when offloading), placed (and compiled) as
-    ``runtime`` says."""
+def load_pipeline(weights: WeightsHome, runtime: Runtime, models: AnimatorModels | None = None) -> AnimationPipeline:
+    """Load every network once, straight onto its device (the CPU when offloading), placed (and compiled,
+    quantised) as ``runtime`` says; ``models`` already built (e.g. benchmarks' random ones) are used instead of
+    reading ``weights``."""
     with stage("loading models"):  # importing torch and diffusers is part of it: seconds
         import torch
 
+        from animator_cli.models.backends import configure_process
         from animator_cli.models.loading import load_models
         from animator_cli.sampling.pipeline import AnimationPipeline
 
-        home = torch.device("cpu") if runtime.offload else runtime.torch_device()  # no detour through host RAM
-        models = load_models(weights, home, runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
+        configure_process(runtime)
+        if runtime.fp8:  # before any weight is read: a GPU or torchao missing is said at once
+            from animator_cli.models.fp8 import check_fp8
+
+            check_fp8(runtime.torch_device())
+        if models is None:
+            home = torch.device("cpu") if runtime.offload else runtime.torch_device()  # no detour through host RAM
+            models = load_models(weights, home, runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
         pipeline = AnimationPipeline(models, runtime.torch_device(), runtime.torch_dtype(), offload=runtime.offload,
                                      vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg,
-                                     window_batch=runtime.window_batch, ranks=runtime.ranks)
+                                     window_batch=runtime.window_batch, ranks=runtime.ranks,
+                                     attention=runtime.attention, channels_last_3d=runtime.channels_last_3d)
+        if runtime.fp8:
+            from animator_cli.models.fp8 import quantize_fp8
+
+            quantize_fp8(models.unet)
         if runtime.compile:
             from animator_cli.models.compile import compile_models
 
-            compile_models(models.unet, models.vae)
+            compile_models(models.unet, models.vae, mode=runtime.compile_mode)
         return pipeline
 
 
@@ -206,6 +220,7 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     # The device changes the random draws (CPU and CUDA generators differ) and --vae-on-cpu the VAE's precision.
     params = {"options": asdict(options), "fps": fps, "dtype": f"torch.{runtime.dtype_name()}",
               "device": device_type(runtime.device_name()), "vae_on_cpu": runtime.vae_on_cpu,
+              **({"fp8": True} if runtime.fp8 else {}),  # lossy; absent otherwise, so earlier entries still hit
               "identity": hashlib.sha256(face.embedding.tobytes()).hexdigest(),
               "weights": weights_signature(weights, runtime.checkpoint_dir, options.face_opt is not None)}
     entry = cache.entry("generate", [reference, poses, *([face_masks] if face_masks else [])], params)

@@ -29,6 +29,8 @@ MAX_SIDE = 4096  # larger outputs cannot fit in memory
 MAX_STEPS = 1000  # the scheduler's training timesteps
 RESOLUTIONS = {"512x512": (512, 512), "576x1024": (576, 1024), "1024x576": (1024, 576)}
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}  # --dtype → torch dtype name
+ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")  # --attention (animator_cli.models.backends)
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")  # --compile-mode (torch.compile mode)
 
 
 @dataclass(frozen=True)
@@ -158,15 +160,31 @@ class Runtime:
     checkpoint_dir: Path | None = None
     compile: bool = False  # torch.compile the UNet blocks and the VAE decoder (animator_cli.models.compile)
     window_batch: int | None = 1  # windows per UNet call; None: from free GPU memory (1 on the CPU)
+    # GPU speed levers (docs/speed.md, each a variant of benchmarks/gpu_suite.py). None: decided by the device.
+    cudnn_benchmark: bool | None = None  # cuDNN tries its convolution algorithms on each new shape (GPU)
+    attention: str = "auto"  # scaled_dot_product_attention backend preferred: auto = torch's own choice
+    channels_last_3d: bool = False  # the VAE decoder's 3-D convolutions in channels-last-3d layout (GPU)
+    compile_mode: str = "default"  # torch.compile mode under compile=True; reduce-overhead = CUDA graphs
+    fp8: bool = False  # float8 dynamic quantisation of the UNet's linear layers (torchao; lossy; FP8 GPUs)
     # The processes rendering one video together (distributed.py); where, not how: left out of comparisons.
     ranks: Ranks = field(default_factory=Ranks, compare=False)
 
     def validate(self) -> None:
-        """Reject an unknown --dtype or a --window-batch below 1 without importing torch."""
+        """Reject an unknown --dtype, attention backend or compile mode, or a --window-batch below 1, without
+        importing torch."""
         if self.dtype is not None and self.dtype not in DTYPES:
             raise InputError(f"unknown --dtype {self.dtype}", f"choose from {', '.join(DTYPES)}")
         if self.window_batch is not None and self.window_batch < 1:
             raise InputError(f"--window-batch {self.window_batch} must be at least 1")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise InputError(f"unknown --attention {self.attention}", f"choose from {', '.join(ATTENTION_BACKENDS)}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise InputError(f"unknown --compile-mode {self.compile_mode}", f"choose from {', '.join(COMPILE_MODES)}")
+        if self.compile_mode != "default" and not self.compile:
+            raise InputError(f"--compile-mode {self.compile_mode} needs --compile")
+        if self.fp8 and device_type(self.device_name()) != "cuda":
+            raise InputError(f"--fp8 needs a CUDA GPU, not {self.device_name()}",
+                             "float8 matrix multiplication runs on GPUs of compute capability 8.9 or newer")
 
     def device_name(self) -> str:
         """The device the models run on: ``device``, else cuda when torch can use a GPU, else cpu."""

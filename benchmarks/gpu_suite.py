@@ -1,320 +1,213 @@
 """The one-command GPU benchmark suite: what a session lent a GPU for a few minutes runs first.
 
-    python benchmarks/gpu_suite.py                        # CUDA, full-size random models, ≤ 8 min, no download
-    python benchmarks/gpu_suite.py --peak-tflops 989      # when the card is not in the peak table
-    python benchmarks/gpu_suite.py --tiny                 # the same code path on make-tiny-sized models, CPU
+    python benchmarks/gpu_suite.py                          # CUDA, full-size random models, ≤ 8 min, no download
+    python benchmarks/gpu_suite.py --parts generate,profile --variants default,cudnn-benchmark-off
+    python benchmarks/gpu_suite.py --tiny                   # every part on make-tiny-sized models, on the CPU
+    python benchmarks/gpu_suite.py --list                   # the jobs it would run, in order
 
-Builds the full-size networks (SVD-xt UNet with the ID processors, temporal VAE, CLIP ViT-H, PoseNet, face
-encoder; glintr100's iresnet100 for HJB) with random weights directly on the device (benchmarks/random_models.py),
-then measures, each part under its own try and time budget:
+Each job (a part, a variant, a size, a dtype) runs in a process of its own (benchmarks/gpu_parts.py) under a
+wall-clock limit: a hung CUDA call is killed with its process and the next job goes on; each job has a fresh
+allocator, its own peak and its own random models. Every row is printed and appended to the report (``--output``,
+Markdown) the moment the job measures it, so a suite stopped at any point keeps its rows. Jobs run most important
+first; once the time budget is spent the rest are listed as skipped. At the end the targets of issue 19 are
+appended, met or missed with their margin.
 
-- the FLOPs of one UNet call (CFG batch of 2 × 16 frames), counted with torch.utils.flop_counter.FlopCounterMode;
-- generation of 16 frames × 25 steps at 512×512 and 576×1024 (width × height) in bf16 and fp16: whole call,
-  seconds per step of the denoising loop, peak memory, achieved TFLOP/s over the loop (counted FLOPs × UNet calls /
-  loop time) and its share of the card's dense bf16 peak;
-- ``--face-opt`` (HJB, defaults: 3 iterations on steps 0-20, whole frames) on 16 frames at 512×512;
-- one full-size training step (fp32 weights, bf16 autocast, UNet gradient checkpointing, AdamW; the second step
-  is timed);
-- the generation rows again with ``Runtime(compile=True)``, compile time (the first, 1-step call) reported apart.
-
-The pipeline is built by `load_pipeline` itself (its model loader handed the random models), so runtime options
-apply exactly as in the CLI. Writes a Markdown report to stdout and ``--output`` (atomically), with the targets
-(≥ 50 % of the bf16 peak in the 512×512 loop, ≤ 8 GB peak at 512×512 with the default fp16 and no offload,
-``--face-opt`` ≤ 2× basic time and ≤ 24 GB) marked met or missed with their margin. A part that fails or runs out
-of its budget is reported and the others still run; when the total budget is spent the rest are skipped.
+Columns: cold s — a fresh process's first whole call (encoders, 25 steps, decoding; what a CLI user pays beyond
+start-up and loading); warm s — the second call; s/step — the warm loop per step (steps 2..N on the device clock,
+CUDA events, no host synchronisation inside the loop); outside s — the warm call's time outside that loop; UNet —
+the UNet calls' share of the loop; TFLOP/s and % of peak over the loop (UNet FLOPs counted on the meta device);
+peak GiB — allocated (warm call; the cold call's in the note) and reserved.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
+import json
 import math
+import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
-import traceback
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from animator_cli.fileio import atomic_path  # noqa: E402
-from animator_cli.hjb import FaceRefiner, reference_face_crop  # noqa: E402
-from animator_cli.hjb.memory import plan_decode  # noqa: E402
-from animator_cli.options import FaceOptOptions, Runtime, SamplingOptions  # noqa: E402
-from animator_cli.sampling.conditioning import to_tensor  # noqa: E402
-from animator_cli.sampling.pipeline import AnimationPipeline  # noqa: E402
-from animator_cli.weights.home import WeightsHome  # noqa: E402
-from benchmarks.measure import peak_gib, random_inputs, reset_peak, sync, time_generation  # noqa: E402
-from benchmarks.random_models import build_arcface, build_models  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 # Dense (no sparsity) bf16 tensor-core TFLOP/s from NVIDIA's datasheets; the first name found in the device name
 # wins, so "H100 PCIe" precedes "H100" (SXM).
 PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0),
                ("L4", 121.0), ("A10", 125.0))
-TOTAL_BUDGET_S = 450.0  # the whole suite stays under 8 minutes with start-up and the report
-GiB = 2**30
+TOTAL_BUDGET_S = 450.0  # with the machine's start and the transfers, the suite stays under 8 minutes
+
+# Runtime overrides of each variant (benchmarks/gpu_parts.py passes them to `Runtime`).
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "cudnn-benchmark-off": {"cudnn_benchmark": False},
+    "channels-last-3d": {"channels_last_3d": True},
+    "attention-cudnn": {"attention": "cudnn"},
+    "attention-flash": {"attention": "flash"},
+    "attention-efficient": {"attention": "efficient"},
+    "fp8": {"fp8": True},
+    "compile": {"compile": True},
+    "compile-max-autotune": {"compile": True, "compile_mode": "max-autotune-no-cudagraphs"},
+    "compile-cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
+    "window-batch-auto": {"window_batch": None},
+}
 
 
-class PartTimeout(Exception):
-    """A part ran past its time budget."""
+@dataclass(frozen=True)
+class Planned:
+    """One job of the plan: what gpu_parts.py gets, its time limit, and the inductor cache it shares (compile)."""
+
+    job: dict
+    limit_s: float
+    cache: str | None = None  # name of the inductor cache folder: the second job naming it finds it warm
+
+    @property
+    def label(self) -> str:
+        j = self.job
+        return f"{j['part']} / {j.get('variant', 'default')} / {j['width']}×{j['height']} {j['dtype']}"
+
+
+def plan(tiny: bool, peak: float | None) -> list[Planned]:
+    """Every job, most important first: what the suite runs when nothing is selected."""
+    big, small = ((128, 64), (64, 64)) if tiny else ((576, 1024), (512, 512))
+    frames, steps = (4, 3) if tiny else (16, 25)
+    scale = 2.0 if tiny else 1.0  # the CPU is slower at the tiny sizes than the GPU at full size
+
+    def job(part: str, variant: str = "default", size=small, dtype: str = "bf16", limit: float = 60,
+            cache: str | None = None, **extra) -> Planned:
+        spec = {"part": part, "variant": variant, "width": size[0], "height": size[1], "dtype": dtype,
+                "frames": frames, "steps": steps, "runtime": VARIANTS[variant], "tiny": tiny, "peak_tflops": peak}
+        return Planned({**spec, **extra}, limit * scale, cache)
+
+    return [
+        job("attention", limit=40), job("attention", size=big, limit=40),
+        job("generate"), job("profile", limit=90), job("memory", limit=60, steps=3),
+        job("generate", "cudnn-benchmark-off"), job("generate", dtype="fp16"),
+        job("generate", "channels-last-3d"), job("generate", "attention-cudnn"),
+        job("fp8", "fp8", limit=90), job("generate", size=big, limit=75),
+        job("face-opt", dtype="fp16", limit=90), job("train", dtype="fp32", limit=90),
+        job("compile", "compile", limit=240, cache="default"), job("compile", "compile", limit=120, cache="default"),
+        job("window-batch", "window-batch-auto", limit=90, frames=4 * frames),
+        job("generate", size=big, dtype="fp16", limit=75), job("generate", "attention-flash"),
+        job("generate", "attention-efficient"), job("generate", "cudnn-benchmark-off", size=big, limit=75),
+        job("compile", "compile-max-autotune", limit=300, cache="max-autotune"),
+        job("compile", "compile-cudagraphs", limit=240, cache="cudagraphs"),
+    ]
+
+
+COLUMNS = (("part", "part"), ("variant", "variant"), ("setting", "setting"), ("cold_s", "cold s"),
+           ("warm_s", "warm s"), ("step_s", "s/step"), ("outside_s", "outside s"), ("unet_share", "UNet"),
+           ("tflops", "TFLOP/s"), ("peak_share", "% of peak"), ("peak_alloc_gib", "peak GiB"),
+           ("peak_reserved_gib", "reserved GiB"), ("note", "note"))
+
+
+def cell(key: str, value: object) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, float):
+        if key in ("unet_share", "peak_share"):
+            return f"{value:.1%}"
+        digits = 3 if key == "step_s" else 2
+        return f"{value:.{digits}f}" if abs(value) >= 10**-digits or value == 0 else f"{value:.3g}"
+    return str(value).replace("|", "/")
+
+
+def table_line(row: dict) -> str:
+    return "| " + " | ".join(cell(key, row.get(key)) for key, _ in COLUMNS) + " |"
+
+
+class Report:
+    """The Markdown report, appended line by line (flushed and synced: a killed suite keeps every line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+
+    def add(self, *lines: str, echo: bool = True) -> None:
+        with open(self.path, "a") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        if echo:
+            print("\n".join(lines), flush=True)
 
 
 @dataclass
-class Row:
-    """One line of the report; None cells print as a dash."""
+class Runner:
+    """Runs planned jobs one at a time in their own process group, copying their rows into the report as they
+    come."""
 
-    part: str
-    setting: str
-    seconds: float | None = None
-    per_step_s: float | None = None
-    compile_s: float | None = None
-    peak_gib: float | None = None
-    tflops: float | None = None
-    peak_share: float | None = None
-    note: str = ""
+    report: Report
+    workdir: Path
+    deadline: float
+    rows: list[dict] = field(default_factory=list)
+    caches: dict[str, Path] = field(default_factory=dict)
 
-
-@dataclass
-class Part:
-    name: str
-    budget_s: float
-    run: Callable[[], list[Row]]
-
-
-@dataclass
-class Setup:
-    """What the parts share: where they run, the sizes, and what earlier parts measured."""
-
-    device: torch.device
-    tiny: bool
-    frames: int
-    steps: int
-    sizes: tuple[tuple[int, int], ...]  # (width, height)
-    peak_tflops: float | None
-    compile: bool = True
-    models: object = None
-    unet_tflop: dict[tuple[int, int], float] = field(default_factory=dict)  # per CFG-batched UNet call
-    results: dict[str, Row] = field(default_factory=dict)  # by key, for the targets
-
-    def size_name(self, size: tuple[int, int]) -> str:
-        return f"{size[0]}×{size[1]}"
-
-
-def peak_for(device_name: str) -> float | None:
-    for name, tflops in PEAK_TFLOPS:
-        if name.lower() in device_name.lower():
-            return tflops
-    return None
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise PartTimeout in this (main) thread after ``seconds``."""
-    def expire(signum, frame):
-        raise PartTimeout(f"ran past its {seconds:.3g} s budget")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def run_parts(parts: list[Part], total_budget_s: float) -> list[Row]:
-    """Run every part under its own try and budget (the smaller of its own and what is left of the total)."""
-    rows: list[Row] = []
-    deadline = time.monotonic() + total_budget_s
-    for part in parts:
-        left = deadline - time.monotonic()
-        if left <= 1:
-            rows.append(Row(part.name, "", note="skipped: the suite's time budget is spent"))
-            continue
+    def run(self, planned: Planned) -> None:
+        left = self.deadline - time.monotonic()
+        if left < 5:
+            self._add({**_identity(planned.job), "note": "skipped: the suite's time budget is spent"})
+            return
+        limit = min(planned.limit_s, left)
+        rows_file = self.workdir / "rows.jsonl"
+        seen = rows_file.stat().st_size if rows_file.exists() else 0
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if planned.cache:
+            cache = self.caches.setdefault(planned.cache, Path(tempfile.mkdtemp(prefix=f"inductor-{planned.cache}-")))
+            env["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
         started = time.monotonic()
-        try:
-            with time_limit(min(part.budget_s, left)):
-                rows += part.run()
-        except Exception as exc:  # noqa: BLE001 - one part's failure must not cost the others
-            what = "out of memory" if isinstance(exc, torch.cuda.OutOfMemoryError) else type(exc).__name__
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            rows.append(Row(part.name, "", seconds=time.monotonic() - started,
-                            note=f"FAILED ({what}): {message}"[:200]))
-            traceback.print_exc(file=sys.stderr)
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-    return rows
+        with open(self.workdir / "suite.log", "a") as log:
+            log.write(f"\n=== {planned.label}\n")
+            log.flush()
+            process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "gpu_parts.py"),
+                                        json.dumps(planned.job), str(rows_file)], cwd=ROOT, env=env,
+                                       stdout=log, stderr=log, start_new_session=True)
+            while process.poll() is None:
+                seen = self._copy_rows(rows_file, seen)
+                if time.monotonic() - started > limit:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+                    seen = self._copy_rows(rows_file, seen)
+                    self._add({**_identity(planned.job), "cold_s": time.monotonic() - started,
+                               "note": f"killed at its {limit:.0f} s limit (rows above were kept)"})
+                    return
+                time.sleep(0.2)
+        self._copy_rows(rows_file, seen)
+        if process.returncode:
+            self._add({**_identity(planned.job), "cold_s": time.monotonic() - started,
+                       "note": f"FAILED (exit {process.returncode}): {_last_error(self.workdir / 'suite.log')}"})
+
+    def _copy_rows(self, rows_file: Path, seen: int) -> int:
+        if not rows_file.exists():
+            return seen
+        with open(rows_file) as f:
+            f.seek(seen)
+            text = f.read()
+        complete = text[:text.rfind("\n") + 1]
+        for line in complete.splitlines():
+            self._add(json.loads(line))
+        return seen + len(complete.encode())
+
+    def _add(self, row: dict) -> None:
+        self.rows.append(row)
+        self.report.add(table_line(row))
 
 
-def _pipeline(setup: Setup, dtype: str, **runtime: object) -> AnimationPipeline:
-    """`load_pipeline`'s pipeline around the random models (its checkpoint loader returns them)."""
-    from animator_cli import generate
-
-    options = Runtime(device=str(setup.device), dtype=dtype, **runtime)
-    with mock.patch("animator_cli.models.loading.load_models", lambda *args, **kwargs: setup.models):
-        return generate.load_pipeline(WeightsHome(Path(tempfile.gettempdir())), options)
+def _identity(job: dict) -> dict:
+    return {"part": job["part"], "variant": job.get("variant", "default"),
+            "setting": f"{job['frames']} frames × {job['steps']} steps, {job['width']}×{job['height']}, {job['dtype']}"}
 
 
-def _sampling(setup: Setup, steps: int | None = None) -> SamplingOptions:
-    """The CLI's defaults (one 16-frame window at full size)."""
-    return SamplingOptions(steps=steps or setup.steps, tile=setup.frames, overlap=min(4, setup.frames - 1))
-
-
-def build_part(setup: Setup) -> list[Row]:
-    started = time.perf_counter()
-    setup.models = build_models(setup.device, torch.bfloat16, tiny=setup.tiny)
-    sync(setup.device)
-    modules = [getattr(setup.models, name) for name in ("unet", "vae", "image_encoder", "pose_net", "face_encoder")]
-    size = sum(t.numel() * t.element_size() for m in modules for t in (*m.parameters(), *m.buffers())) / GiB
-    params = sum(p.numel() for m in modules for p in m.parameters())
-    return [Row("build", "all networks, random, bf16", time.perf_counter() - started, peak_gib=size,
-                note=f"{params / 1e9:.3f} B parameters; GiB: the models' weights")]
-
-
-def flops_part(setup: Setup, size: tuple[int, int]) -> list[Row]:
-    """FLOPs of one CFG-batched UNet call on ``frames`` frames at ``size``, counted on the device."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    unet, (width, height) = setup.models.unet, size
-    dtype = next(unet.parameters()).dtype
-    frames, h, w = setup.frames, height // 8, width // 8
-    context = unet.config.cross_attention_dim
-    channels = unet.config.block_out_channels[0]
-    started = time.perf_counter()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        unet(torch.randn(2, frames, 8, h, w, device=setup.device, dtype=dtype), 1.0,
-             torch.randn(2, 5, context, device=setup.device, dtype=dtype),
-             torch.zeros(2, 3, device=setup.device, dtype=dtype),
-             pose_latents=torch.randn(2 * frames, channels, h, w, device=setup.device, dtype=dtype))
-    setup.unet_tflop[size] = counter.get_total_flops() / 1e12
-    return [Row("UNet FLOPs", f"one call, CFG batch 2×{frames} frames, {setup.size_name(size)}",
-                time.perf_counter() - started, note=f"{setup.unet_tflop[size]:.4g} TFLOP per call")]
-
-
-def _throughput(setup: Setup, size: tuple[int, int], row: Row, calls: int, loop_s: float) -> None:
-    if size in setup.unet_tflop:
-        row.tflops = setup.unet_tflop[size] * calls / loop_s
-        row.peak_share = row.tflops / setup.peak_tflops if setup.peak_tflops else None
-
-
-def generate_part(setup: Setup, size: tuple[int, int], dtype: str, compiled: bool) -> list[Row]:
-    label = f"{setup.frames} frames × {setup.steps} steps, {setup.size_name(size)}, {dtype}"
-    part = "generate --compile" if compiled else "generate"
-    compile_s = None
-    if compiled:
-        if not setup.compile:
-            return [Row(part, label, note="skipped: --no-compile")]
-        if "compile" not in {f.name for f in dataclasses.fields(Runtime)}:
-            return [Row(part, label, note="not available: Runtime has no compile option (the speed branch's "
-                                          "compile support is not merged)")]
-        pipeline = _pipeline(setup, dtype, compile=True)
-        started = time.perf_counter()
-        time_generation(pipeline, setup.frames, size[1], size[0], _sampling(setup, steps=2))
-        compile_s = time.perf_counter() - started
-    else:
-        pipeline = _pipeline(setup, dtype)
-    reset_peak(setup.device)
-    timing = time_generation(pipeline, setup.frames, size[1], size[0], _sampling(setup))
-    row = Row(part, label, timing.total_s, timing.per_step_s, compile_s, peak_gib(setup.device),
-              note=f"UNet calls {timing.unet_s / timing.loop_s:.0%} of the loop")
-    _throughput(setup, size, row, timing.unet_calls, timing.loop_s)
-    setup.results[f"{part} {size} {dtype}"] = row
-    return [row]
-
-
-def face_opt_part(setup: Setup, size: tuple[int, int], dtype: str) -> list[Row]:
-    """HJB with the CLI's defaults on whole frames; the face box where a portrait's face would be."""
-    width, height = size
-    pipeline = _pipeline(setup, dtype)
-    arcface = build_arcface(setup.device, tiny=setup.tiny)
-    box = (int(0.4 * width), int(0.12 * height), int(0.6 * width), int(0.34 * height))
-    reference, _, _ = random_inputs(1, height, width, seed=1)
-    sampling = _sampling(setup)
-    refiner = FaceRefiner(arcface, reference_face_crop(reference, box), [box] * setup.frames,
-                          FaceOptOptions(end=min(20, setup.steps - 1)), setup.steps, sampling.decode_chunk)
-    reset_peak(setup.device)
-    timing = time_generation(pipeline, setup.frames, height, width, sampling, refine=refiner)
-    latent = (height // 8, width // 8)
-    plan = plan_decode(pipeline.models.vae, sampling.decode_chunk, latent, latent,
-                       -(-setup.frames // sampling.decode_chunk))
-    finite = all(math.isfinite(loss) for record in refiner.records for loss in record.losses)
-    row = Row("generate --face-opt", f"{setup.frames} frames × {setup.steps} steps, {setup.size_name(size)}, {dtype}",
-              timing.total_s, timing.per_step_s, peak_gib=peak_gib(setup.device),
-              note=f"{len(refiner.records)} refined steps × {refiner.options.iters} iterations; decoder "
-                   f"{'checkpointed' if plan.checkpoint else 'not checkpointed'}, {plan.chunks_per_call} chunk(s) "
-                   f"of {sampling.decode_chunk} frames per call"
-                   + ("" if finite else "; the random weights overflow (non-finite loss, Adam steps skipped; "
-                                        "the same work is timed)"))
-    setup.results["face-opt"] = row
-    return [row]
-
-
-def train_part(setup: Setup, size: tuple[int, int]) -> list[Row]:
-    """Two full-size training steps (the second is timed) as the trainer runs them: fp32 weights, the frozen
-    encoders in bf16, bf16 autocast, UNet gradient checkpointing, AdamW over the trained groups."""
-    from animator_cli.sampling.conditioning import cast_module
-    from animator_cli.training.config import ConditioningConfig
-    from animator_cli.training.step import training_loss
-    from animator_cli.training.trainer import trainable_parameters
-
-    width, height = size
-    frames = setup.frames
-    models = build_models(setup.device, torch.float32, tiny=setup.tiny)
-    for frozen in (models.image_encoder, models.vae):
-        cast_module(frozen, torch.bfloat16)
-    groups = trainable_parameters(models.pose_net, models.face_encoder, models.unet, lora=False)
-    for module in (models.pose_net, models.face_encoder, models.unet):
-        module.train()
-    models.unet.enable_gradient_checkpointing()
-    optimizer = torch.optim.AdamW([p for params in groups.values() for p in params], lr=1e-5)
-    reference, poses, identity = random_inputs(frames, height, width)
-    batch = {"pixel_values": to_tensor(poses)[None], "reference": to_tensor(reference),
-             "identity": torch.from_numpy(identity)[None], "pose_pixels": to_tensor(poses)}
-    batch = {key: value.to(setup.device) for key, value in batch.items()}
-    generator = torch.Generator(setup.device).manual_seed(0)
-
-    def step() -> float:
-        sync(setup.device)
-        started = time.perf_counter()
-        loss, _ = training_loss(models, batch, ConditioningConfig(), generator,
-                                autocast=lambda: torch.autocast(setup.device.type, torch.bfloat16))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync(setup.device)
-        return time.perf_counter() - started
-
-    first = step()
-    reset_peak(setup.device)
-    seconds = step()
-    trained = sum(p.numel() for params in groups.values() for p in params)
-    return [Row("train step", f"batch 1 × {frames} frames, {setup.size_name(size)}, bf16 autocast", seconds,
-                peak_gib=peak_gib(setup.device),
-                note=f"first step {first:.1f} s; {trained / 1e6:.0f} M trained parameters")]
-
-
-def default_parts(setup: Setup) -> list[Part]:
-    """Every part, cheapest and most important first, so the compile rows are the ones a spent budget skips."""
-    scale = 0.25 if setup.tiny else 1.0
-    sizes, dtypes = setup.sizes, ("bf16", "fp16")
-    parts = [Part("build", 90 * scale, lambda: build_part(setup))]
-    parts += [Part("UNet FLOPs", 30 * scale, lambda s=s: flops_part(setup, s)) for s in sizes]
-    parts += [Part("generate", 60 * scale, lambda s=s, d=d: generate_part(setup, s, d, False))
-              for s in sizes for d in dtypes]
-    parts.append(Part("generate --face-opt", 150 * scale, lambda: face_opt_part(setup, sizes[0], "fp16")))
-    parts.append(Part("train step", 120 * scale, lambda: train_part(setup, sizes[0])))
-    parts += [Part("generate --compile", 150 * scale, lambda s=s, d=d: generate_part(setup, s, d, True))
-              for s in sizes for d in dtypes]
-    return parts
+def _last_error(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text().splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["no output"])[-1][:200]
 
 
 @dataclass
@@ -325,86 +218,113 @@ class Target:
     unit: str
     at_least: bool
 
-    def cells(self) -> list[str]:
+    def line(self) -> str:
         if self.value is None or not math.isfinite(self.value):
-            return [self.name, "not measured", "—", "—"]
+            return f"| {self.name} | not measured | — | — |"
         margin = self.value - self.limit if self.at_least else self.limit - self.value
-        met = "met" if margin >= 0 else "MISSED"
-        return [self.name, f"{self.value:.2f} {self.unit}", met, f"{margin:+.2f} {self.unit}"]
+        return (f"| {self.name} | {self.value:.2f} {self.unit} | {'met' if margin >= 0 else 'MISSED'} | "
+                f"{margin:+.2f} {self.unit} |")
 
 
-def targets(setup: Setup) -> list[Target]:
-    first = setup.sizes[0]
-    bf16 = [row for key, row in setup.results.items() if key.endswith(f"{first} bf16") and row.peak_share]
-    share = max((row.peak_share * 100 for row in bf16), default=None)
-    basic = setup.results.get(f"generate {first} fp16")
-    face = setup.results.get("face-opt")
-    ratio = face.seconds / basic.seconds if face and basic and face.seconds and basic.seconds else None
-    name = setup.size_name(first)
-    return [
-        Target(f"{name} UNet loop, share of the dense bf16 peak (best bf16 row)", share, 50, "%", True),
-        Target(f"{name} peak memory, fp16 (the GPU default), no offload", basic.peak_gib if basic else None,
-               8, "GiB", False),
-        Target(f"--face-opt time / basic time, {setup.frames} frames", ratio, 2, "×", False),
-        Target(f"--face-opt peak memory, {setup.frames} frames", face.peak_gib if face else None, 24, "GiB", False),
-    ]
+def targets(rows: list[dict], small: str, big: str) -> list[Target]:
+    """Issue 19's targets from the measured rows (``small``/``big``: the sizes as "W×H")."""
+    def find(part: str, size: str, dtype: str | None = None, variant: str = "default") -> dict | None:
+        return next((r for r in rows if r["part"] == part and r.get("variant") == variant and size in r["setting"]
+                     and (dtype is None or r["setting"].endswith(dtype)) and r.get("warm_s")), None)
+
+    def loop(row: dict) -> float:
+        steps = int(row["setting"].split(" steps")[0].split("× ")[-1])
+        return row["step_s"] * steps
+
+    out = []
+    for dtype in ("bf16", "fp16"):
+        row = find("generate", small, dtype)
+        out.append(Target(f"{small} {dtype}: cold whole call − loop", row and row["cold_s"] - loop(row), 1.5, "s",
+                          False))
+        out.append(Target(f"{small} {dtype}: warm whole call / loop", row and row["warm_s"] / loop(row), 1.15, "×",
+                          False))
+    lossless = [r for r in rows if r["part"] in ("generate", "compile") and small in r["setting"]
+                and r["setting"].endswith("bf16") and r.get("peak_share")]
+    best = max(lossless, key=lambda r: r["peak_share"], default=None)
+    out.append(Target(f"{small} loop share of the dense bf16 peak, lossless (best: {best and best['variant']})",
+                      best and best["peak_share"] * 100, 35, "%", True))
+    fp8 = find("fp8", small, variant="fp8")
+    out.append(Target(f"{small} loop share of the bf16 peak with --fp8 (bf16-equivalent)",
+                      fp8 and fp8.get("peak_share") and fp8["peak_share"] * 100, 50, "%", True))
+    for size, limit in ((small, 8), (big, 12)):
+        for dtype in ("bf16", "fp16"):
+            row = find("generate", size, dtype)
+            peak = row and max(row.get("peak_alloc_gib") or 0, row.get("cold_peak_alloc_gib") or 0)
+            out.append(Target(f"{size} {dtype}: peak allocated (cold or warm call)", peak, limit, "GiB", False))
+    face, basic = find("face-opt", small, "fp16"), find("generate", small, "fp16")
+    out.append(Target("--face-opt time / basic time (warm, fp16)",
+                      face and basic and face["warm_s"] / basic["warm_s"], 2, "×", False))
+    out.append(Target("--face-opt peak allocated", face and face.get("peak_alloc_gib"), 24, "GiB", False))
+    return out
 
 
-def _cell(value: float | None, digits: int = 2) -> str:
-    """Fixed decimals, or 3 significant digits for values too small for them (tiny models)."""
-    if value is None:
-        return "—"
-    return f"{value:.{digits}f}" if abs(value) >= 10**-digits or value == 0 else f"{value:.3g}"
+def peak_for(device_name: str) -> float | None:
+    return next((tflops for name, tflops in PEAK_TFLOPS if name.lower() in device_name.lower()), None)
 
 
-def report(setup: Setup, rows: list[Row], device_name: str, peak_source: str, command: str) -> str:
-    lines = [f"# GPU suite ({'--tiny, ' if setup.tiny else ''}{device_name})", "",
-             f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; torch {torch.__version__}; dense bf16 peak "
-             f"{_cell(setup.peak_tflops, 0)} TFLOP/s ({peak_source}); command: "
-             f"`{' '.join(['python benchmarks/gpu_suite.py', *command.split()])}`", "",
-             "| part | setting | seconds | s/step (loop) | compile s | peak GiB | TFLOP/s (loop) | % of peak | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        share = None if row.peak_share is None else row.peak_share * 100
-        lines.append(f"| {row.part} | {row.setting} | {_cell(row.seconds)} | {_cell(row.per_step_s, 3)} | "
-                     f"{_cell(row.compile_s)} | {_cell(row.peak_gib)} | {_cell(row.tflops, 1)} | {_cell(share, 1)} | "
-                     f"{row.note.replace('|', '/')} |")
-    lines += ["", "| target | value | result | margin |", "|---|---|---|---|"]
-    lines += ["| " + " | ".join(target.cells()) + " |" for target in targets(setup)]
-    return "\n".join(lines) + "\n"
+def select(jobs: list[Planned], parts: str | None = None, variants: str | None = None,
+           dtypes: str | None = None) -> list[Planned]:
+    """The jobs whose part, variant and dtype are among the comma-separated ones given (None: any)."""
+    wanted = {key: set(names.split(",")) for key, names in (("part", parts), ("variant", variants),
+                                                            ("dtype", dtypes)) if names}
+    return [p for p in jobs if all(p.job[key] in names for key, names in wanted.items())]
 
 
-def main(argv: list[str] | None = None, extra_parts: tuple[Part, ...] = ()) -> str:
-    """Run the suite; ``extra_parts`` run first (tests use them to check that a failing part is contained)."""
+def device_name(tiny: bool) -> str:
+    """The GPU's name, asked in a child process (this one never initialises CUDA)."""
+    if tiny:
+        return "CPU, tiny models"
+    code = "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+    name = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+    if not name:
+        raise SystemExit("no CUDA device: run on a GPU, or pass --tiny to check the code path on the CPU")
+    return name
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="make-tiny-sized models on the CPU (checks the code path)")
+    parser.add_argument("--parts", help="comma-separated parts to run (default: all)")
+    parser.add_argument("--variants", help="comma-separated variants to run (default: all)")
+    parser.add_argument("--dtypes", help="comma-separated model dtypes to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the selected jobs and exit")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, TFLOP/s (default: table)")
-    parser.add_argument("--budget-s", type=float, default=TOTAL_BUDGET_S, help="time budget of all parts, seconds")
-    parser.add_argument("--no-compile", action="store_true",
-                        help="skip the --compile rows (a CPU compiles the tiny models for minutes)")
+    parser.add_argument("--budget-s", type=float, default=TOTAL_BUDGET_S, help="time budget of all jobs, seconds")
+    parser.add_argument("--limit-s", type=float, help="cap every job's own time limit at this many seconds")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS-gpu.md"),
-                        help="where the Markdown report is written (atomically)")
+                        help="the Markdown report; the parts' pages and raw rows go to OUTPUT-parts/")
     args = parser.parse_args(argv)
-    if args.tiny:
-        setup = Setup(torch.device("cpu"), True, frames=2, steps=2, sizes=((64, 64), (64, 128)),
-                      peak_tflops=args.peak_tflops, compile=not args.no_compile)
-        device_name = "CPU, tiny models"
-    else:
-        if not torch.cuda.is_available():
-            parser.error("no CUDA device: run on a GPU, or pass --tiny to check the code path on the CPU")
-        setup = Setup(torch.device("cuda"), False, frames=16, steps=25, sizes=((512, 512), (576, 1024)),
-                      peak_tflops=args.peak_tflops, compile=not args.no_compile)
-        device_name = torch.cuda.get_device_name(setup.device)
-    table = peak_for(device_name) if not args.tiny else None
-    peak_source = "--peak-tflops" if args.peak_tflops else ("table" if table else "unknown: pass --peak-tflops")
-    setup.peak_tflops = args.peak_tflops or table
-    rows = run_parts([*extra_parts, *default_parts(setup)], args.budget_s)
-    command = " ".join(str(a) for a in (sys.argv[1:] if argv is None else argv))
-    text = report(setup, rows, device_name, peak_source, command)
-    print(text)
-    with atomic_path(args.output) as tmp:
-        tmp.write_text(text)
-    return text
+    jobs = select(plan(args.tiny, args.peak_tflops), args.parts, args.variants, args.dtypes)
+    if args.list:
+        print("\n".join(f"{p.label} (limit {p.limit_s:.0f} s)" for p in jobs))
+        return []
+    name = device_name(args.tiny)
+    peak = args.peak_tflops or (None if args.tiny else peak_for(name))
+    jobs = [dataclasses.replace(p, job={**p.job, "peak_tflops": peak},
+                                limit_s=min(p.limit_s, args.limit_s or math.inf)) for p in jobs]
+    workdir = args.output.with_name(args.output.stem + "-parts")
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in ("rows.jsonl", "suite.log", "unet-tflop.json", "profile.md", "memory.md", "attention.md"):
+        (workdir / stale).unlink(missing_ok=True)
+    report = Report(args.output)
+    command = " ".join(["python benchmarks/gpu_suite.py", *(sys.argv[1:] if argv is None else argv)])
+    report.add(f"# GPU suite ({name})", "",
+               f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; dense bf16 peak "
+               f"{peak if peak else 'unknown (pass --peak-tflops)'} TFLOP/s; command: `{command}`; each job in a "
+               f"process of its own; pages of the profile and memory parts in {workdir.name}/", "",
+               "| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS))
+    runner = Runner(report, workdir, time.monotonic() + args.budget_s)
+    for planned in jobs:
+        runner.run(planned)
+    big, small = ("128×64", "64×64") if args.tiny else ("576×1024", "512×512")
+    report.add("", "| target | value | result | margin |", "|---|---|---|---|",
+               *(t.line() for t in targets(runner.rows, small, big)))
+    return runner.rows
 
 
 if __name__ == "__main__":

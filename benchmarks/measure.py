@@ -7,7 +7,9 @@ process's resident high-water mark (VmHWM), which `reset_peak` sets back to the 
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,30 +49,64 @@ def peak_gib(device: torch.device) -> float:
     return _status_kib("VmHWM") / 2**20
 
 
-class UNetTimer:
-    """Wraps ``unet.forward`` and records the wall time of every call (synchronising CUDA)."""
+class Marks:
+    """Points in time on the device's own clock, taken without waiting for the device: CUDA events (read after one
+    synchronisation at the end, so the host queues work exactly as the product does), or perf_counter on the CPU."""
 
-    def __init__(self, unet: torch.nn.Module, device: torch.device) -> None:
-        self.unet, self.device, self.calls = unet, device, []
-        self.forward = unet.forward
-        unet.forward = self
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.points: list = []
+
+    def mark(self) -> int:
+        """Record a point after the work queued so far; returns its index."""
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.points.append(event)
+        else:
+            self.points.append(time.perf_counter())
+        return len(self.points) - 1
+
+    def seconds(self, first: int, last: int) -> float:
+        """Seconds between two points (after the device finished them: `sync` first on CUDA)."""
+        a, b = self.points[first], self.points[last]
+        return a.elapsed_time(b) / 1000 if self.cuda else b - a
+
+
+@contextlib.contextmanager
+def patched(owner: object, name: str, wrap: Callable[[Callable], Callable]) -> Iterator[None]:
+    """``owner.name`` replaced by ``wrap(owner.name)`` for the block, then restored as it was (an instance
+    attribute another wrapper set stays), so wrappers nest."""
+    had = name in vars(owner)
+    previous = getattr(owner, name)
+    setattr(owner, name, wrap(previous))
+    try:
+        yield
+    finally:
+        if had:
+            setattr(owner, name, previous)
+        else:
+            delattr(owner, name)
+
+
+class UNetTimer:
+    """Marks the start and end of every call of ``forward`` (the UNet's) on ``marks`` (no synchronisation)."""
+
+    def __init__(self, forward: Callable, marks: Marks) -> None:
+        self.forward, self.marks, self.calls = forward, marks, []
 
     def __call__(self, *args, **kwargs):
-        sync(self.device)
-        start = time.perf_counter()
+        start = self.marks.mark()
         out = self.forward(*args, **kwargs)
-        sync(self.device)
-        self.calls.append((start, time.perf_counter()))
+        self.calls.append((start, self.marks.mark()))
         return out
-
-    def remove(self) -> None:
-        del self.unet.forward
 
 
 @dataclass(frozen=True)
 class GenerationTiming:
-    """One pipeline call: whole call, the denoising loop from the end of step 1 to the end of step N (so the
-    first call's allocations, encoders and decoding are left out), and the UNet calls within that loop."""
+    """One pipeline call: whole call (host clock, up to the last frame on the host), the denoising loop from the end
+    of step 1 to the end of step N on the device clock (so the first step's allocations and tuning, the encoders
+    and decoding are left out), and the UNet calls within that loop."""
 
     total_s: float
     loop_steps: int
@@ -86,6 +122,11 @@ class GenerationTiming:
     def unet_per_step_s(self) -> float:
         return self.unet_s / self.loop_steps
 
+    @property
+    def outside_loop_s(self) -> float:
+        """The call's time outside its steps 2..N: encoders, the first step, decoding, host work."""
+        return self.total_s - self.loop_s
+
 
 def random_inputs(frames: int, height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A random reference (H×W×3), pose frames (F×H×W×3) and identity embedding (512,)."""
@@ -96,24 +137,26 @@ def random_inputs(frames: int, height: int, width: int, seed: int = 0) -> tuple[
 
 
 def time_generation(pipeline: AnimationPipeline, frames: int, height: int, width: int, options: SamplingOptions,
-                    refine: Refiner | None = None) -> GenerationTiming:
-    """Time one pipeline call on random inputs (at least 2 steps: the loop is timed from step 1's end)."""
-    reference, poses, identity = random_inputs(frames, height, width)
-    marks: list[float] = []
+                    refine: Refiner | None = None, seed: int = 0) -> GenerationTiming:
+    """Time one pipeline call on random inputs (at least 2 steps: the loop is timed from step 1's end). The steps and
+    UNet calls are marked on the device clock without synchronising, so the host runs ahead as in the product."""
+    reference, poses, identity = random_inputs(frames, height, width, seed)
+    marks = Marks(pipeline.device)
+    steps: list[int] = []
+    timers: list[UNetTimer] = []
 
-    def progress(step: int, total: int) -> None:
+    def timed(forward: Callable) -> UNetTimer:
+        timers.append(UNetTimer(forward, marks))
+        return timers[0]
+
+    with patched(pipeline.models.unet, "forward", timed):
         sync(pipeline.device)
-        marks.append(time.perf_counter())
-
-    timer = UNetTimer(pipeline.models.unet, pipeline.device)
-    try:
         start = time.perf_counter()
-        pipeline(reference, poses, identity, options, torch.Generator(pipeline.device).manual_seed(0), progress,
-                 refine=refine)
+        pipeline(reference, poses, identity, options, torch.Generator(pipeline.device).manual_seed(0),
+                 lambda step, total: steps.append(marks.mark()), refine=refine)
         sync(pipeline.device)
         total = time.perf_counter() - start
-    finally:
-        timer.remove()
-    inside = [(begin, end) for begin, end in timer.calls if begin >= marks[0]]
-    return GenerationTiming(total, len(marks) - 1, marks[-1] - marks[0], sum(end - begin for begin, end in inside),
-                            len(inside))
+    timer = timers[0]
+    inside = [(begin, end) for begin, end in timer.calls if begin > steps[0]]
+    return GenerationTiming(total, len(steps) - 1, marks.seconds(steps[0], steps[-1]),
+                            sum(marks.seconds(begin, end) for begin, end in inside), len(inside))

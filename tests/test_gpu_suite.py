@@ -1,66 +1,86 @@
-"""benchmarks/gpu_suite.py --tiny: the GPU suite's code path on make-tiny-sized models on the CPU."""
+"""benchmarks/gpu_suite.py --tiny: the GPU suite's code path on make-tiny-sized models on the CPU, each job in a
+process of its own, every row in the report the moment it is measured."""
 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import gpu_suite
 
-from benchmarks import gpu_suite  # noqa: E402
-
-COLUMNS = ("part", "setting", "seconds", "s/step", "compile", "peak", "tflops", "share", "note")
-
-
-def _table(text: str) -> list[dict[str, str]]:
-    """The rows of the report's first Markdown table."""
-    lines = [line for line in text.split("\n\n")[2].splitlines() if line.startswith("| ")][1:]
-    return [dict(zip(COLUMNS, (cell.strip() for cell in line.strip("|").split(" | ")), strict=True))
-            for line in lines]
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = [title for _, title in gpu_suite.COLUMNS]
 
 
-def _positive(cell: str) -> bool:
-    return math.isfinite(float(cell)) and float(cell) > 0
+def _rows(text: str) -> list[dict[str, str]]:
+    """The rows of the report's measurement table."""
+    lines = [line for line in text.splitlines() if line.startswith("| ") and line.count(" | ") == len(HEADER) - 1]
+    return [dict(zip(HEADER, (c.strip() for c in line.strip("|").split(" | ")), strict=True)) for line in lines[1:]]
 
 
-def test_tiny_suite_reports_every_part(tmp_path):
-    """Every row is there with finite positive numbers; a failing part and one past its budget are reported and
-    the parts after them still run; the report on stdout is the file written. (The --compile rows are skipped:
-    inductor compiles the tiny models' blocks for minutes on a small CPU; on a GPU they are measured.)"""
-    broken = gpu_suite.Part("broken part", 5, lambda: [1 / 0])
-    slow = gpu_suite.Part("slow part", 0.2, lambda: [time.sleep(5)])
+def _number(cell: str) -> float:
+    return float(cell.rstrip("%"))
+
+
+def test_tiny_suite_measures_and_profiles(tmp_path):
+    """A generate job gives cold and warm calls, loop per step, UNet share and peak memory; the profile job writes
+    its page with the regions of a cold call and the top kernels of a warm UNet call."""
     output = tmp_path / "RESULTS-gpu.md"
-    text = gpu_suite.main(["--tiny", "--no-compile", "--peak-tflops", "0.001", "--output", str(output)],
-                          extra_parts=(broken, slow))
-    assert output.read_text() == text
-    rows = _table(text)
-    assert [row["part"] for row in rows] == (
-        ["broken part", "slow part", "build", "UNet FLOPs", "UNet FLOPs"] + ["generate"] * 4
-        + ["generate --face-opt", "train step"] + ["generate --compile"] * 4)
-    assert rows[0]["note"].startswith("FAILED (ZeroDivisionError)")
-    assert rows[1]["note"].startswith("FAILED (PartTimeout)") and float(rows[1]["seconds"]) < 2
-    settings = [row["setting"] for row in rows if row["part"] == "generate"]
-    assert settings == [f"2 frames × 2 steps, {size}, {dtype}" for size in ("64×64", "64×128")
-                        for dtype in ("bf16", "fp16")]
-    assert all(row["note"] == "skipped: --no-compile" for row in rows if row["part"] == "generate --compile")
-    for row in rows[2:-4]:
-        assert "FAILED" not in row["note"], row
-        assert _positive(row["seconds"]), row
-        if row["part"] != "UNet FLOPs":
-            assert _positive(row["peak"]), row
-        if row["part"].startswith("generate"):
-            assert _positive(row["s/step"]), row
-        if row["part"] == "generate":
-            assert _positive(row["tflops"]) and _positive(row["share"]), row
-    targets = [line for line in text.split("\n\n")[3].splitlines() if line.startswith("| ")][1:]
-    assert len(targets) == 4
-    assert all(" met " in line or " MISSED " in line for line in targets), targets
+    gpu_suite.main(["--tiny", "--parts", "generate,profile", "--variants", "default", "--dtypes", "bf16",
+                    "--output", str(output)])
+    text = output.read_text()
+    rows = _rows(text)
+    generate = [r for r in rows if r["part"] == "generate" and r["setting"] == "4 frames × 3 steps, 64×64, bf16"]
+    assert len(generate) == 1, rows
+    row = generate[0]
+    for column in ("cold s", "warm s", "s/step", "outside s", "UNet", "TFLOP/s", "peak GiB"):
+        assert math.isfinite(_number(row[column])) and _number(row[column]) > 0, (column, row)
+    assert _number(row["warm s"]) > 2 * _number(row["s/step"])  # the loop's 2 timed steps are inside the call
+    assert "FAILED" not in text and "killed" not in text
+    page = (tmp_path / "RESULTS-gpu-parts" / "profile.md").read_text()
+    for region in ("UNet", "VAE decode", "CLIP image encoder", "PoseNet"):
+        assert f"| {region} |" in page
+    assert "Warm UNet call: top 15 kernels" in page and "device time by kind" in page
+    assert "| target | value | result | margin |" in text
 
 
-def test_spent_budget_skips_the_remaining_parts(tmp_path):
-    text = gpu_suite.main(["--tiny", "--budget-s", "0", "--output", str(tmp_path / "r.md")])
-    rows = _table(text)
-    assert len(rows) == 13 and all(row["note"].startswith("skipped") for row in rows)
-    assert text.count("not measured") == 4
+def test_a_job_past_its_limit_is_killed_and_the_next_runs(tmp_path):
+    output = tmp_path / "r.md"
+    started = time.monotonic()
+    rows = gpu_suite.main(["--tiny", "--parts", "attention", "--limit-s", "1", "--output", str(output)])
+    assert time.monotonic() - started < 30
+    assert len(rows) == 2 and all(r["note"].startswith("killed at its 1 s limit") for r in rows)
+    assert [r["part"] for r in _rows(output.read_text())] == ["attention", "attention"]
+
+
+def test_rows_survive_the_suite_being_killed(tmp_path):
+    """The report holds every row measured before the suite itself was killed (SIGKILL, no clean-up)."""
+    output = tmp_path / "r.md"
+    process = subprocess.Popen([sys.executable, "benchmarks/gpu_suite.py", "--tiny", "--parts", "attention",
+                                "--output", str(output)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (output.exists() and _rows(output.read_text())) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    rows = _rows(output.read_text())
+    assert rows and rows[0]["part"] == "attention" and "torch picks" in rows[0]["note"]
+    assert "| target |" not in output.read_text()  # it was stopped before the end
+
+
+def test_selection_and_listing(capsys):
+    gpu_suite.main(["--tiny", "--parts", "compile", "--list"])
+    listed = capsys.readouterr().out.splitlines()
+    assert listed and all(line.startswith("compile / compile") for line in listed)
+    jobs = gpu_suite.plan(False, 989.0)
+    assert jobs[2].job == {**jobs[2].job, "part": "generate", "variant": "default", "width": 512, "height": 512,
+                           "frames": 16, "steps": 25}
+    assert {p.job["variant"] for p in jobs} == set(gpu_suite.VARIANTS)  # every lever is a variant of the plan

@@ -19,8 +19,10 @@ from animator_cli.cli.help import (
     POSE,
     SAMPLING,
     AlignChoice,
+    AttentionChoice,
     BackendChoice,
     CheckMode,
+    CompileModeChoice,
     DtypeChoice,
     ResolutionChoice,
 )
@@ -110,6 +112,15 @@ CompileOpt = Annotated[bool, typer.Option(
 WindowBatch = Annotated[int, typer.Option(
     "--window-batch", min=0, help="Temporal windows per UNet call; 0: as many as free GPU memory holds (1 on the "
     "CPU). Same output up to float rounding.", rich_help_panel=MEMORY)]
+CompileMode = Annotated[CompileModeChoice, typer.Option(
+    "--compile-mode", help="With --compile: torch.compile's mode for the UNet (reduce-overhead: CUDA graphs; "
+    "max-autotune-no-cudagraphs: tuned kernels, a longer first compile).", rich_help_panel=MEMORY)]
+Attention = Annotated[AttentionChoice, typer.Option(
+    "--attention", help="Attention kernel tried first (auto: torch's choice). Same output up to float rounding.",
+    rich_help_panel=MEMORY)]
+Fp8 = Annotated[bool, typer.Option(
+    "--fp8", help="FP8 matrix products in the UNet (torchao; GPUs of compute capability 8.9+). Faster, lossy.",
+    rich_help_panel=MEMORY)]
 Report = Annotated[Path | None, typer.Option(
     "--report", help="Also write the identity timeline of the result (identity.csv, identity.png) here.",
     rich_help_panel=OUTPUT)]
@@ -120,13 +131,15 @@ Check = Annotated[CheckMode, typer.Option(
 
 def build_runtime(dtype: DtypeChoice | None = None, offload: bool = False, vae_on_cpu: bool = False,
                   split_cfg: bool = False, checkpoint: Path | None = None, device: str | None = None,
-                  compiled: bool = False, window_batch: int = 1) -> Runtime:
+                  compiled: bool = False, window_batch: int = 1, compile_mode: CompileModeChoice | None = None,
+                  attention: AttentionChoice | None = None, fp8: bool = False) -> Runtime:
     run_folder = Path(checkpoint).parent if checkpoint is not None and Path(checkpoint).name == "latest" else checkpoint
     if run_folder is not None and not Path(run_folder).is_dir():
         raise InputError(f"--checkpoint {checkpoint} is not a folder", "pass RUN/checkpoint-N, RUN or RUN/latest")
     runtime = Runtime(device=device or settings.device, dtype=dtype.value if dtype else None, offload=offload,
                       vae_on_cpu=vae_on_cpu, batch_cfg=not split_cfg, checkpoint_dir=checkpoint, compile=compiled,
-                      window_batch=window_batch or None)
+                      window_batch=window_batch or None, compile_mode=compile_mode.value if compile_mode else "default",
+                      attention=attention.value if attention else "auto", fp8=fp8)
     runtime.validate()
     return runtime
 
@@ -175,6 +188,8 @@ def generate(
         rich_help_panel=IDENTITY)] = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
     compiled: CompileOpt = False, window_batch: WindowBatch = 1, decode_chunk: DecodeChunk = _S.decode_chunk,
+    compile_mode: CompileMode = CompileModeChoice["default"], attention: Attention = AttentionChoice["auto"],
+    fp8: Fp8 = False,
     report: Report = None,
 ) -> None:
     """Animate REFERENCE along the skeleton frames in POSES; writes an H.264 mp4."""
@@ -182,7 +197,7 @@ def generate(
                            noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
                            allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr, face_opt_margin)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
-                            window_batch=window_batch)
+                            window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
     from animator_cli.generate import generate as generate_stage
 
     with rank_session(runtime) as runtime, stage_display("generate") as progress:
@@ -217,6 +232,8 @@ def animate(
     face_opt_margin: FaceOptMargin = None,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
     compiled: CompileOpt = False, window_batch: WindowBatch = 1, decode_chunk: DecodeChunk = _S.decode_chunk,
+    compile_mode: CompileMode = CompileModeChoice["default"], attention: Attention = AttentionChoice["auto"],
+    fp8: Fp8 = False,
     check: Check = CheckMode["warn"], report: Report = None,
 ) -> None:
     """Extract poses from DRIVING (aligned to REFERENCE), then generate; the driving audio is kept."""
@@ -224,7 +241,7 @@ def animate(
                            noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
                            allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr, face_opt_margin)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
-                            window_batch=window_batch)
+                            window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
     from animator_cli.generate import animate as animate_stage
 
     with rank_session(runtime) as runtime, stage_display("animate") as progress:
@@ -249,6 +266,8 @@ def batch(
     = Parallel.JOBS,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
     compiled: CompileOpt = False, window_batch: WindowBatch = 1,
+    compile_mode: CompileMode = CompileModeChoice["default"], attention: Attention = AttentionChoice["auto"],
+    fp8: Fp8 = False,
 ) -> None:
     """Run many generate/animate jobs with the models loaded once; a failed job does not stop the others.
 
@@ -265,7 +284,7 @@ def batch(
           - {reference: bob.jpg, poses: poses/wave, output: out/bob.mp4, seed: 7}
     """
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
-                            window_batch=window_batch)
+                            window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
     windows = parallel is Parallel.WINDOWS
     if windows and shard is not None:
         raise InputError("--shard shares out jobs; --parallel windows runs every job on every process")

@@ -12,7 +12,7 @@ from enum import Enum
 import typer
 
 from animator_cli.check.report import CHECK_MODES
-from animator_cli.options import DTYPES, RESOLUTIONS
+from animator_cli.options import ATTENTION_BACKENDS, COMPILE_MODES, DTYPES, RESOLUTIONS
 from animator_cli.pose.align import ALIGN_MODES
 from animator_cli.pose.backend import BACKENDS
 
@@ -31,6 +31,8 @@ def choices(name: str, values: Iterable[str]) -> type[Enum]:
 
 
 AlignChoice = choices("Align", ALIGN_MODES)
+AttentionChoice = choices("Attention", ATTENTION_BACKENDS)
+CompileModeChoice = choices("CompileMode", COMPILE_MODES)
 BackendChoice = choices("Backend", BACKENDS)
 CheckMode = choices("CheckMode", CHECK_MODES)
 DtypeChoice = choices("Dtype", DTYPES)

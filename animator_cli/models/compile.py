@@ -59,11 +59,14 @@ def compile_regions(module: nn.Module, **options) -> nn.Module:
     return module
 
 
-def compile_models(unet: nn.Module, vae: nn.Module | None = None, *, training: bool = False) -> None:
+def compile_models(unet: nn.Module, vae: nn.Module | None = None, *, training: bool = False,
+                   mode: str = "default") -> None:
     """Compile the UNet's blocks and, when given, the VAE decoder's. ``training``: gradients flow through the UNet,
-    so its blocks get static shapes (inference keeps dynamo's automatic dynamic shapes: fewer graphs to trace)."""
+    so its blocks get static shapes (inference keeps dynamo's automatic dynamic shapes: fewer graphs to trace).
+    ``mode``: torch.compile's mode for the UNet blocks (``reduce-overhead`` records a CUDA graph per block and
+    shape; the decoder, which the HJB refinement differentiates, keeps the default)."""
     use_compile_cache()
-    compile_regions(unet, **(STATIC if training else {}))
+    compile_regions(unet, **(STATIC if training else {}), **({} if mode == "default" else {"mode": mode}))
     if vae is not None:
         compile_decoder(vae)
 

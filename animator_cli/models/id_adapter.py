@@ -24,11 +24,24 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+# CUDA launches at most 65,535 blocks along a grid's y and z axes. The temporal attention has one sample per latent
+# pixel (B·h·w of them, ~18k at 576×1024 with guidance, times the heads): batches whose samples × heads pass this
+# are attended in slices, so no fused kernel is refused and none falls back to the math kernel (whose B·heads·N²
+# score tensor is written to memory). Each sample is independent: slicing changes no value.
+MAX_BATCH_HEADS = 65_535
 
-def multihead_attention(heads: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """(B, N, C) projections → (B, N, C) attention output with ``heads`` heads."""
+
+def multihead_attention(heads: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        max_batch_heads: int = MAX_BATCH_HEADS) -> torch.Tensor:
+    """(B, N, C) projections → (B, N, C) attention output with ``heads`` heads, at most ``max_batch_heads``
+    samples × heads per kernel call."""
     q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (query, key, value))
-    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+    per_call = max(1, max_batch_heads // heads)
+    if q.shape[0] <= per_call:
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+    out = torch.cat([F.scaled_dot_product_attention(*(t[i:i + per_call] for t in (q, k, v)))
+                     for i in range(0, q.shape[0], per_call)])
+    return out.transpose(1, 2).flatten(2)
 
 
 def match_statistics(source: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -30,6 +30,7 @@ import torch
 
 from animator_cli.distributed import OrderedSum, Ranks
 from animator_cli.errors import InputError
+from animator_cli.models.backends import attention_backend
 from animator_cli.models.loading import AnimatorModels
 from animator_cli.options import SamplingOptions
 from animator_cli.progress import Progress, stage
@@ -53,6 +54,15 @@ class Refiner(Protocol):
     def __call__(self, vae: torch.nn.Module, denoised: torch.Tensor, step: int) -> torch.Tensor: ...
 
 
+def _in_attention_backend(method: Callable) -> Callable:
+    """Run a pipeline method with the attention kernel its pipeline prefers (``self.attention``)."""
+    @functools.wraps(method)
+    def run(self: AnimationPipeline, *args, **kwargs):
+        with attention_backend(self.attention):
+            return method(self, *args, **kwargs)
+    return run
+
+
 class AnimationPipeline:
     """Holds the models and where they run; ``__call__`` animates one reference.
 
@@ -61,25 +71,25 @@ class AnimationPipeline:
     ``ranks``: the processes that render the video together (each denoises its share of the windows; rank 0
     decodes and gets the frames, the others get None).
     ``window_batch`` is the number of windows per UNet call (None: automatic, see the module docstring; 1 on the
-    CPU, where batching gains nothing). On a GPU the convolutional models are kept channels-last and cuDNN
-    benchmarks its algorithms (process-wide).
+    CPU, where batching gains nothing). On a GPU the convolutional models are kept channels-last, and with
+    ``channels_last_3d`` the VAE decoder's 3-D convolutions too. ``attention`` is the attention kernel preferred
+    during a call (`animator_cli.models.backends.attention_backend`; ``auto`` leaves torch's choice).
     """
 
     def __init__(self, models: AnimatorModels, device: torch.device | str, dtype: torch.dtype = torch.float16,
                  offload: bool = False, vae_on_cpu: bool = False, batch_cfg: bool = True,
-                 window_batch: int | None = 1, ranks: Ranks | None = None) -> None:
+                 window_batch: int | None = 1, ranks: Ranks | None = None, attention: str = "auto",
+                 channels_last_3d: bool = False) -> None:
         self.models, self.device, self.dtype = models, torch.device(device), dtype
         self.offload, self.vae_on_cpu, self.batch_cfg = offload, vae_on_cpu, batch_cfg
-        self.window_batch = window_batch
+        self.window_batch, self.attention = window_batch, attention
         self.ranks = ranks or Ranks()
         resting = torch.device("cpu") if offload else self.device
         on_gpu = self.device.type == "cuda"
-        if on_gpu:
-            torch.backends.cudnn.benchmark = True  # the UNet's shapes repeat at every step: tune once
         for name in ("unet", "image_encoder", "face_encoder", "pose_net"):
             place(getattr(models, name), resting, dtype, channels_last=on_gpu and name != "image_encoder")
         place(models.vae, *((torch.device("cpu"), torch.float32) if vae_on_cpu else (resting, dtype)),
-              channels_last=on_gpu and not vae_on_cpu)
+              channels_last=on_gpu and not vae_on_cpu, channels_last_3d=channels_last_3d and not vae_on_cpu)
 
     @contextlib.contextmanager
     def _running(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
@@ -93,6 +103,7 @@ class AnimationPipeline:
             if move:
                 module.to("cpu")
 
+    @_in_attention_backend
     @torch.no_grad()
     def __call__(self, reference: np.ndarray, poses: np.ndarray, identity: np.ndarray, options: SamplingOptions,
                  generator: torch.Generator, progress: Progress | None = None,
@@ -188,15 +199,18 @@ class AnimationPipeline:
         return torch.cat(frames).numpy()
 
 
-def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool = False) -> None:
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool = False,
+          channels_last_3d: bool = False) -> None:
     """Move a module for inference in ``dtype``; ``channels_last`` stores its 2-D convolution weights NHWC (the
-    layout GPU convolution kernels are fastest in; moving the module later keeps it)."""
+    layout GPU convolution kernels are fastest in; moving the module later keeps it), ``channels_last_3d`` its
+    3-D ones NDHWC."""
     cast_module(module, dtype)
     module.to(device).eval().requires_grad_(False)
-    if channels_last:
-        for conv in module.modules():
-            if isinstance(conv, torch.nn.Conv2d):
-                conv.to(memory_format=torch.channels_last)
+    for conv in module.modules():
+        if channels_last and isinstance(conv, torch.nn.Conv2d):
+            conv.to(memory_format=torch.channels_last)
+        elif channels_last_3d and isinstance(conv, torch.nn.Conv3d):
+            conv.to(memory_format=torch.channels_last_3d)
 
 
 class _Group:
