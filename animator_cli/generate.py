@@ -98,6 +98,11 @@ def load_pipeline(weights: WeightsHome, runtime: Runtime, models: AnimatorModels
                                      vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg,
                                      window_batch=runtime.window_batch, ranks=runtime.ranks,
                                      attention=runtime.attention, channels_last_3d=runtime.channels_last_3d)
+        if runtime.temporal_conv_2d:
+            from animator_cli.models.temporal_conv import use_temporal_conv_2d
+
+            use_temporal_conv_2d(models.unet)
+            use_temporal_conv_2d(models.vae)
         if runtime.fp8:
             from animator_cli.models.fp8 import quantize_fp8
 

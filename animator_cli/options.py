@@ -164,6 +164,7 @@ class Runtime:
     cudnn_benchmark: bool | None = None  # cuDNN tries its convolution algorithms on each new shape (GPU)
     attention: str = "auto"  # scaled_dot_product_attention backend preferred: auto = torch's own choice
     channels_last_3d: bool = False  # the VAE decoder's 3-D convolutions in channels-last-3d layout (GPU)
+    temporal_conv_2d: bool = False  # the (3, 1, 1) 3-D convolutions run as 2-D ones (models/temporal_conv.py)
     compile_mode: str = "default"  # torch.compile mode under compile=True; reduce-overhead = CUDA graphs
     fp8: bool = False  # float8 dynamic quantisation of the UNet's linear layers (torchao; lossy; FP8 GPUs)
     # The processes rendering one video together (distributed.py); where, not how: left out of comparisons.

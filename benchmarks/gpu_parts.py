@@ -206,6 +206,9 @@ def window_batch_part(job: Job, rows: Rows) -> None:
 def fp8_part(job: Job, rows: Rows) -> None:
     """`--fp8` against bf16 on the same random weights: speed, and the relative L2 deviation of one UNet output
     and of the final latents."""
+    if job.device.type != "cuda":
+        rows.add(note="not run: FP8 matrix products need a CUDA GPU of compute capability 8.9 or newer")
+        return
     models = build_models(job.device, torch.bfloat16, tiny=job.tiny)
     pipeline = pipeline_for(dataclasses.replace(job, runtime={}), models)
     inputs = capture_unet_inputs(pipeline, job)
