@@ -81,6 +81,8 @@ def plan(tiny: bool, peak: float | None) -> list[Planned]:
 
     def job(part: str, variant: str = "default", size=small, dtype: str = "bf16", limit: float = 60,
             cache: str | None = None, **extra) -> Planned:
+        if tiny and dtype == "fp16":
+            dtype = "fp32"  # CPUs have no fast fp16 kernels: the code path, not the dtype, is what --tiny checks
         spec = {"part": part, "variant": variant, "width": size[0], "height": size[1], "dtype": dtype,
                 "frames": frames, "steps": steps, "runtime": VARIANTS[variant], "tiny": tiny, "peak_tflops": peak}
         return Planned({**spec, **extra}, limit * scale, cache)
