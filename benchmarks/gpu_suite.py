@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--list", action="store_true", help="print the selected jobs and exit")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, TFLOP/s (default: table)")
     parser.add_argument("--budget-s", type=float, default=TOTAL_BUDGET_S, help="time budget of all jobs, seconds")
-    parser.add_argument("--limit-s", type=float, help="cap every job's own time limit at this many seconds")
+    parser.add_argument("--limit-s", type=float, help="every job's time limit, seconds (default: each its own)")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS-gpu.md"),
                         help="the Markdown report; the parts' pages and raw rows go to OUTPUT-parts/")
     args = parser.parse_args(argv)
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     name = device_name(args.tiny)
     peak = args.peak_tflops or (None if args.tiny else peak_for(name))
     jobs = [dataclasses.replace(p, job={**p.job, "peak_tflops": peak},
-                                limit_s=min(p.limit_s, args.limit_s or math.inf)) for p in jobs]
+                                limit_s=args.limit_s or p.limit_s) for p in jobs]
     workdir = args.output.with_name(args.output.stem + "-parts")
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("rows.jsonl", "suite.log", "unet-tflop.json", "profile.md", "memory.md", "attention.md"):
