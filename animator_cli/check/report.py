@@ -120,7 +120,7 @@ def check_alignment(reference: Path, driving: Path, *, weights: WeightsHome, cac
     counter = PeopleCounter(detector)
     try:
         persons, faces = counter.count(ref_rgb)
-        ref_pose = largest(persons)
+        ref_pose = largest(persons, ref_size)
         ref_face = faces > 0 or bool(ref_pose and face_visible(ref_pose.scores))
         # Without a reference person the stage cannot align; the driving video is still judged on its own.
         folder = extract_pose(driving, reference=reference, align=align if ref_pose else "none", backend=backend,

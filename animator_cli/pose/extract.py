@@ -65,7 +65,7 @@ def is_pose_output(folder: Path) -> bool:
 def detect_track(source: Path, backend: PoseBackend, size: tuple[int, int], fps: float,
                  max_frames: int | None = None, total: int = 0, progress: Progress | None = None) -> PoseTrack:
     """Detect every frame and keep the main person (None where nobody is found)."""
-    tracker = MainPersonTracker()
+    tracker = MainPersonTracker(size)
     poses: list[Pose | None] = []
     for index, frame in enumerate(iter_frames(source, max_frames)):
         poses.append(tracker.update(backend.detect(frame, video=True)))
@@ -77,7 +77,7 @@ def detect_track(source: Path, backend: PoseBackend, size: tuple[int, int], fps:
 def reference_pose(reference: Path, backend: PoseBackend) -> tuple[Pose, tuple[int, int]]:
     """The reference image's main person and the image's (width, height)."""
     rgb = load_image(reference)
-    pose = largest(backend.detect(rgb))
+    pose = largest(backend.detect(rgb), (rgb.shape[1], rgb.shape[0]))
     if pose is None:
         raise InputError(f"no person found in the reference image {reference}",
                          "use a photo showing the person's upper body, or --align none")

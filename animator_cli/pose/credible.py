@@ -1,0 +1,78 @@
+"""When a detection is a person: a credible skeleton, not a pose estimator's guess on a coffee cup.
+
+MediaPipe's body model returns a complete, human-shaped skeleton whenever its detector fires, and on textures (a
+coffee cup panning, bricks, a cheetah's fur) it fires often, with visibilities near 1; counting visible joints
+lets those through, and a render driven by them is garbage produced at full cost. A detection counts as a person
+only when all of these hold (lengths in pixels of the image the pose belongs to):
+
+- **main joints**: both shoulders (and so the neck) are confidently found (score ≥ MAIN_SCORE);
+- **size**: the trunk, the longest of shoulder width, neck–nose and neck–mid-hip among the joints found, spans at
+  least MIN_TRUNK of the image's short side (a smaller body drives nothing useful; most phantoms are small);
+- **limbs in proportion**: no confidently found arm or leg bone is longer than MAX_LIMB trunks;
+- **a face, or a standing torso**: the face is visible (MIN_FACE_POINTS face points), or both hips are found and
+  the torso (mid-hip → neck) is within UPRIGHT_DEGREES of upright. Phantoms show no face, and their torsos point
+  anywhere; a person seen from behind or too far away for a face still stands.
+
+Frames that fail are not detected: filled from their neighbours like any missed frame (docs/pose.md has the
+measurements behind the thresholds).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from animator_cli.pose.keypoints import (
+    BODY,
+    L_ANKLE,
+    L_ELBOW,
+    L_HIP,
+    L_KNEE,
+    L_SHOULDER,
+    L_WRIST,
+    NOSE,
+    R_ANKLE,
+    R_ELBOW,
+    R_HIP,
+    R_KNEE,
+    R_SHOULDER,
+    R_WRIST,
+    Pose,
+    face_visible,
+)
+
+MAIN_SCORE = 0.5  # a joint is confidently found at this score (drawing needs only KEYPOINT_THRESHOLD)
+MIN_TRUNK = 0.08  # of the image's short side
+MAX_LIMB = 2.0  # longest arm or leg bone, in trunks
+UPRIGHT_DEGREES = 60.0  # largest lean of a torso that has to stand for a missing face
+LIMBS = ((R_SHOULDER, R_ELBOW), (R_ELBOW, R_WRIST), (L_SHOULDER, L_ELBOW), (L_ELBOW, L_WRIST),
+         (R_HIP, R_KNEE), (R_KNEE, R_ANKLE), (L_HIP, L_KNEE), (L_KNEE, L_ANKLE))
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.hypot(*(a - b)))
+
+
+def _longest_limb(xy: np.ndarray, found: np.ndarray) -> float:
+    return max((_distance(xy[a], xy[b]) for a, b in LIMBS if found[a] and found[b]), default=0.0)
+
+
+def is_credible(pose: Pose, size: tuple[int, int]) -> bool:
+    """Whether ``pose``, normalised to an image of ``size`` = (width, height) pixels, shows a person (the rules
+    are in the module docstring)."""
+    found = pose.scores[BODY] >= MAIN_SCORE
+    if not (found[R_SHOULDER] and found[L_SHOULDER]):
+        return False
+    xy = pose.points[BODY].astype(np.float64) * np.asarray(size, np.float64)
+    neck = (xy[R_SHOULDER] + xy[L_SHOULDER]) / 2
+    mid_hip = (xy[R_HIP] + xy[L_HIP]) / 2
+    hips = bool(found[R_HIP] and found[L_HIP])
+    torso = _distance(mid_hip, neck) if hips else 0.0
+    trunk = max(_distance(xy[R_SHOULDER], xy[L_SHOULDER]), _distance(xy[NOSE], neck) if found[NOSE] else 0.0,
+                torso)
+    if trunk < MIN_TRUNK * min(size) or _longest_limb(xy, found) > MAX_LIMB * trunk:
+        return False
+    # Image y grows downwards: standing, the neck is above the mid-hip by at least cos(lean) of the torso.
+    standing = torso > 0 and mid_hip[1] - neck[1] >= math.cos(math.radians(UPRIGHT_DEGREES)) * torso
+    return bool(face_visible(pose.scores)) or standing
