@@ -7,14 +7,14 @@ only when all of these hold (lengths in pixels of the image the pose belongs to)
 
 - **main joints**: both shoulders (and so the neck) are confidently found (score ≥ MAIN_SCORE);
 - **size**: the trunk, the longest of shoulder width, neck–nose and neck–mid-hip among the joints found, spans at
-  least MIN_TRUNK of the image's short side (a smaller body drives nothing useful; most phantoms are small);
+  least MIN_TRUNK of the image's short side;
 - **limbs in proportion**: no confidently found arm or leg bone is longer than MAX_LIMB trunks;
 - **a face, or a standing torso**: the face is visible (MIN_FACE_POINTS face points), or both hips are found and
-  the torso (mid-hip → neck) is within UPRIGHT_DEGREES of upright. Phantoms show no face, and their torsos point
-  anywhere; a person seen from behind or too far away for a face still stands.
+  the torso (mid-hip → neck) is at least MIN_TORSO of the short side long and leans at most UPRIGHT_DEGREES.
+  Phantoms show no face, and their torsos are small or point anywhere; a person seen from behind stands.
 
-Frames that fail are not detected: filled from their neighbours like any missed frame (docs/pose.md has the
-measurements behind the thresholds).
+Frames that fail are not detected: filled from their neighbours like any missed frame. docs/pose.md has the
+measurements behind the thresholds.
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ from animator_cli.pose.keypoints import (
 
 MAIN_SCORE = 0.5  # a joint is confidently found at this score (drawing needs only KEYPOINT_THRESHOLD)
 MIN_TRUNK = 0.08  # of the image's short side
-MAX_LIMB = 2.0  # longest arm or leg bone, in trunks
-UPRIGHT_DEGREES = 60.0  # largest lean of a torso that has to stand for a missing face
+MAX_LIMB = 2.0  # longest arm or leg bone, in trunks (real people measured up to 1.3)
+UPRIGHT_DEGREES = 60.0  # the most a torso standing in for a face may lean from upright
+MIN_KNEE_DROP = 0.66  # a knee below its hip by this share of the torso: a thigh that points down
+CORE = (NOSE, R_SHOULDER, L_SHOULDER, R_HIP, L_HIP)
 LIMBS = ((R_SHOULDER, R_ELBOW), (R_ELBOW, R_WRIST), (L_SHOULDER, L_ELBOW), (L_ELBOW, L_WRIST),
          (R_HIP, R_KNEE), (R_KNEE, R_ANKLE), (L_HIP, L_KNEE), (L_KNEE, L_ANKLE))
 
@@ -58,21 +60,34 @@ def _longest_limb(xy: np.ndarray, found: np.ndarray) -> float:
     return max((_distance(xy[a], xy[b]) for a, b in LIMBS if found[a] and found[b]), default=0.0)
 
 
+def _trunk(xy: np.ndarray, found: np.ndarray) -> float:
+    """The largest distance between two of the nose, shoulders and hips found: the body's size in the image."""
+    core = xy[[i for i in CORE if found[i]]]
+    return float(np.linalg.norm(core[:, None] - core[None], axis=-1).max()) if len(core) > 1 else 0.0
+
+
+def _standing(xy: np.ndarray, found: np.ndarray) -> bool:
+    """Both hips found, the neck above the mid-hip within the allowed lean, and a knee well below its hip (image y
+    grows downwards)."""
+    if not (found[R_HIP] and found[L_HIP]):
+        return False
+    neck, mid_hip = (xy[R_SHOULDER] + xy[L_SHOULDER]) / 2, (xy[R_HIP] + xy[L_HIP]) / 2
+    torso = _distance(neck, mid_hip)
+    if torso <= 0 or mid_hip[1] - neck[1] < math.cos(math.radians(UPRIGHT_DEGREES)) * torso:
+        return False
+    drops = [xy[knee, 1] - xy[hip, 1] for hip, knee in ((R_HIP, R_KNEE), (L_HIP, L_KNEE)) if found[knee]]
+    return max(drops, default=-math.inf) >= MIN_KNEE_DROP * torso
+
+
 def is_credible(pose: Pose, size: tuple[int, int]) -> bool:
     """Whether ``pose``, normalised to an image of ``size`` = (width, height) pixels, shows a person (the rules
     are in the module docstring)."""
     found = pose.scores[BODY] >= MAIN_SCORE
-    if not (found[R_SHOULDER] and found[L_SHOULDER]):
+    face = bool(face_visible(pose.scores))
+    if int(found[R_SHOULDER]) + int(found[L_SHOULDER]) < (1 if face else 2):
         return False
     xy = pose.points[BODY].astype(np.float64) * np.asarray(size, np.float64)
-    neck = (xy[R_SHOULDER] + xy[L_SHOULDER]) / 2
-    mid_hip = (xy[R_HIP] + xy[L_HIP]) / 2
-    hips = bool(found[R_HIP] and found[L_HIP])
-    torso = _distance(mid_hip, neck) if hips else 0.0
-    trunk = max(_distance(xy[R_SHOULDER], xy[L_SHOULDER]), _distance(xy[NOSE], neck) if found[NOSE] else 0.0,
-                torso)
+    trunk = _trunk(xy, found)
     if trunk < MIN_TRUNK * min(size) or _longest_limb(xy, found) > MAX_LIMB * trunk:
         return False
-    # Image y grows downwards: standing, the neck is above the mid-hip by at least cos(lean) of the torso.
-    standing = torso > 0 and mid_hip[1] - neck[1] >= math.cos(math.radians(UPRIGHT_DEGREES)) * torso
-    return bool(face_visible(pose.scores)) or standing
+    return face or _standing(xy, found)
