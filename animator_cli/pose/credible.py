@@ -2,16 +2,18 @@
 
 MediaPipe's body model returns a complete, human-shaped skeleton whenever its detector fires, and on textures (a
 coffee cup panning, bricks, a cheetah's fur) it fires often, with visibilities near 1; counting visible joints
-lets those through, and a render driven by them is garbage produced at full cost. A detection counts as a person
+let those through, and a render driven by them is garbage produced at full cost. A detection counts as a person
 only when all of these hold (lengths in pixels of the image the pose belongs to):
 
-- **main joints**: both shoulders (and so the neck) are confidently found (score ≥ MAIN_SCORE);
-- **size**: the trunk, the longest of shoulder width, neck–nose and neck–mid-hip among the joints found, spans at
-  least MIN_TRUNK of the image's short side;
+- **main joints**: both shoulders are confidently found (score ≥ MAIN_SCORE), or one of them and the face (a
+  close-up cuts the other off);
+- **size**: the trunk, the largest distance between two of the nose, shoulders and hips found, spans at least
+  MIN_TRUNK of the image's short side;
 - **limbs in proportion**: no confidently found arm or leg bone is longer than MAX_LIMB trunks;
-- **a face, or a standing torso**: the face is visible (MIN_FACE_POINTS face points), or both hips are found and
-  the torso (mid-hip → neck) is at least MIN_TORSO of the short side long and leans at most UPRIGHT_DEGREES.
-  Phantoms show no face, and their torsos are small or point anywhere; a person seen from behind stands.
+- **a face, or a body standing on its legs**: the face is visible (MIN_FACE_POINTS face points), or both hips
+  are found, the torso (mid-hip → neck) leans at most UPRIGHT_DEGREES from upright and a knee is found at least
+  MIN_KNEE_DROP torso lengths below its hip. Phantoms show no face and their bodies lie, lean or sit anywhere; a
+  person seen from behind, or too small for the face to be made out, stands.
 
 Frames that fail are not detected: filled from their neighbours like any missed frame. docs/pose.md has the
 measurements behind the thresholds.
@@ -44,7 +46,7 @@ from animator_cli.pose.keypoints import (
 
 MAIN_SCORE = 0.5  # a joint is confidently found at this score (drawing needs only KEYPOINT_THRESHOLD)
 MIN_TRUNK = 0.08  # of the image's short side
-MAX_LIMB = 2.0  # longest arm or leg bone, in trunks (real people measured up to 1.3)
+MAX_LIMB = 2.5  # longest arm or leg bone, in trunks (measured on real people: up to 1.8)
 UPRIGHT_DEGREES = 60.0  # the most a torso standing in for a face may lean from upright
 MIN_KNEE_DROP = 0.66  # a knee below its hip by this share of the torso: a thigh that points down
 CORE = (NOSE, R_SHOULDER, L_SHOULDER, R_HIP, L_HIP)

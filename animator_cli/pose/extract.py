@@ -41,6 +41,16 @@ log = logging.getLogger("animator")
 Progress = Callable[[int, int], None]
 
 
+class NoPersonError(InputError):
+    """No frame of the driving video shows a person (pose/credible.py); ``track`` is its empty track, so that
+    `animator check` can still judge the rest of the pair."""
+
+    def __init__(self, source: Path, track: PoseTrack) -> None:
+        super().__init__(f"no person found in any frame of {source}",
+                         "the driving video must show a person: shoulders and face, or a body standing on its legs")
+        self.track = track
+
+
 def _source_info(source: Path, fps: float | None) -> tuple[tuple[int, int], float, int]:
     """(width, height), fps and the expected frame count of a video file or frame folder."""
     if source.is_dir():
@@ -123,7 +133,7 @@ def _build(folder: Path, source: Path, reference: Path | None, align: str, backe
     try:
         track = detect_track(source, backend, size, rate, max_frames, total, progress)
         if not track.present.any():
-            raise InputError(f"no person found in any frame of {source}", "the driving video must show a person")
+            raise NoPersonError(source, track)
         ref = reference_pose(reference, backend) if reference is not None and align != "none" else None
     finally:
         backend.close()
