@@ -78,7 +78,7 @@ def _standing(xy: np.ndarray, found: np.ndarray) -> bool:
     if torso <= 0 or mid_hip[1] - neck[1] < math.cos(math.radians(UPRIGHT_DEGREES)) * torso:
         return False
     drops = [xy[knee, 1] - xy[hip, 1] for hip, knee in ((R_HIP, R_KNEE), (L_HIP, L_KNEE)) if found[knee]]
-    return max(drops, default=-math.inf) >= MIN_KNEE_DROP * torso
+    return bool(max(drops, default=-math.inf) >= MIN_KNEE_DROP * torso)
 
 
 def is_credible(pose: Pose, size: tuple[int, int]) -> bool:
