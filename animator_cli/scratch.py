@@ -64,7 +64,7 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # exists under another user, or cannot be asked: treated as running
+    except (OSError, OverflowError):  # another user's process, or not a PID this system has: left alone
         return True
     return True
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from animator_cli import scratch
 from animator_cli.fileio import atomic_dir, atomic_path, write_text_atomic
 from animator_cli.weights.home import WeightsHome
 
@@ -107,8 +108,10 @@ def test_the_next_write_removes_what_a_killed_writer_left_and_nothing_else(write
         assert all(Path(p).exists() and f"-{process.pid}-" in Path(p).name for p in paths)
     killed.kill()
     killed.join()
-    users = [".video.a1b2c3d4.mp4", ".video.animator-draft.mp4", "video.animator-x.mp4",
-             f".video.animator-00000000-00000000-{killed.pid}-abcdefgh.mp4"]  # like ours, or from another machine
+    ours = scratch.prefix("video").rsplit("-", 2)[0]  # .video.animator-<host>-<boot>, this machine's
+    users = [".video.a1b2c3d4.mp4", ".video.animator-draft.mp4", "video.animator-x.mp4", f"{ours}-abcdefgh.mp4",
+             f".video.animator-00000000-00000000-{killed.pid}-abcdefgh.mp4",  # another machine's
+             f"{ours}-{'9' * 30}-abcdefgh.mp4"]  # a PID no system has
     for name in users:
         (tmp_path / name).write_text("mine")
     write_text_atomic(tmp_path / "notes.txt", "written")
