@@ -30,7 +30,9 @@ from animator_cli.fileio import atomic_dir
 
 MANIFEST = "manifest.json"
 ABANDONED_AFTER_S = 7 * 24 * 3600  # a scratch folder untouched this long belongs to a build that died
-_SCRATCH_NAME = re.compile(r"\.[0-9a-f]{24}\.[a-z0-9_]{8}\.(tmp|old)")  # tempfile's 8 characters after the key
+# atomic_dir's scratch names before they carried their writer (scratch.py removes the newer ones once it is gone):
+# tempfile's 8 characters after the key.
+_SCRATCH_NAME = re.compile(r"\.[0-9a-f]{24}\.[a-z0-9_]{8}\.(tmp|old)")
 _CHUNK = 1 << 20
 _SETTLED_NS = 2_000_000_000  # an input unchanged for this long may be hashed once per process
 log = logging.getLogger("animator")
@@ -156,8 +158,8 @@ class CacheEntry:
 
 
 def sweep_abandoned(stage_dir: Path, older_than_s: float = ABANDONED_AFTER_S) -> None:
-    """Remove the scratch folders (``.<key>.<random>.tmp``/``.old``, exactly as `atomic_dir` names them) of
-    builds that died without cleaning up (killed, out of host memory) and were not touched for ``older_than_s``:
+    """Remove the scratch folders (``.<key>.<random>.tmp``/``.old``, as `atomic_dir` named them in earlier versions)
+    of builds that died without cleaning up (killed, out of host memory) and were not touched for ``older_than_s``:
     a live build writes into its folder. Nothing else in the folder is touched, whatever its name."""
     try:
         scratch = [p for p in Path(stage_dir).iterdir() if _SCRATCH_NAME.fullmatch(p.name)]

@@ -1,4 +1,8 @@
-"""Safe writes: results appear under their final name only when complete, and never over the command's inputs."""
+"""Safe writes: results appear under their final name only when complete, and never over the command's inputs.
+
+Temporary names carry their writer (scratch.py), so a later write into the same folder removes what a killed
+writer left behind.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from animator_cli import scratch
 from animator_cli.errors import DiskFullError, InputError, is_disk_full
 
 
@@ -100,9 +105,11 @@ def temp_sibling(target: Path, suffix: str | None = None) -> Path:
     if target.is_dir():
         raise InputError(f"output {target} is an existing folder", "give a file name")
     ensure_writable_dir(target.parent)
+    scratch.sweep(target.parent)
     try:
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.stem}.", suffix=suffix if suffix is not None else target.suffix, dir=target.parent)
+            prefix=scratch.prefix(target.stem), suffix=suffix if suffix is not None else target.suffix,
+            dir=target.parent)
     except OSError as exc:
         raise InputError(f"cannot write into {target.parent}: {exc.strerror}", "choose another output path") from exc
     os.close(fd)
@@ -146,8 +153,9 @@ def atomic_dir(target: Path, replace: bool = True, *,
         raise InputError(f"output folder {target} already exists and holds other files",
                          "choose a new folder, or remove it first")
     ensure_writable_dir(target.parent)
+    scratch.sweep(target.parent)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=scratch.prefix(target.name), suffix=".tmp", dir=target.parent))
     except OSError as exc:
         raise InputError(f"cannot write into {target.parent}: {exc.strerror}", "choose another output path") from exc
     os.chmod(tmp, 0o777 & ~_umask())
@@ -181,7 +189,7 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     old = None
     try:
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=scratch.prefix(target.name), suffix=".old", dir=target.parent))
             os.replace(target, old / "previous")
         os.replace(tmp, target)
     except OSError as exc:

@@ -294,8 +294,8 @@ def test_train_compile_flag_sets_model_compile(cli, tiny_home, monkeypatch, tmp_
     import animator_cli.training.trainer as trainer
 
     seen = []
-    monkeypatch.setattr(trainer, "train", lambda cfg, weights, resume=None: seen.append(cfg) or SimpleNamespace(
-        is_main=False))
+    monkeypatch.setattr(trainer, "train", lambda cfg, weights, resume=None, force=False: seen.append(cfg)
+                        or SimpleNamespace(is_main=False))
     result = cli("--weights", tiny_home.root, "train", "--compile", "--data", tmp_path, "-o", tmp_path / "run")
     assert result.exit_code == 0, result.stderr
     assert seen[0].model.compile is True

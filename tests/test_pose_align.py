@@ -101,7 +101,7 @@ def test_tracker_keeps_the_same_person():
     size = (640, 480)
     small = REF_BODY * 0.5 + (20, 100)
     big = REF_BODY + (300, -60)
-    tracker = MainPersonTracker()
+    tracker = MainPersonTracker(size)
     assert tracker.update([_pose(small, size)]) is not None
     # A bigger person appears: the tracker stays with the one it followed (slightly moved).
     chosen = tracker.update([_pose(big, size), _pose(small + 5, size)])

@@ -132,6 +132,27 @@ def test_resume_latest_at_the_end_does_nothing_more(cli, run: dict, dataset: Pat
     assert summary["start_step"] == 20 and summary["step"] == 20 and summary["checkpoints"] == []
 
 
+def test_force_starts_a_new_run_beside_the_previous_one(run: dict, dataset: Path, tiny_home, tmp_path):
+    """A run folder of another config is refused; --force moves the previous run to RUN/old-<time>/ and starts
+    afresh (its checkpoints can no longer be resumed under the new config)."""
+    import shutil
+
+    from animator_cli.cli.app import run as cli_run
+
+    folder = tmp_path / "run"
+    shutil.copytree(run["dir"], folder)
+    args = ["--weights", str(tiny_home.root), "train", "--config", TINY, "--data", str(dataset), "--output",
+            str(folder), "--max-steps", "2", *FAST, "optim.learning_rate=1e-3"]
+    assert cli_run(args) == 2
+    assert cli_run([*args, "--force"]) == 0
+    (aside,) = folder.glob("old-*")
+    assert (aside / "checkpoint-20").is_dir() and len((aside / "metrics.jsonl").read_text().splitlines()) == 20
+    assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert not (folder / "checkpoint-20").exists()
+    assert "learning_rate: 0.001" in (folder / "config.yaml").read_text()
+    assert "learning_rate: 0.002" in (aside / "config.yaml").read_text()
+
+
 def test_lora_ema_and_validation_video(dataset: Path, tiny_home, tmp_path):
     """LoRA adapters merged into a loadable unet.pth, EMA weights saved as a loadable folder, a validation video."""
     from animator_cli.cli.app import run as cli_run

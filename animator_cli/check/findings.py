@@ -223,6 +223,10 @@ def _align_mode(m: Measurements) -> list[Finding]:
 
 
 def _driving_people(m: Measurements) -> list[Finding]:
+    if m.no_person_share >= 1:
+        return [Finding("error", "driving-people", "nobody is found in any driving frame: there is no motion to "
+                        "copy", "use a driving video that shows a person: shoulders and face, or a body standing "
+                        "on its legs")]
     found = []
     if m.no_person_share > 0:
         severity = "warning" if m.no_person_share > SHARE_WARN else "info"
@@ -238,6 +242,8 @@ def _driving_people(m: Measurements) -> list[Finding]:
 
 
 def _driving_face(m: Measurements) -> list[Finding]:
+    if m.no_person_share >= 1:  # no face share to judge: _driving_people reports the error
+        return []
     hidden = 1 - m.driving_face_share
     if hidden > FACE_HIDDEN_WARN:
         return [Finding("warning", "face-hidden", f"the face is hidden in {_pct(hidden)} of driving frames: "

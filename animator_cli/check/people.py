@@ -14,7 +14,7 @@ import numpy as np
 from animator_cli.pose.backend import PoseBackend
 from animator_cli.pose.keypoints import Pose
 from animator_cli.pose.mediapipe_backend import quiet_native_stderr
-from animator_cli.pose.track import is_person
+from animator_cli.pose.track import credible_people
 
 FACE_CONFIDENCE = 0.5
 
@@ -44,7 +44,7 @@ class PeopleCounter:
 
     def count(self, rgb: np.ndarray) -> tuple[list[Pose], int]:
         """The backend's persons in ``rgb``, and the faces found (see :meth:`faces`)."""
-        return [p for p in self.backend.detect(rgb) if is_person(p)], self.faces(rgb)
+        return credible_people(self.backend.detect(rgb), (rgb.shape[1], rgb.shape[0])), self.faces(rgb)
 
     def close(self) -> None:
         if self._faces is not None:

@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from animator_cli.errors import InputError
 from animator_cli.pose import extract_pose
 from animator_cli.pose.align import ALIGN_MODES, align_track
 from animator_cli.pose.backend import open_backend, resolve_backend
+from animator_cli.pose.extract import NoPersonError
 from animator_cli.pose.keypoints import Pose, PoseTrack, face_visible, load_source_track
 from animator_cli.pose.track import largest
 from animator_cli.video import iter_frames, load_image
@@ -96,6 +98,15 @@ def _measure(align: str, ref_pose: Pose | None, ref_size: tuple[int, int], ref_p
     )
 
 
+def _driving_track(driving: Path, **options: Any) -> PoseTrack:
+    """The pose stage's tracked poses of ``driving`` (``options`` are extract_pose's); a video where nobody is
+    found gives its empty track, which the findings report as an error, next to what is wrong with the reference."""
+    try:
+        return load_source_track(extract_pose(driving, **options))
+    except NoPersonError as exc:
+        return exc.track
+
+
 def check_alignment(reference: Path, driving: Path, *, weights: WeightsHome, cache: StageCache,
                     align: str = "global", backend: str = "auto", device: str | None = None,
                     max_frames: int | None = None, preview: Path | None = None) -> AlignmentReport:
@@ -120,12 +131,11 @@ def check_alignment(reference: Path, driving: Path, *, weights: WeightsHome, cac
     counter = PeopleCounter(detector)
     try:
         persons, faces = counter.count(ref_rgb)
-        ref_pose = largest(persons)
+        ref_pose = largest(persons, ref_size)
         ref_face = faces > 0 or bool(ref_pose and face_visible(ref_pose.scores))
         # Without a reference person the stage cannot align; the driving video is still judged on its own.
-        folder = extract_pose(driving, reference=reference, align=align if ref_pose else "none", backend=backend,
-                              max_frames=max_frames, weights=weights, cache=cache, device=device)
-        track = load_source_track(folder)
+        track = _driving_track(driving, reference=reference, align=align if ref_pose else "none", backend=backend,
+                               max_frames=max_frames, weights=weights, cache=cache, device=device)
         samples = {int(i) for i in np.linspace(0, len(track) - 1, min(SAMPLE_FRAMES, len(track))).round()}
         shown = set(representative_frames(track)) if preview is not None else set()
         frames = _frames_at(driving, samples | shown, max_frames)
@@ -139,9 +149,10 @@ def check_alignment(reference: Path, driving: Path, *, weights: WeightsHome, cac
         aligned["none"] = drawn
     measured = _measure(align, ref_pose, ref_size, max(len(persons), faces), ref_face, track, drawn, aligned,
                         people)
-    if preview is not None:
-        preview = write_preview(preview, ref_rgb, drawn, track, {i: frames[i] for i in shown if i in frames})
-    return AlignmentReport(judge(measured), best_align(measured), measured, preview)
+    # Without anyone in the driving video there is nothing to preview (the findings say so).
+    written = write_preview(preview, ref_rgb, drawn, track, {i: frames[i] for i in shown if i in frames}) \
+        if preview is not None and shown else None
+    return AlignmentReport(judge(measured), best_align(measured), measured, written)
 
 
 def preflight(reference: Path, driving: Path, mode: str, *, weights: WeightsHome, cache: StageCache,

@@ -10,6 +10,7 @@ import typer
 from animator_cli.check import check_alignment
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings
+from animator_cli.cli.help import BackendChoice
 
 
 @app.command("check")
@@ -18,8 +19,8 @@ def check_command(
     driving: Annotated[Path, typer.Argument(help="Driving video, or a folder of frame_<i>.png.")],
     align: Annotated[str, typer.Option(
         "--align", help="The alignment animate will use: global, limbs or none.")] = "global",
-    backend: Annotated[str, typer.Option(
-        "--pose-backend", help="auto (DWPose if installed, else MediaPipe), dwpose or mediapipe.")] = "auto",
+    pose_backend: Annotated[BackendChoice, typer.Option(
+        "--pose-backend", help="auto: DWPose if its weights are installed, else MediaPipe.")] = BackendChoice["auto"],
     max_frames: Annotated[int | None, typer.Option(
         "--max-frames", min=1, help="Only the first N driving frames (as animate --max-frames).")] = None,
     preview: Annotated[Path | None, typer.Option(
@@ -31,7 +32,7 @@ def check_command(
     Exit code 2 on an error (e.g. no face in the reference) or, with --strict, on any warning.
     """
     report = check_alignment(reference, driving, weights=settings.weights, cache=settings.cache, align=align,
-                             backend=backend, device=settings.device, max_frames=max_frames, preview=preview)
+                             backend=pose_backend.value, device=settings.device, max_frames=max_frames, preview=preview)
     if settings.json:
         emit(report.as_dict())
     else:

@@ -1,17 +1,21 @@
 """How `--help` pages are laid out: option panels, choice lists for enumerated options, flags without a value.
 
-Short flags have one meaning across every command: -h --help, -q --quiet, -v --verbose, -o --output,
--c --config, -r --reference. Every other option is long only.
+One option, one spelling in every command (`--pose-backend`, never `--backend` in one and `--pose-backend` in
+another); an old spelling stays readable as a hidden option (`renamed_option`). Short flags have one meaning across
+every command: -h --help, -q --quiet, -v --verbose, -o --output, -c --config, -r --reference. Every other option
+is long only. tests/test_help.py holds the command tree to both rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import Enum
+from typing import TypeVar
 
 import typer
 
 from animator_cli.check.report import CHECK_MODES
+from animator_cli.errors import InputError
 from animator_cli.options import ATTENTION_BACKENDS, COMPILE_MODES, DTYPES, RESOLUTIONS
 from animator_cli.pose.align import ALIGN_MODES
 from animator_cli.pose.backend import BACKENDS
@@ -38,6 +42,19 @@ CheckMode = choices("CheckMode", CHECK_MODES)
 DtypeChoice = choices("Dtype", DTYPES)
 ResolutionChoice = choices("Resolution", RESOLUTIONS)
 HELP_OPTIONS = ["-h", "--help"]
+T = TypeVar("T")
+
+
+def renamed_option(ctx: typer.Context, name: str, value: T, old_value: T | None, old_flag: str) -> T:
+    """The value of option ``name``, or of its old spelling ``old_flag`` (a hidden option kept so that existing
+    scripts run). Both on one command line must agree."""
+    if old_value is None:
+        return value
+    given = ctx.get_parameter_source(name)
+    if given is not None and given.name == "COMMANDLINE" and value != old_value:
+        flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
+        raise InputError(f"{old_flag} is the old name of {flag}, and the two disagree", f"give {flag} only")
+    return old_value
 
 
 def tidy_help(command: typer.core.TyperGroup | typer.core.TyperCommand) -> None:

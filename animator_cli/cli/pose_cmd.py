@@ -10,13 +10,14 @@ import typer
 
 from animator_cli.cli.app import app
 from animator_cli.cli.context import emit, settings
-from animator_cli.cli.help import AlignChoice, BackendChoice
+from animator_cli.cli.help import AlignChoice, BackendChoice, renamed_option
 from animator_cli.cli.stage_display import stage_display
 from animator_cli.pose import extract_pose
 
 
 @app.command("extract-pose")
 def extract_pose_command(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help="Driving video, or a folder of frame_<i>.png.")],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the skeletons here (default: the stage cache).")] = None,
@@ -25,8 +26,10 @@ def extract_pose_command(
     align: Annotated[AlignChoice, typer.Option(
         "--align", help="global: scale+shift fit (the paper's); limbs: also bone lengths of the reference; none.")
     ] = AlignChoice["global"],
-    backend: Annotated[BackendChoice, typer.Option(
-        "--backend", help="auto: DWPose if its weights are installed, else MediaPipe.")] = BackendChoice["auto"],
+    pose_backend: Annotated[BackendChoice, typer.Option(
+        "--pose-backend", help="auto: DWPose if its weights are installed, else MediaPipe.")] = BackendChoice["auto"],
+    old_backend: Annotated[BackendChoice | None, typer.Option(
+        "--backend", hidden=True, help="The old name of --pose-backend, still read.")] = None,
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="One Euro filter against jitter.")] = True,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Only the first N frames.")] = None,
     fps: Annotated[float | None, typer.Option(
@@ -35,6 +38,7 @@ def extract_pose_command(
     force: Annotated[bool, typer.Option("--force", help="Recompute even if cached.")] = False,
 ) -> None:
     """Extract StableAnimator pose skeletons (frame_<i>.png, keypoints.npz, meta.json) from a driving video."""
+    backend = renamed_option(ctx, "pose_backend", pose_backend, old_backend, "--backend")
     with stage_display("extract-pose") as progress:
         folder = extract_pose(
             source, output, reference, align=align.value, backend=backend.value, smooth=smooth,

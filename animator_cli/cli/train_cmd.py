@@ -67,6 +67,9 @@ def train(
         "--resume", help="`latest` (newest checkpoint of the run folder, if any) or a checkpoint folder.")] = None,
     compiled: Annotated[bool, typer.Option("--compile", help="torch.compile the UNet blocks (model.compile).")]
     = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Start a new run in a run folder that holds one; the previous run's files move to "
+        "RUN/old-<time>/.")] = False,
 ) -> None:
     """Train PoseNet, the face encoder and the UNet attention layers; prints the checkpoints written."""
     from animator_cli.training.config import load_config
@@ -77,10 +80,10 @@ def train(
     pairs += [f"{key}={value}" for key, value in flags if value is not None]
     cfg = load_config(config, pairs)
     weights = WeightsHome.resolve(cfg.model.weights) if cfg.model.weights else settings.weights
-    check_training(cfg, weights)  # before torch and diffusers are imported (seconds)
+    check_training(cfg, weights, force=force, resume=resume)  # before torch and diffusers are imported (seconds)
     from animator_cli.training.trainer import train as run_training
 
-    result = run_training(cfg, weights, resume=resume)
+    result = run_training(cfg, weights, resume=resume, force=force)
     if not result.is_main:  # under `accelerate launch`, one process prints the result
         return
     emit({"run_dir": str(result.run_dir), "start_step": result.start_step, "step": result.step,

@@ -41,6 +41,16 @@ log = logging.getLogger("animator")
 Progress = Callable[[int, int], None]
 
 
+class NoPersonError(InputError):
+    """No frame of the driving video shows a person (pose/credible.py); ``track`` is its empty track, so that
+    `animator check` can still judge the rest of the pair."""
+
+    def __init__(self, source: Path, track: PoseTrack) -> None:
+        super().__init__(f"no person found in any frame of {source}",
+                         "the driving video must show a person: shoulders and face, or a body standing on its legs")
+        self.track = track
+
+
 def _source_info(source: Path, fps: float | None) -> tuple[tuple[int, int], float, int]:
     """(width, height), fps and the expected frame count of a video file or frame folder."""
     if source.is_dir():
@@ -65,7 +75,7 @@ def is_pose_output(folder: Path) -> bool:
 def detect_track(source: Path, backend: PoseBackend, size: tuple[int, int], fps: float,
                  max_frames: int | None = None, total: int = 0, progress: Progress | None = None) -> PoseTrack:
     """Detect every frame and keep the main person (None where nobody is found)."""
-    tracker = MainPersonTracker()
+    tracker = MainPersonTracker(size)
     poses: list[Pose | None] = []
     for index, frame in enumerate(iter_frames(source, max_frames)):
         poses.append(tracker.update(backend.detect(frame, video=True)))
@@ -77,7 +87,7 @@ def detect_track(source: Path, backend: PoseBackend, size: tuple[int, int], fps:
 def reference_pose(reference: Path, backend: PoseBackend) -> tuple[Pose, tuple[int, int]]:
     """The reference image's main person and the image's (width, height)."""
     rgb = load_image(reference)
-    pose = largest(backend.detect(rgb))
+    pose = largest(backend.detect(rgb), (rgb.shape[1], rgb.shape[0]))
     if pose is None:
         raise InputError(f"no person found in the reference image {reference}",
                          "use a photo showing the person's upper body, or --align none")
@@ -123,7 +133,7 @@ def _build(folder: Path, source: Path, reference: Path | None, align: str, backe
     try:
         track = detect_track(source, backend, size, rate, max_frames, total, progress)
         if not track.present.any():
-            raise InputError(f"no person found in any frame of {source}", "the driving video must show a person")
+            raise NoPersonError(source, track)
         ref = reference_pose(reference, backend) if reference is not None and align != "none" else None
     finally:
         backend.close()

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from animator_cli.pose.credible import is_credible
 from animator_cli.pose.keypoints import FACE, FEET, LEFT_HAND, NUM_POINTS, RIGHT_HAND, Pose
 
 # OpenPose-18 index → BlazePose index (None: the neck, computed).
@@ -40,6 +41,7 @@ FACE_MESH_TO_68 = (
 )
 FACE_SCORE = 1.0
 HAND_SCORE = 1.0
+BLANK = np.zeros((64, 64, 3), np.uint8)  # a frame without anyone: Holistic drops whatever it was following
 
 
 @contextlib.contextmanager
@@ -111,16 +113,23 @@ class MediaPipeBackend:
                 instance = holistic.Holistic(static_image_mode=not video, model_complexity=1,
                                              smooth_landmarks=False, refine_face_landmarks=False)
                 # The first frame loads the models, which is when it warns; a blank frame leaves no track behind.
-                instance.process(np.zeros((64, 64, 3), np.uint8))
+                instance.process(BLANK)
             self._instances[video] = instance
         return self._instances[video]
 
     def detect(self, rgb: np.ndarray, video: bool = False) -> list[Pose]:
-        """The one person MediaPipe follows (empty if none); ``video``: ``rgb`` is the next frame of a clip."""
+        """The one person MediaPipe follows (empty if none); ``video``: ``rgb`` is the next frame of a clip.
+
+        In a clip Holistic follows what it found last instead of looking again; when that is no credible person
+        (a phantom on a textured background, credible.py) it is made to let go, so that a person who comes into
+        view later is found rather than the phantom followed through the rest of the clip.
+        """
         holistic = self._holistic(video)
         with quiet_native_stderr():
             result = holistic.process(np.ascontiguousarray(rgb))
-        pose = holistic_to_pose(result)
+            pose = holistic_to_pose(result)
+            if video and pose is not None and not is_credible(pose, (rgb.shape[1], rgb.shape[0])):
+                holistic.process(BLANK)
         return [] if pose is None else [pose]
 
     def close(self) -> None:

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from animator_cli.pose.keypoints import BODY, KEYPOINT_THRESHOLD, Pose, PoseTrack
-
-MIN_BODY_POINTS = 3  # fewer visible body points is not a person (e.g. DWPose's whole-image fallback on no one)
-
-
-def is_person(pose: Pose) -> bool:
-    return int((pose.scores[BODY] > KEYPOINT_THRESHOLD).sum()) >= MIN_BODY_POINTS
+from animator_cli.pose.credible import is_credible
+from animator_cli.pose.keypoints import Pose, PoseTrack
 
 
 def _area(box: np.ndarray) -> float:
@@ -23,21 +18,29 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def largest(poses: list[Pose]) -> Pose | None:
-    """The person with the biggest visible body, the one a portrait or a dance clip is about."""
-    people = [p for p in poses if is_person(p)]
+def credible_people(poses: list[Pose], size: tuple[int, int]) -> list[Pose]:
+    """The detections in an image of ``size`` (width, height) that are people, not phantoms (credible.py)."""
+    return [p for p in poses if is_credible(p, size)]
+
+
+def largest(poses: list[Pose], size: tuple[int, int]) -> Pose | None:
+    """The person with the biggest visible body in an image of ``size``, the one a portrait or a dance clip is
+    about."""
+    people = credible_people(poses, size)
     return max(people, key=lambda p: _area(p.body_box())) if people else None
 
 
 class MainPersonTracker:
-    """Picks the same person in every frame: the largest at first, then the best box overlap with the last
-    position, then the nearest centre within one box diagonal; if nobody is close, the largest is taken anew."""
+    """Picks the same person in every frame of a clip of ``size`` (width, height): the largest at first, then the
+    best box overlap with the last position, then the nearest centre within one box diagonal; if nobody is close,
+    the largest is taken anew."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = size
         self.last: np.ndarray | None = None
 
     def update(self, poses: list[Pose]) -> Pose | None:
-        people = [p for p in poses if is_person(p)]
+        people = credible_people(poses, self.size)
         if not people:
             return None
         chosen = None
@@ -53,7 +56,7 @@ class MainPersonTracker:
                 distances = [float(np.hypot(*((b[:2] + b[2:]) / 2 - centre))) for b in boxes]
                 nearest = int(np.argmin(distances))
                 chosen = people[nearest] if distances[nearest] <= reach else None
-        chosen = chosen or largest(people)
+        chosen = chosen or largest(people, self.size)
         self.last = chosen.body_box()
         return chosen
 

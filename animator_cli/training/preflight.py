@@ -1,5 +1,5 @@
-"""What `train` checks before any work, without importing torch: the dataset folder, then every weights component
-the run loads (all missing ones in one error)."""
+"""What `train` checks before any work, without importing torch: the dataset folder, every weights component the
+run loads (all missing ones in one error), and that the run folder is not another config's run (run_folder.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from animator_cli.errors import InputError
 from animator_cli.training.config import TrainConfig
+from animator_cli.training.run_folder import check_run_folder
 from animator_cli.weights.home import WeightsHome
 
 
@@ -26,7 +27,10 @@ def training_weights(config: TrainConfig) -> list[str]:
     return ["svd", *(["animation"] if release else [])]
 
 
-def check_training(config: TrainConfig, weights: WeightsHome) -> None:
-    """The dataset folder exists and every weights component the run loads is installed."""
+def check_training(config: TrainConfig, weights: WeightsHome, *, force: bool = False,
+                   resume: str | None = None) -> None:
+    """The dataset folder exists, every weights component the run loads is installed, and the run folder may take
+    this run (``force``: start over, ``resume``: continue; see run_folder.py)."""
     require_dataset_dir(config.data.path)
     weights.require_components(training_weights(config))
+    check_run_folder(Path(config.output), config, force=force, resume=resume)

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from animator_cli.errors import InputError
@@ -36,6 +35,7 @@ from animator_cli.training import checkpoint as ckpt
 from animator_cli.training.config import TrainConfig
 from animator_cli.training.dataset import BatchPlan, ClipDataset, DataReport, check_dataset, collate, iter_batches
 from animator_cli.training.preflight import check_training
+from animator_cli.training.run_folder import start_run
 from animator_cli.training.step import training_loss
 from animator_cli.weights.home import WeightsHome
 
@@ -99,15 +99,16 @@ def _report_data(report: DataReport, config: TrainConfig, run_dir: Path, is_main
 
 
 def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
-          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train from ``config``; ``resume`` is None, ``latest`` or a checkpoint folder."""
+          on_step: Callable[[int, float], None] | None = None, force: bool = False) -> TrainResult:
+    """Train from ``config``; ``resume`` is None, ``latest`` or a checkpoint folder; ``force`` starts a new run in
+    a folder that holds one (the previous run's files move to ``RUN/old-<time>/``, run_folder.py)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
 
     from animator_cli.models.loading import AnimatorModels
 
-    check_training(config, weights)
+    check_training(config, weights, force=force, resume=resume)
     check_output_path(Path(config.output), [Path(config.data.path)], folder=True)
     run_dir = ensure_writable_dir(Path(config.output))
     tracker = "tensorboard" if _has_tensorboard() else None
@@ -121,8 +122,8 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
     set_seed(config.seed + rank)
     device = accelerator.device
 
-    if accelerator.is_main_process:
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.as_dict(), sort_keys=False))
+    if accelerator.is_main_process and (moved := start_run(run_dir, config, force)):
+        log.info("the previous run in %s moved to %s", run_dir, moved)
     report = check_dataset(Path(config.data.path), [b.list_file for b in config.data.buckets],
                            config.data.num_frames, config.data.verify_images)
     _report_data(report, config, run_dir, accelerator.is_main_process)
