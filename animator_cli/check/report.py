@@ -23,7 +23,7 @@ from animator_cli.check.fit import aligned_tracks, off_canvas, residual
 from animator_cli.check.people import PeopleCounter
 from animator_cli.check.preview import representative_frames, write_preview
 from animator_cli.errors import InputError
-from animator_cli.pose import extract_pose
+from animator_cli.pose import credible, extract_pose
 from animator_cli.pose.align import ALIGN_MODES, align_track
 from animator_cli.pose.backend import open_backend, resolve_backend
 from animator_cli.pose.extract import NoPersonError
@@ -177,7 +177,8 @@ def _cached_check(reference: Path, driving: Path, *, weights: WeightsHome, cache
                   backend: str, device: str | None, max_frames: int | None) -> AlignmentReport:
     """`check_alignment` through the stage cache: a rerun of `animate` judges the stored measurements again
     instead of running the detectors (so a cached rerun loads no pose or face model)."""
-    params = {"align": align, "backend": resolve_backend(backend, weights), "max_frames": max_frames}
+    params = {"align": align, "backend": resolve_backend(backend, weights), "max_frames": max_frames,
+              "person": credible.RULE}
     entry = cache.entry(STAGE, [Path(reference), Path(driving)], params)
     if entry.done:
         measured = Measurements(**json.loads((entry.path / MEASURED_FILE).read_text()))

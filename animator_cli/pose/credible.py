@@ -44,6 +44,7 @@ from animator_cli.pose.keypoints import (
     face_visible,
 )
 
+RULE = "credible-1"  # in the pose and check stage keys: entries cached under the old rule are not reused
 MAIN_SCORE = 0.5  # a joint is confidently found at this score (drawing needs only KEYPOINT_THRESHOLD)
 MIN_TRUNK = 0.08  # of the image's short side
 MAX_LIMB = 2.5  # longest arm or leg bone, in trunks (measured on real people: up to 1.8)

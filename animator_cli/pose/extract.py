@@ -24,6 +24,7 @@ import numpy as np
 from animator_cli.cache import StageCache
 from animator_cli.errors import InputError
 from animator_cli.fileio import atomic_dir, check_output_path
+from animator_cli.pose import credible
 from animator_cli.pose.align import ALIGN_MODES, Alignment, align_track
 from animator_cli.pose.backend import PoseBackend, open_backend, resolve_backend
 from animator_cli.pose.draw import draw_pose, overlay
@@ -199,7 +200,7 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
             _build(tmp, *build_args)
         return out_dir
     params = {"align": align if reference else "none", "backend": resolved, "smooth": smooth,
-              "max_frames": max_frames, "preview": preview, "fps": fps}
+              "max_frames": max_frames, "preview": preview, "fps": fps, "person": credible.RULE}
     entry = (cache or StageCache()).entry(STAGE, [source] + ([Path(reference)] if reference else []), params)
     if entry.done and not force:
         log.info("pose: reusing %s", entry.path)
