@@ -12,7 +12,7 @@ from enum import Enum
 import typer
 
 from animator_cli.check.report import CHECK_MODES
-from animator_cli.options import DTYPES, RESOLUTIONS
+from animator_cli.options import DTYPES, RESOLUTIONS, SCHEDULES
 from animator_cli.pose.align import ALIGN_MODES
 from animator_cli.pose.backend import BACKENDS
 
@@ -35,6 +35,7 @@ BackendChoice = choices("Backend", BACKENDS)
 CheckMode = choices("CheckMode", CHECK_MODES)
 DtypeChoice = choices("Dtype", DTYPES)
 ResolutionChoice = choices("Resolution", RESOLUTIONS)
+ScheduleChoice = choices("Schedule", SCHEDULES)
 HELP_OPTIONS = ["-h", "--help"]
 
 
