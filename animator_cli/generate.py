@@ -20,7 +20,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ from animator_cli.weights.home import WeightsHome
 
 if TYPE_CHECKING:  # torch, diffusers and the models load only when a video is rendered, never on a cached rerun
     from animator_cli.models.loading import AnimatorModels
+    from animator_cli.sampling.flops import UNetWork
     from animator_cli.sampling.pipeline import AnimationPipeline
 
 log = logging.getLogger("animator")
@@ -67,6 +68,9 @@ class GenerateResult:
     height: int
     cached: bool
     audio_from: Path | None = None
+    unet_calls: int = 0  # the UNet calls this run made (0 when the video came from the cache)
+    unet_shallow_calls: int = 0  # of which shallow-branch calls (--reuse-features)
+    unet_tflop: float = 0.0  # their compute, counted (animator_cli.sampling.flops)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -235,8 +239,10 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     if cached:
         log.info("generation cached: %s", entry.path)
     else:
-        _render(entry, rgb, source.shape[1::-1], face, poses, frame_paths, fps, options, runtime, weights,
-                pipeline, frames_dir, face_masks, progress, force)
+        work = _render(entry, rgb, source.shape[1::-1], face, poses, frame_paths, fps, options, runtime, weights,
+                       pipeline, frames_dir, face_masks, progress, force)
+        log.info("UNet work: %d calls (%d shallow), %.4g TFLOP", work.calls, work.shallow_calls, work.tflop)
+        result = replace(result, unet_calls=work.calls, unet_shallow_calls=work.shallow_calls, unet_tflop=work.tflop)
     if not ranks.is_main:  # rank 0 writes the output
         return result
     _export(entry.path / VIDEO_FILE, output, audio_from)
@@ -252,9 +258,10 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
 def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], face: FaceIdentity, poses: Path,
             frame_paths: list[Path], fps: float, options: GenerateOptions, runtime: Runtime, weights: WeightsHome,
             pipeline: PipelineLoader | None, frames_dir: Path | None, face_masks: Path | None,
-            progress: Progress | None, force: bool) -> None:
+            progress: Progress | None, force: bool) -> UNetWork:
     """Render the video into the cache ``entry`` (and ``frames_dir``); the only part that needs torch. ``force``
-    replaces an entry that another process finished meanwhile (it is kept otherwise)."""
+    replaces an entry that another process finished meanwhile (it is kept otherwise). Returns the UNet work of
+    the render (every rank's)."""
     import torch
 
     from animator_cli.hjb import build_refiner
@@ -268,13 +275,14 @@ def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], fa
     generator = torch.Generator(device=animation.device).manual_seed(options.seed)
     video = animation(rgb, frames, face.embedding, options.sampling, generator, progress, refine=refine)
     if video is None:  # another rank decodes and writes it
-        return
+        return animation.work
     with stage("writing"), entry.writing(replace=force) as tmp:
         write_video(tmp / VIDEO_FILE, video, fps, options.crf)
     if frames_dir is not None:
         ensure_writable_dir(frames_dir)
         for i, frame in enumerate(video):
             write_frame(frames_dir, i, frame)
+    return animation.work
 
 
 def animate(reference: Path, driving: Path, output: Path, options: GenerateOptions = GenerateOptions(),

@@ -8,12 +8,13 @@ values are answered at once; the stages import torch only when they run.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from animator_cli.device import default_device, device_type
 from animator_cli.distributed import Ranks
+from animator_cli.draft import draft_sampling, draft_size
 from animator_cli.errors import InputError
 from animator_cli.sampling.fit import Fit
 from animator_cli.sampling.windows import window_indices
@@ -31,6 +32,7 @@ RESOLUTIONS = {"512x512": (512, 512), "576x1024": (576, 1024), "1024x576": (1024
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}  # --dtype → torch dtype name
 ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")  # --attention (animator_cli.models.backends)
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")  # --compile-mode (torch.compile mode)
+SCHEDULES = ("karras", "ays")  # --schedule: animator_cli.sampling.schedule.SCHEDULE_BUILDERS
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class SamplingOptions:
     cond_fps: int = 7  # SVD micro-conditioning; StableAnimator was trained and released with 7
     id_scale: float = 1.0
     decode_chunk: int = 4
+    schedule: str = "karras"  # noise levels: the released pipeline's Karras sigmas, or Align Your Steps' ("ays")
+    reuse_features: int = 1  # N: the whole UNet every N-th step, its shallow branch in between (1: every step)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class GenerateOptions:
         for name, value in (("--width", self.width), ("--height", self.height), ("--seed", self.seed),
                             ("--steps", s.steps), ("--tile", s.tile), ("--overlap", s.overlap),
                             ("--motion-bucket", s.motion_bucket), ("--crf", self.crf),
-                            ("--decode-chunk", s.decode_chunk)):
+                            ("--decode-chunk", s.decode_chunk), ("--reuse-features", s.reuse_features)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InputError(f"{name} {value!r} is not a whole number")
         for name, value in (("--width", self.width), ("--height", self.height)):
@@ -118,6 +122,11 @@ class GenerateOptions:
             raise InputError(f"--steps {s.steps} must be between 1 and {MAX_STEPS}")
         if s.decode_chunk < 1:
             raise InputError(f"--decode-chunk {s.decode_chunk} must be at least 1")
+        if s.schedule not in SCHEDULES:
+            raise InputError(f"unknown --schedule {s.schedule}", f"choose from {', '.join(SCHEDULES)}")
+        if s.reuse_features < 1:
+            raise InputError(f"--reuse-features {s.reuse_features} must be at least 1",
+                             "1 runs the whole UNet at every step; N reuses its deep features for N-1 steps")
         if s.motion_bucket < 0:
             raise InputError(f"--motion-bucket {s.motion_bucket} must not be negative")
         for name, value in (("--guidance", s.max_guidance), ("--min-guidance", s.min_guidance),
@@ -215,8 +224,15 @@ def make_options(resolution: str = "512x512", width: int | None = None, height: 
                   decode_chunk: int = _SAMPLING.decode_chunk, legacy_rgb_id: bool = False,
                   allow_no_face: bool = False, face_opt: bool = False, face_opt_iters: int = _FACE_OPT.iters,
                   face_opt_steps: str = f"{_FACE_OPT.start}:{_FACE_OPT.end}",
-                  face_opt_lr: float = _FACE_OPT.lr, face_opt_margin: int | None = None) -> GenerateOptions:
-    """GenerateOptions from the CLI's values (`batch` job entries use the same names)."""
+                  face_opt_lr: float = _FACE_OPT.lr, face_opt_margin: int | None = None,
+                  schedule: str = _SAMPLING.schedule, reuse_features: int = _SAMPLING.reuse_features,
+                  draft: bool = False) -> GenerateOptions:
+    """GenerateOptions from the CLI's values (`batch` job entries use the same names). ``draft``: the preview
+    preset of `animator_cli.draft` (smaller, fewer and cheaper steps, no HJB)."""
+    if draft:
+        steps, schedule, reuse_features = draft_sampling(
+            steps, schedule, reuse_features, face_opt,
+            defaults=(_SAMPLING.steps, _SAMPLING.schedule, _SAMPLING.reuse_features))
     if resolution not in RESOLUTIONS:
         raise InputError(f"unknown --resolution {resolution}", f"choose from {', '.join(RESOLUTIONS)}")
     if fit not in list(Fit):
@@ -224,7 +240,8 @@ def make_options(resolution: str = "512x512", width: int | None = None, height: 
     preset_w, preset_h = RESOLUTIONS[resolution]
     sampling = SamplingOptions(steps=steps, min_guidance=guidance if min_guidance is None else min_guidance,
                                max_guidance=guidance, tile=tile, overlap=overlap, noise_aug=noise_aug,
-                               motion_bucket=motion_bucket, id_scale=id_scale, decode_chunk=decode_chunk)
+                               motion_bucket=motion_bucket, id_scale=id_scale, decode_chunk=decode_chunk,
+                               schedule=schedule, reuse_features=reuse_features)
     options = GenerateOptions(width=preset_w if width is None else width,
                               height=preset_h if height is None else height, seed=seed, sampling=sampling,
                               fit=Fit(fit), fps=fps, crf=crf, legacy_rgb_id=legacy_rgb_id,
@@ -233,6 +250,9 @@ def make_options(resolution: str = "512x512", width: int | None = None, height: 
                                                       face_opt_margin)
                               if face_opt else None)
     options.validate()
+    if draft:  # sized down from the requested size, once that is known to be valid
+        width, height = draft_size(options.width, options.height)
+        options = replace(options, width=width, height=height)
     return options
 
 

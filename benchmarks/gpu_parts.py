@@ -52,6 +52,7 @@ class Job:
     frames: int = 16
     steps: int = 25
     runtime: dict = field(default_factory=dict)  # Runtime overrides
+    sampling: dict = field(default_factory=dict)  # SamplingOptions overrides (schedule, reuse_features, steps)
     tiny: bool = False
     peak_tflops: float | None = None
 
@@ -103,8 +104,9 @@ def pipeline_for(job: Job, models=None) -> AnimationPipeline:
 
 
 def sampling_for(job: Job, steps: int | None = None) -> SamplingOptions:
-    """The CLI's defaults (16-frame windows, overlap 4)."""
-    return SamplingOptions(steps=steps or job.steps, tile=min(16, job.frames), overlap=min(4, job.frames - 1))
+    """The CLI's defaults (16-frame windows, overlap 4) with the job's sampling overrides."""
+    return SamplingOptions(**{"steps": job.steps, "tile": min(16, job.frames), "overlap": min(4, job.frames - 1),
+                              **job.sampling, **({"steps": steps} if steps else {})})
 
 
 # ---------------------------------------------------------------------------------------------------------- FLOPs
@@ -123,7 +125,8 @@ def count_unet(job: Job) -> tuple[float, list[tuple]]:
     """TFLOP of one CFG-batched UNet call and the (q, k) shapes of its attention calls, counted on the meta device
     (no memory, no device time)."""
     from torch.overrides import TorchFunctionMode
-    from torch.utils.flop_counter import FlopCounterMode
+
+    from animator_cli.sampling.flops import count_flops
 
     shapes: list[tuple] = []
 
@@ -134,9 +137,9 @@ def count_unet(job: Job) -> tuple[float, list[tuple]]:
             return func(*args, **(kwargs or {}))
 
     unet, (x, t, context, time_ids, pose) = unet_call(job, torch.device("meta"), DTYPES[job.dtype])
-    with torch.no_grad(), FlopCounterMode(display=False) as counter, Shapes():
-        unet(x, t, context, time_ids, pose_latents=pose)
-    return counter.get_total_flops() / 1e12, shapes
+    with torch.no_grad(), Shapes():
+        _, flops = count_flops(lambda: unet(x, t, context, time_ids, pose_latents=pose))
+    return flops / 1e12, shapes
 
 
 def unet_tflop(job: Job, rows_dir: Path) -> float:
@@ -171,8 +174,10 @@ def generate_part(job: Job, rows: Rows) -> None:
 
 
 def generation_cells(job: Job, cold: GenerationTiming | None, warm: GenerationTiming, tflop: float) -> dict:
-    """The table's timing cells of a cold and a warm call."""
-    tflops = tflop * warm.unet_calls / warm.loop_s if warm.loop_s > 0 else None
+    """The table's timing cells of a cold and a warm call (TFLOP/s only where every step runs the whole UNet:
+    with shallow steps the loop's work is not calls × one call's FLOPs)."""
+    whole = job.sampling.get("reuse_features", 1) == 1
+    tflops = tflop * warm.unet_calls / warm.loop_s if warm.loop_s > 0 and whole else None
     return {"cold_s": cold.total_s if cold else None, "warm_s": warm.total_s, "step_s": warm.per_step_s,
             "outside_s": warm.outside_loop_s, "unet_share": warm.unet_s / warm.loop_s if warm.loop_s else None,
             "tflops": tflops, "peak_share": tflops / job.peak_tflops if tflops and job.peak_tflops else None}

@@ -57,6 +57,13 @@ VARIANTS: dict[str, dict] = {
     "compile-cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
     "window-batch-auto": {"window_batch": None},
 }
+# SamplingOptions overrides of the fewer/cheaper-step variants (docs/speed.md; benchmarks/fewer_steps.py compares
+# their output with the default's on the tiny home). They change the output.
+SAMPLING_VARIANTS: dict[str, dict] = {
+    "ays-10": {"schedule": "ays", "steps": 10},
+    "ays-10-reuse-2": {"schedule": "ays", "steps": 10, "reuse_features": 2},
+    "ays-10-reuse-3": {"schedule": "ays", "steps": 10, "reuse_features": 3},
+}
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,10 @@ def plan(tiny: bool, peak: float | None) -> list[Planned]:
             cache: str | None = None, **extra) -> Planned:
         if tiny and dtype == "fp16":
             dtype = "fp32"  # CPUs have no fast fp16 kernels: the code path, not the dtype, is what --tiny checks
+        sampling = SAMPLING_VARIANTS.get(variant, {})
         spec = {"part": part, "variant": variant, "width": size[0], "height": size[1], "dtype": dtype,
-                "frames": frames, "steps": steps, "runtime": VARIANTS[variant], "tiny": tiny, "peak_tflops": peak}
+                "frames": frames, "steps": sampling.get("steps", steps), "runtime": VARIANTS.get(variant, {}),
+                "sampling": sampling, "tiny": tiny, "peak_tflops": peak}
         return Planned({**spec, **extra}, limit * scale, cache)
 
     lever = {"steps": 10}  # lever rows compare per step, outside the loop and cold − warm: 10 steps suffice
@@ -95,6 +104,7 @@ def plan(tiny: bool, peak: float | None) -> list[Planned]:
         job("generate", "temporal-conv-2d", **lever), job("generate", "channels-last-3d", **lever),
         job("compile", "compile", limit=180, cache="default"), job("compile", "compile", limit=90, cache="default"),
         job("generate", "attention-cudnn", **lever), job("fp8", "fp8", limit=90), job("generate", size=big, limit=75),
+        job("generate", "ays-10"), job("generate", "ays-10-reuse-2"), job("generate", "ays-10-reuse-3"),
         job("face-opt", dtype="fp16", limit=90), job("train", dtype="fp32", limit=90),
         job("window-batch", "window-batch-auto", limit=90, frames=4 * frames, **lever),
         job("generate", size=big, dtype="fp16", limit=75), job("generate", "attention-flash", **lever),

@@ -83,4 +83,7 @@ def test_selection_and_listing(capsys):
     jobs = gpu_suite.plan(False, 989.0)
     assert jobs[2].job == {**jobs[2].job, "part": "generate", "variant": "default", "width": 512, "height": 512,
                            "frames": 16, "steps": 25}
-    assert {p.job["variant"] for p in jobs} == set(gpu_suite.VARIANTS)  # every lever is a variant of the plan
+    # every lever and every fewer-steps setting is a variant of the plan
+    assert {p.job["variant"] for p in jobs} == set(gpu_suite.VARIANTS) | set(gpu_suite.SAMPLING_VARIANTS)
+    ays = next(p.job for p in jobs if p.job["variant"] == "ays-10-reuse-2")
+    assert ays["steps"] == 10 and ays["sampling"]["reuse_features"] == 2

@@ -7,6 +7,7 @@ the failure tests (no launcher that would stop the survivor for us). Each takes 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -147,11 +148,13 @@ def _one_process(tiny_home, reference: Path, poses: Path, folder: Path, *extra) 
     return torch.load(folder / "latents.pt"), _frames(folder / "frames")
 
 
-@pytest.mark.parametrize("extra", [(), ("--face-opt", "--face-opt-steps", "0:1", "--face-opt-iters", "1")],
-                         ids=["plain", "face-opt"])
+@pytest.mark.parametrize("extra", [(), ("--face-opt", "--face-opt-steps", "0:1", "--face-opt-iters", "1"),
+                                   ("--schedule", "ays", "--reuse-features", "2")],
+                         ids=["plain", "face-opt", "ays-reuse"])
 def test_two_processes_render_what_one_renders(tiny_home, astronaut_path, poses, tmp_path, extra):
     """torchrun with 2 CPU processes: the same latents (the windows' predictions are blended in window order on
-    every rank, so bit for bit, beyond the required fp32 tolerance), the same video, one result line (rank 0's)."""
+    every rank, so bit for bit, beyond the required fp32 tolerance), the same video, one result line (rank 0's,
+    counting every rank's UNet calls). With --reuse-features each rank keeps its own windows' features."""
     single_latents, single_frames = _one_process(tiny_home, astronaut_path, poses, tmp_path / "single", *extra)
     folder = tmp_path / "two"
     folder.mkdir()
@@ -161,6 +164,7 @@ def test_two_processes_render_what_one_renders(tiny_home, astronaut_path, poses,
     done = subprocess.run(command, env=_environment(folder), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(done.stdout.strip().splitlines()) == 1 and '"cached": false' in done.stdout
+    assert json.loads(done.stdout)["unet_calls"] == 3 * 3  # every rank's calls: 3 steps × 3 windows
     latents = torch.load(folder / "latents.pt")
     assert latents.shape == single_latents.shape == (1, FRAMES, 4, 8, 8)
     assert (latents - single_latents).abs().max() <= 1e-5 and torch.equal(latents, single_latents)

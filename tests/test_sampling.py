@@ -12,7 +12,7 @@ from skimage import data
 from animator_cli.errors import InputError
 from animator_cli.sampling.conditioning import CLIP_MEAN, CLIP_STD, added_time_ids, clip_pixels, to_tensor
 from animator_cli.sampling.fit import Fit, fit_image
-from animator_cli.sampling.schedule import c_noise, karras_schedule
+from animator_cli.sampling.schedule import AYS_SVD_SIGMAS, c_noise, karras_schedule, make_schedule
 from animator_cli.sampling.windows import blend_weights, periodic_noise, window_indices
 
 # checkpoints/SVD/scheduler/scheduler_config.json of stable-video-diffusion-img2vid-xt
@@ -59,6 +59,36 @@ def test_schedule_rejects_epsilon_config():
     from animator_cli.errors import WeightsError
     with pytest.raises(WeightsError):
         karras_schedule(EulerDiscreteScheduler.from_config(dict(SVD_SCHEDULER, prediction_type="epsilon")), 25)
+
+
+def test_ays_schedule_is_the_published_svd_levels(scheduler):
+    """10 steps: NVIDIA's eleven SVD levels (ComfyUI's AlignYourStepsScheduler "SVD" list), the last, 0.002,
+    replaced by 0 as ComfyUI does, so the last step returns the denoised estimate."""
+    schedule = make_schedule(scheduler, 10, "ays")
+    assert len(schedule) == 10
+    np.testing.assert_allclose(schedule.sigmas.numpy(), [700, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403,
+                                                         0.173, 0.034, 0], rtol=1e-6)
+    assert torch.equal(schedule.timesteps, c_noise(schedule.sigmas[:-1]))
+    assert schedule.init_noise_sigma == pytest.approx(700.000732, abs=1e-5)
+
+
+def test_ays_schedule_interpolates_log_sigma_for_other_step_counts(scheduler):
+    """20 steps: 21 levels on a grid twice as fine, so every other one is a published level and the ones between
+    are the geometric means of their neighbours (linear in log sigma)."""
+    sigmas = make_schedule(scheduler, 20, "ays").sigmas.double().numpy()
+    published = np.array(AYS_SVD_SIGMAS)
+    np.testing.assert_allclose(sigmas[:-1:2], published[:-1], rtol=1e-6)
+    np.testing.assert_allclose(sigmas[1::2], np.sqrt(published[:-1] * published[1:]), rtol=1e-6)
+    assert sigmas[-1] == 0
+    few = make_schedule(scheduler, 3, "ays").sigmas.numpy()  # 4 levels at 0, 1/3, 2/3, 1 of the grid
+    np.testing.assert_allclose(few[:3], np.exp(np.interp([0, 1 / 3, 2 / 3], np.linspace(0, 1, 11),
+                                                         np.log(published))), rtol=1e-6)
+    assert np.all(np.diff(few) < 0) and few[-1] == 0
+
+
+def test_default_schedule_is_the_karras_one_bit_for_bit(scheduler):
+    default, karras = make_schedule(scheduler, 25), karras_schedule(scheduler, 25)
+    assert torch.equal(default.sigmas, karras.sigmas) and torch.equal(default.timesteps, karras.timesteps)
 
 
 @pytest.mark.parametrize(("frames", "expected"), [

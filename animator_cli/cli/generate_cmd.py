@@ -6,7 +6,7 @@ import contextlib
 import enum
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,8 +25,10 @@ from animator_cli.cli.help import (
     CompileModeChoice,
     DtypeChoice,
     ResolutionChoice,
+    ScheduleChoice,
 )
 from animator_cli.cli.stage_display import stage_display
+from animator_cli.draft import PRESET, SHORT_SIDE, draft_output, full_output
 from animator_cli.errors import InputError
 from animator_cli.options import (
     DEFAULT_SEED,
@@ -36,6 +38,9 @@ from animator_cli.options import (
     make_options,
 )
 from animator_cli.sampling.fit import Fit
+
+if TYPE_CHECKING:
+    from animator_cli.generate import GenerateResult
 
 # The stages (torch, diffusers) are imported inside the commands, so --help and bad options answer at once.
 _S = SamplingOptions()
@@ -121,6 +126,16 @@ Attention = Annotated[AttentionChoice, typer.Option(
 Fp8 = Annotated[bool, typer.Option(
     "--fp8", help="FP8 matrix products in the UNet (torchao; GPUs of compute capability 8.9+). Faster, lossy.",
     rich_help_panel=MEMORY)]
+Schedule = Annotated[ScheduleChoice, typer.Option(
+    "--schedule", help="Noise levels: karras (the release's) or ays (Align Your Steps for SVD; --schedule ays "
+    "--steps 10 is the fast preset). ays changes the output.", rich_help_panel=SAMPLING)]
+ReuseFeatures = Annotated[int, typer.Option(
+    "--reuse-features", min=1, help="Run the whole UNet every N-th step and only its shallow branch, on the deep "
+    "features kept from then, in between (DeepCache); 1: every step. Above 1 it changes the output.",
+    rich_help_panel=MEMORY)]
+Draft = Annotated[bool, typer.Option(
+    "--draft", help=f"Quick preview: short side {SHORT_SIDE} px, {PRESET}; writes NAME.draft.mp4 beside -o.",
+    rich_help_panel=OUTPUT)]
 Report = Annotated[Path | None, typer.Option(
     "--report", help="Also write the identity timeline of the result (identity.csv, identity.png) here.",
     rich_help_panel=OUTPUT)]
@@ -142,6 +157,12 @@ def build_runtime(dtype: DtypeChoice | None = None, offload: bool = False, vae_o
                       attention=attention.value if attention else "auto", fp8=fp8)
     runtime.validate()
     return runtime
+
+
+def draft_note(result: GenerateResult) -> None:
+    """The line (stderr) that says what a draft left out and how to render the full version."""
+    stderr.print(f"draft: {result.width}×{result.height}, {PRESET}; for the full render run the same command "
+                 f"without --draft and with -o {full_output(result.output)}", highlight=False, soft_wrap=True)
 
 
 class Parallel(str, enum.Enum):
@@ -190,22 +211,27 @@ def generate(
     compiled: CompileOpt = False, window_batch: WindowBatch = 1, decode_chunk: DecodeChunk = _S.decode_chunk,
     compile_mode: CompileMode = CompileModeChoice["default"], attention: Attention = AttentionChoice["auto"],
     fp8: Fp8 = False,
-    report: Report = None,
+    report: Report = None, schedule: Schedule = ScheduleChoice[_S.schedule], reuse_features: ReuseFeatures = 1,
+    draft: Draft = False,
 ) -> None:
     """Animate REFERENCE along the skeleton frames in POSES; writes an H.264 mp4."""
     options = make_options(resolution.value, width, height, seed, steps, guidance, min_guidance, tile, overlap,
                            noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
-                           allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr, face_opt_margin)
+                           allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr, face_opt_margin,
+                           schedule=schedule.value, reuse_features=reuse_features, draft=draft)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
                             window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
     from animator_cli.generate import generate as generate_stage
 
     with rank_session(runtime) as runtime, stage_display("generate") as progress:
-        result = generate_stage(reference, poses, output, options, runtime, weights=settings.weights,
-                                cache=settings.cache, audio_from=audio_from, frames_dir=frames_dir,
-                                face_masks=face_masks, force=force, progress=progress, report=report)
+        result = generate_stage(reference, poses, draft_output(output) if draft else output, options, runtime,
+                                weights=settings.weights, cache=settings.cache, audio_from=audio_from,
+                                frames_dir=frames_dir, face_masks=face_masks, force=force, progress=progress,
+                                report=report)
     if runtime.ranks.is_main:
         emit(result.as_dict(), [result.output])
+        if draft:
+            draft_note(result)
 
 
 @app.command("animate")
@@ -234,23 +260,27 @@ def animate(
     compiled: CompileOpt = False, window_batch: WindowBatch = 1, decode_chunk: DecodeChunk = _S.decode_chunk,
     compile_mode: CompileMode = CompileModeChoice["default"], attention: Attention = AttentionChoice["auto"],
     fp8: Fp8 = False,
-    check: Check = CheckMode["warn"], report: Report = None,
+    check: Check = CheckMode["warn"], report: Report = None, schedule: Schedule = ScheduleChoice[_S.schedule],
+    reuse_features: ReuseFeatures = 1, draft: Draft = False,
 ) -> None:
     """Extract poses from DRIVING (aligned to REFERENCE), then generate; the driving audio is kept."""
     options = make_options(resolution.value, width, height, seed, steps, guidance, min_guidance, tile, overlap,
                            noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
-                           allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr, face_opt_margin)
+                           allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr, face_opt_margin,
+                           schedule=schedule.value, reuse_features=reuse_features, draft=draft)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
                             window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
     from animator_cli.generate import animate as animate_stage
 
     with rank_session(runtime) as runtime, stage_display("animate") as progress:
-        result = animate_stage(reference, driving, output, options, runtime, weights=settings.weights,
-                               cache=settings.cache, align=align.value, pose_backend=pose_backend.value,
-                               max_frames=max_frames, force=force, progress=progress, check=check.value,
-                               report=report)
+        result = animate_stage(reference, driving, draft_output(output) if draft else output, options, runtime,
+                               weights=settings.weights, cache=settings.cache, align=align.value,
+                               pose_backend=pose_backend.value, max_frames=max_frames, force=force,
+                               progress=progress, check=check.value, report=report)
     if runtime.ranks.is_main:
         emit(result.as_dict(), [result.output])
+        if draft:
+            draft_note(result)
 
 
 @app.command("batch")

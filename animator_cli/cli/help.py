@@ -16,7 +16,7 @@ import typer
 
 from animator_cli.check.report import CHECK_MODES
 from animator_cli.errors import InputError
-from animator_cli.options import ATTENTION_BACKENDS, COMPILE_MODES, DTYPES, RESOLUTIONS
+from animator_cli.options import ATTENTION_BACKENDS, COMPILE_MODES, DTYPES, RESOLUTIONS, SCHEDULES
 from animator_cli.pose.align import ALIGN_MODES
 from animator_cli.pose.backend import BACKENDS
 
@@ -41,6 +41,7 @@ BackendChoice = choices("Backend", BACKENDS)
 CheckMode = choices("CheckMode", CHECK_MODES)
 DtypeChoice = choices("Dtype", DTYPES)
 ResolutionChoice = choices("Resolution", RESOLUTIONS)
+ScheduleChoice = choices("Schedule", SCHEDULES)
 HELP_OPTIONS = ["-h", "--help"]
 T = TypeVar("T")
 

@@ -14,6 +14,10 @@ One pass, in the order of the released StableAnimator pipeline (spec §2), with 
    window per call while measuring its memory peak, then K is what 80 % of the free memory holds.
 4. The Euler step runs on fp32 latents whatever the model dtype; decoding goes in chunks of frames.
 
+``options.schedule`` picks the noise levels (`animator_cli.sampling.schedule`), ``options.reuse_features`` how
+often the whole UNet runs (`animator_cli.sampling.feature_reuse`); ``work`` holds the UNet calls and FLOPs of the
+last call (`animator_cli.sampling.flops`).
+
 Random draws come from one generator in the reference's order and shapes: the reference-image noise
 ``randn(1, 3, H, W)`` (fp32) first, then the initial latents ``randn(1, tile, 4, H/8, W/8)`` in the model dtype.
 """
@@ -42,7 +46,9 @@ from animator_cli.sampling.conditioning import (
     reference_latent,
     to_tensor,
 )
-from animator_cli.sampling.schedule import karras_schedule
+from animator_cli.sampling.feature_reuse import UNetCaller
+from animator_cli.sampling.flops import UNetWork
+from animator_cli.sampling.schedule import make_schedule
 from animator_cli.sampling.windows import blend_weights, group_windows, periodic_noise, window_indices
 
 
@@ -84,6 +90,7 @@ class AnimationPipeline:
         self.offload, self.vae_on_cpu, self.batch_cfg = offload, vae_on_cpu, batch_cfg
         self.window_batch, self.attention = window_batch, attention
         self.ranks = ranks or Ranks()
+        self.work = UNetWork()  # the last call's UNet calls and FLOPs, over every rank
         resting = torch.device("cpu") if offload else self.device
         on_gpu = self.device.type == "cuda"
         for name in ("unet", "image_encoder", "face_encoder", "pose_net"):
@@ -129,7 +136,7 @@ class AnimationPipeline:
         time_ids = added_time_ids(options.cond_fps, options.motion_bucket, options.noise_aug)
 
         # 2. Schedule and initial noise.
-        schedule = karras_schedule(models.scheduler, options.steps)
+        schedule = make_schedule(models.scheduler, options.steps, options.schedule)
         h, w = image_latent.shape[-2:]
         latents = periodic_noise((image_latent.shape[1], h, w), num_frames, options.tile, generator, self.dtype)
         latents = latents.to(self.device, torch.float32) * schedule.init_noise_sigma
@@ -146,11 +153,14 @@ class AnimationPipeline:
         timesteps = schedule.timesteps.to(self.device)  # no host→device copy per UNet call
         # With the face refiner the VAE stays on the device for the whole loop (one move under --offload).
         decoder = self._running(models.vae) if refine is not None else contextlib.nullcontext(models.vae)
-        with self._running(models.unet) as unet, decoder as vae, stage("denoising"):
+        keep = torch.device("cpu") if self.offload else self.device  # where reused deep features wait
+        with self._running(models.unet) as unet, decoder as vae, stage("denoising"), \
+                UNetCaller(unet, options.reuse_features, keep) as calls:
             for step, timestep in enumerate(timesteps):
                 x_in = schedule.scale_input(latents, step).to(self.dtype)
                 with batcher.measuring(step):
-                    cond, uncond = self._blend(unet, x_in, timestep, batcher.groups, tiles, pose_features, branches)
+                    cond, uncond = self._blend(calls.at(step), x_in, timestep, batcher.groups, tiles, pose_features,
+                                               branches)
                 v = uncond + guidance * (cond - uncond) if guided else cond
                 if refine is not None and refine.active(step):
                     latents = schedule.step(latents, v, step, functools.partial(refine, vae, step=step))
@@ -158,6 +168,7 @@ class AnimationPipeline:
                     latents = schedule.step(latents, v, step)
                 if progress is not None:
                     progress(step + 1, len(schedule))
+        self.work = calls.work.summed(self.ranks, self.device)
 
         # 4. Decode.
         if not self.ranks.is_main:  # rank 0 decodes
@@ -173,7 +184,7 @@ class AnimationPipeline:
             return torch.cat([pose_net(to_tensor(poses[i:i + chunk]).to(self.device, self.dtype)).to(keep)
                               for i in range(0, len(poses), chunk)])
 
-    def _blend(self, unet: torch.nn.Module, x_in: torch.Tensor, timestep: torch.Tensor, groups: list[_Group],
+    def _blend(self, unet: UNetCaller, x_in: torch.Tensor, timestep: torch.Tensor, groups: list[_Group],
                tiles: _Tiles, pose_features: torch.Tensor,
                branches: _Branches) -> tuple[torch.Tensor, torch.Tensor]:
         """Window-blended (cond, uncond) v-predictions, each (1, F, 4, h, w) fp32; one UNet call per group of this
@@ -181,7 +192,8 @@ class AnimationPipeline:
         total = OrderedSum(torch.zeros(2, *x_in.shape[1:], device=self.device), self.ranks, tiles.indices)
         for group in groups:
             pose = pose_features[group.index.to(pose_features.device)].to(self.device)
-            v = branches.predict(unet, x_in[0, group.index].unflatten(0, (group.size, -1)), timestep, pose)
+            v = branches.predict(unet.group(group.key), x_in[0, group.index].unflatten(0, (group.size, -1)), timestep,
+                                 pose)
             total.add(group.index, v.float() * group.weights)
         total = total.result() / tiles.weight_sum
         return total[1:], total[:1]
@@ -218,7 +230,7 @@ class _Group:
     on the device."""
 
     def __init__(self, windows: list[list[int]], device: torch.device) -> None:
-        self.size = len(windows)
+        self.size, self.key = len(windows), tuple(map(tuple, windows))
         self.index = torch.tensor([i for window in windows for i in window], device=device)
         self.weights = torch.cat([blend_weights(len(w)) for w in windows]).to(device).view(1, -1, 1, 1, 1)
 
@@ -287,7 +299,7 @@ class _Branches:
             self._zero_cache[key] = torch.zeros_like(like)
         return self._zero_cache[key]
 
-    def predict(self, unet: torch.nn.Module, x: torch.Tensor, timestep: torch.Tensor,
+    def predict(self, unet: Callable[..., torch.Tensor], x: torch.Tensor, timestep: torch.Tensor,
                 pose: torch.Tensor) -> torch.Tensor:
         """v-predictions (2, K·n, 4, h, w) of K windows ``x`` (K, n, 4, h, w) with PoseNet features ``pose``
         (K·n, C, h, w): row 0 unconditional (zeros when unguided), row 1 conditional."""

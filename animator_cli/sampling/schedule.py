@@ -1,20 +1,34 @@
-"""The noise schedule and Euler step of SVD, written in k-diffusion form.
+"""The noise schedules and Euler step of SVD, written in k-diffusion form.
 
-The sigmas and the UNet timesteps come from diffusers' `EulerDiscreteScheduler`, built from the SVD folder's
-`scheduler_config.json` (Karras sigmas between 0.002 and 700, rho 7, a final sigma of 0, continuous timesteps
-c_noise = 0.25 ln sigma). The step itself is the few lines of k-diffusion's `sample_euler` for a v-prediction
-model, so the sampling loop can blend and guide whole tensors without the scheduler's internal step counter.
+``karras`` (the default, the released pipeline's): the sigmas and the UNet timesteps come from diffusers'
+`EulerDiscreteScheduler`, built from the SVD folder's `scheduler_config.json` (Karras sigmas between 0.002 and 700,
+rho 7, a final sigma of 0, continuous timesteps c_noise = 0.25 ln sigma).
+
+``ays``: NVIDIA's Align Your Steps noise levels for SVD (Sabour, Fidler, Kreis, ICML 2024, arXiv:2404.14507),
+eleven levels from 700 to 0.002 for ten steps, as published on the authors' quick-start page
+(research.nvidia.com/labs/toronto-ai/AlignYourSteps/howto.html) and carried by ComfyUI's AlignYourStepsScheduler
+(comfy_extras/nodes_align_your_steps.py, model type "SVD"). Other step counts interpolate log sigma linearly over
+the levels, as the authors do; the last level is then replaced by 0 like ComfyUI does, so the last step returns
+the denoised estimate, as every k-diffusion schedule ends.
+
+The step itself is the few lines of k-diffusion's `sample_euler` for a v-prediction model, so the sampling loop
+can blend and guide whole tensors without the scheduler's internal step counter. `KarrasSchedule` holds any such
+sigma list (the name is the default's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers import EulerDiscreteScheduler
 
 from animator_cli.errors import WeightsError
+
+# Align Your Steps' SVD noise levels (10 steps), from the sources named in the module docstring.
+AYS_SVD_SIGMAS = (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002)
 
 
 def c_noise(sigma: torch.Tensor) -> torch.Tensor:
@@ -66,11 +80,39 @@ class KarrasSchedule:
 
 def karras_schedule(scheduler: EulerDiscreteScheduler, steps: int) -> KarrasSchedule:
     """Sigmas and timesteps for ``steps`` denoising steps from SVD's scheduler configuration."""
+    _check_config(scheduler)
+    scheduler.set_timesteps(steps, device="cpu")
+    sigmas = scheduler.sigmas.to(torch.float32)
+    return KarrasSchedule(sigmas=sigmas, timesteps=c_noise(sigmas[:-1]))
+
+
+def ays_schedule(scheduler: EulerDiscreteScheduler, steps: int) -> KarrasSchedule:
+    """Align Your Steps' SVD levels for ``steps`` steps (log-linearly interpolated unless 10), ending in 0."""
+    _check_config(scheduler)
+    levels = AYS_SVD_SIGMAS if steps + 1 == len(AYS_SVD_SIGMAS) else loglinear_levels(AYS_SVD_SIGMAS, steps + 1)
+    sigmas = torch.tensor([*levels[:-1], 0.0], dtype=torch.float32)
+    return KarrasSchedule(sigmas=sigmas, timesteps=c_noise(sigmas[:-1]))
+
+
+def loglinear_levels(levels: Sequence[float], count: int) -> list[float]:
+    """``count`` decreasing levels whose log follows ``levels``' log, linearly interpolated on an even grid (the
+    AYS authors' way of moving a schedule to another step count)."""
+    grid = np.linspace(0, 1, len(levels))
+    return np.exp(np.interp(np.linspace(0, 1, count), grid, np.log(levels))).tolist()
+
+
+SCHEDULE_BUILDERS = {"karras": karras_schedule, "ays": ays_schedule}  # the names of options.SCHEDULES
+
+
+def make_schedule(scheduler: EulerDiscreteScheduler, steps: int, name: str = "karras") -> KarrasSchedule:
+    """The ``name`` schedule (`options.SCHEDULES`) for ``steps`` steps."""
+    return SCHEDULE_BUILDERS[name](scheduler, steps)
+
+
+def _check_config(scheduler: EulerDiscreteScheduler) -> None:
+    """The sampler's formulas hold for SVD's v-prediction model with continuous timesteps only."""
     config = scheduler.config
     if config.prediction_type != "v_prediction" or config.timestep_type != "continuous":
         raise WeightsError(
             f"the SVD scheduler config is {config.prediction_type}/{config.timestep_type}, expected "
             "v_prediction/continuous", "reinstall checkpoints/SVD/scheduler/scheduler_config.json")
-    scheduler.set_timesteps(steps, device="cpu")
-    sigmas = scheduler.sigmas.to(torch.float32)
-    return KarrasSchedule(sigmas=sigmas, timesteps=c_noise(sigmas[:-1]))

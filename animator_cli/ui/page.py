@@ -15,9 +15,10 @@ import gradio as gr
 
 from animator_cli.check import AlignmentReport, Finding
 from animator_cli.check.report import CHECK_MODES
+from animator_cli.draft import PRESET, SHORT_SIDE, SUFFIX
 from animator_cli.errors import InputError
 from animator_cli.generate import GenerateResult, pose_frames
-from animator_cli.options import DTYPES, RESOLUTIONS
+from animator_cli.options import DTYPES, RESOLUTIONS, SCHEDULES
 from animator_cli.pose.align import ALIGN_MODES
 from animator_cli.pose.backend import BACKENDS
 from animator_cli.ui.session import RenderSettings, UiSession, error_text
@@ -64,13 +65,14 @@ def weights_note(session: UiSession) -> str:
 def result_note(result: GenerateResult, seconds: float) -> str:
     audio = ", with the driving video's audio" if result.audio_from else ""
     origin = "from the cache" if result.cached else f"rendered in {seconds:.1f} s"
+    draft = " Draft preview: untick Draft for the full render." if result.output.stem.endswith(SUFFIX) else ""
     return note("ok", f"Done: {result.frames} frames, {result.width}×{result.height} at {result.fps:g} fps"
-                f"{audio}; {origin}.")
+                f"{audio}; {origin}.{draft}")
 
 
 def _settings(values: dict[str, Any]) -> RenderSettings:
     """RenderSettings from the widgets' values; 0 in an optional number (Gradio's empty number) means unset."""
-    numbers = ("width", "height", "seed", "steps", "max_frames", "tile", "decode_chunk")
+    numbers = ("width", "height", "seed", "steps", "max_frames", "tile", "decode_chunk", "reuse_features")
     kept = {k: int(v) if k in numbers else v for k, v in values.items() if v is not None}
     for name in UNSET_BY_ZERO:
         if kept.get(name) == 0:
@@ -107,6 +109,8 @@ def build_page(session: UiSession) -> gr.Blocks:
                                      info="The same seed gives the same video.")
                 face_opt = gr.Checkbox(d.face_opt, label="Face optimisation (--face-opt)",
                                        info="Refines the face identity during denoising; slower.")
+                draft = gr.Checkbox(d.draft, label="Draft preview (--draft)", elem_id="draft",
+                                    info=f"Short side {SHORT_SIDE} px, {PRESET}: a quick look, not the final quality.")
                 with gr.Accordion("Advanced", open=False, elem_id="advanced"):
                     with gr.Row():
                         width = gr.Number(0, label="Width", precision=0, step=64,
@@ -126,6 +130,11 @@ def build_page(session: UiSession) -> gr.Blocks:
                         tile = gr.Number(d.tile, label="Frames per window (--tile)", precision=0)
                         decode_chunk = gr.Number(d.decode_chunk, label="Frames per VAE decode", precision=0)
                     with gr.Row():
+                        schedule = gr.Dropdown(list(SCHEDULES), value=d.schedule, label="Noise schedule",
+                                               info="ays: Align Your Steps for SVD (try 10 steps).")
+                        reuse_features = gr.Number(d.reuse_features, label="Reuse deep features (--reuse-features)",
+                                                   precision=0, info="Whole UNet every N-th step; 1: every step.")
+                    with gr.Row():
                         offload = gr.Checkbox(d.offload, label="Offload idle models to the CPU")
                         vae_on_cpu = gr.Checkbox(d.vae_on_cpu, label="VAE on the CPU")
                         split_cfg = gr.Checkbox(d.split_cfg, label="Split guidance into two UNet calls")
@@ -142,7 +151,8 @@ def build_page(session: UiSession) -> gr.Blocks:
         named = {"resolution": resolution, "width": width, "height": height, "seed": seed, "steps": steps,
                  "face_opt": face_opt, "align": align, "pose_backend": pose_backend, "check": check_mode,
                  "max_frames": max_frames, "dtype": dtype, "offload": offload, "vae_on_cpu": vae_on_cpu,
-                 "split_cfg": split_cfg, "tile": tile, "decode_chunk": decode_chunk}
+                 "split_cfg": split_cfg, "tile": tile, "decode_chunk": decode_chunk, "schedule": schedule,
+                 "reuse_features": reuse_features, "draft": draft}
         inputs = {source, reference, driving, pose_files, *named.values()}  # a set: the handler gets a dict
 
         def unpack(values: dict[Any, Any]) -> tuple[str, str | None, str | None, list[str] | None, RenderSettings]:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from animator_cli.cache import StageCache
 from animator_cli.check import AlignmentReport, check_alignment
+from animator_cli.draft import draft_output
 from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
 from animator_cli.generate import (
     GenerateResult,
@@ -61,10 +62,14 @@ class RenderSettings:
     split_cfg: bool = False
     tile: int = _SAMPLING.tile
     decode_chunk: int = _SAMPLING.decode_chunk
+    schedule: str = _SAMPLING.schedule
+    reuse_features: int = _SAMPLING.reuse_features
+    draft: bool = False  # the --draft preview preset (animator_cli.draft)
 
     def options(self) -> GenerateOptions:
         return make_options(self.resolution, self.width, self.height, self.seed, self.steps, tile=self.tile,
-                            decode_chunk=self.decode_chunk, face_opt=self.face_opt)
+                            decode_chunk=self.decode_chunk, face_opt=self.face_opt, schedule=self.schedule,
+                            reuse_features=self.reuse_features, draft=self.draft)
 
     def runtime(self, device: str | None) -> Runtime:
         runtime = Runtime(device=device, dtype=self.dtype, offload=self.offload, vae_on_cpu=self.vae_on_cpu,
@@ -147,6 +152,7 @@ class UiSession:
         report = progress or (lambda stage, done, total: None)
         options, runtime = settings.options(), settings.runtime(self.device)
         output = self._folder("outputs") / f"{Path(reference).stem}-animated.mp4"
+        output = draft_output(output) if settings.draft else output
 
         def step(done: int, total: int) -> None:
             report("denoising" if done < total else "writing the video", done, total)
