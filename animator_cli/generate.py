@@ -36,8 +36,9 @@ from animator_cli.options import DEFAULT_FPS, GenerateOptions, Runtime
 from animator_cli.pose import extract_pose
 from animator_cli.pose.backend import resolve_backend
 from animator_cli.progress import Progress, stage
-from animator_cli.sampling.fit import Fit, fit_image
+from animator_cli.sampling.fit import fit_image
 from animator_cli.video import (
+    VideoWriter,
     check_fps,
     check_min_size,
     list_frames,
@@ -45,7 +46,6 @@ from animator_cli.video import (
     mux_audio,
     plan_audio,
     write_frame,
-    write_video,
 )
 from animator_cli.weights.home import WeightsHome
 
@@ -120,11 +120,6 @@ def pose_fps(folder: Path) -> float | None:
         return check_fps(fps) if fps else None
     except (ValueError, TypeError, AttributeError, OverflowError, InputError) as exc:
         raise InputError(f"{meta} is not a valid pose meta.json ({exc})", "rerun `animator extract-pose`") from exc
-
-
-def load_poses(paths: list[Path], width: int, height: int, fit: Fit) -> np.ndarray:
-    """Pose frames (F, H, W, 3) uint8 fitted to the output size like the reference."""
-    return np.stack([fit_image(load_image(p), width, height, fit, pose=True) for p in paths])
 
 
 def weights_signature(weights: WeightsHome, checkpoint_dir: Path | None,
@@ -234,27 +229,44 @@ def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], fa
             pipeline: PipelineLoader | None, frames_dir: Path | None, face_masks: Path | None,
             progress: Progress | None, force: bool) -> None:
     """Render the video into the cache ``entry`` (and ``frames_dir``); the only part that needs torch. ``force``
-    replaces an entry that another process finished meanwhile (it is kept otherwise)."""
+    replaces an entry that another process finished meanwhile (it is kept otherwise). Poses are read and frames
+    encoded chunk by chunk as the pipeline needs and decodes them, so memory does not grow with the length."""
     import torch
 
     from animator_cli.hjb import build_refiner
+    from animator_cli.sampling.pose_frames import FittedPoses
 
     refine = None if options.face_opt is None else build_refiner(
         rgb, source_size, face, poses, len(frame_paths), options.face_opt, fit=options.fit,
         steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks,
         ranks=runtime.ranks)
     animation = (pipeline or lazy_pipeline(weights, runtime))()
-    frames = load_poses(frame_paths, options.width, options.height, options.fit)
+    skeletons = FittedPoses(frame_paths, options.width, options.height, options.fit)
     generator = torch.Generator(device=animation.device).manual_seed(options.seed)
-    video = animation(rgb, frames, face.embedding, options.sampling, generator, progress, refine=refine)
-    if video is None:  # another rank decodes and writes it
+    run = functools.partial(animation, rgb, skeletons, face.embedding, options.sampling, generator, progress,
+                            refine=refine)
+    if not runtime.ranks.is_main:  # rank 0 decodes and writes the video
+        run()
         return
-    with stage("writing"), entry.writing(replace=force) as tmp:
-        write_video(tmp / VIDEO_FILE, video, fps, options.crf)
     if frames_dir is not None:
         ensure_writable_dir(frames_dir)
-        for i, frame in enumerate(video):
-            write_frame(frames_dir, i, frame)
+    with entry.writing(replace=force) as tmp:
+        writer = VideoWriter(tmp / VIDEO_FILE, fps, options.crf)
+        try:
+            run(sink=functools.partial(_write_chunk, writer, frames_dir))
+        except BaseException:
+            writer.abort()
+            raise
+        with stage("writing"):
+            writer.close()
+
+
+def _write_chunk(writer: VideoWriter, frames_dir: Path | None, chunk: np.ndarray) -> None:
+    """Encode a chunk of decoded frames (and write them as frame_<i>.png into ``frames_dir``) as it arrives."""
+    for frame in chunk:
+        if frames_dir is not None:
+            write_frame(frames_dir, writer.frames_written, frame)
+        writer.write(frame)
 
 
 def animate(reference: Path, driving: Path, output: Path, options: GenerateOptions = GenerateOptions(),
