@@ -53,6 +53,17 @@ from animator_cli.sampling.windows import blend_weights, group_windows, periodic
 
 # Takes each chunk of decoded frames (n, H, W, 3) uint8, in order, as soon as it is decoded.
 FrameSink = Callable[[np.ndarray], None]
+
+
+class PoseSource(Protocol):
+    """Pose frames: an (F, H, W, 3) uint8 array, or a sequence that reads a slice's frames only when asked
+    (`animator_cli.sampling.pose_frames.FittedPoses`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice) -> np.ndarray: ...
+
+
 POSE_FEATURE_BUDGET = 512 * 2**20  # bytes of PoseNet features computed up front; longer videos: per window
 
 
@@ -107,7 +118,7 @@ class AnimationPipeline:
                 module.to("cpu")
 
     @torch.no_grad()
-    def __call__(self, reference: np.ndarray, poses: np.ndarray, identity: np.ndarray, options: SamplingOptions,
+    def __call__(self, reference: np.ndarray, poses: PoseSource, identity: np.ndarray, options: SamplingOptions,
                  generator: torch.Generator, progress: Progress | None = None,
                  refine: Refiner | None = None, sink: FrameSink | None = None) -> np.ndarray | None:
         """Animate ``reference`` (H×W×3 uint8, already fitted to the output size) along ``poses`` (F×H×W×3
@@ -129,7 +140,7 @@ class AnimationPipeline:
             context = context_tokens(face_encoder, clip, torch.from_numpy(np.asarray(identity, np.float32)))
         with self._running(models.vae) as vae:
             image_latent = reference_latent(vae, image, options.noise_aug, generator)
-        pose_features = self._pose_features(poses, options.tile)
+        pose_features = self._pose_features(poses, options.tile, reference.shape[:2])
         time_ids = added_time_ids(options.cond_fps, options.motion_bucket, options.noise_aug)
 
         # 2. Schedule and initial noise.
@@ -174,7 +185,7 @@ class AnimationPipeline:
                 sink(chunk)
             return None
 
-    def _pose_features(self, poses: np.ndarray, chunk: int) -> PoseFeatures:
+    def _pose_features(self, poses: PoseSource, chunk: int, size: tuple[int, int]) -> PoseFeatures:
         """PoseNet output (320 channels, h, w) per window, computed in chunks of ``chunk`` frames: all up front
         when they fit ``pose_feature_budget`` bytes, else as windows need them (`PoseFeatures`). Kept on the CPU
         when offloading (a long video's features are large) and moved per window."""
@@ -184,8 +195,7 @@ class AnimationPipeline:
             with self._running(self.models.pose_net) as pose_net:
                 return pose_net(to_tensor(poses[start:stop]).to(self.device, self.dtype)).to(keep)
 
-        height, width = poses[:1].shape[1:3]
-        per_frame = self.models.pose_net.final_proj.out_channels * (height // 8) * (width // 8) * self.dtype.itemsize
+        per_frame = self.models.pose_net.final_proj.out_channels * (size[0] // 8) * (size[1] // 8) * self.dtype.itemsize
         return PoseFeatures(compute, len(poses), chunk, keep_all=len(poses) * per_frame <= self.pose_feature_budget)
 
     def _blend(self, unet: torch.nn.Module, x_in: torch.Tensor, timestep: torch.Tensor, groups: list[_Group],
