@@ -31,22 +31,21 @@ from animator_cli.check.report import preflight
 from animator_cli.device import device_type
 from animator_cli.errors import InputError, require_file
 from animator_cli.face import FaceIdentity, face_stage, load_identity
-from animator_cli.fileio import atomic_path, check_output_path, ensure_writable_dir
+from animator_cli.fileio import atomic_path, check_output_path
 from animator_cli.options import DEFAULT_FPS, GenerateOptions, Runtime
 from animator_cli.pose import extract_pose
 from animator_cli.pose.backend import resolve_backend
 from animator_cli.progress import Progress, stage
 from animator_cli.sampling.fit import fit_image
 from animator_cli.video import (
-    VideoWriter,
     check_fps,
     check_min_size,
     list_frames,
     load_image,
     mux_audio,
     plan_audio,
-    write_frame,
 )
+from animator_cli.video.frame_output import frame_output
 from animator_cli.weights.home import WeightsHome
 
 if TYPE_CHECKING:  # torch, diffusers and the models load only when a video is rendered, never on a cached rerun
@@ -248,25 +247,8 @@ def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], fa
     if not runtime.ranks.is_main:  # rank 0 decodes and writes the video
         run()
         return
-    if frames_dir is not None:
-        ensure_writable_dir(frames_dir)
-    with entry.writing(replace=force) as tmp:
-        writer = VideoWriter(tmp / VIDEO_FILE, fps, options.crf)
-        try:
-            run(sink=functools.partial(_write_chunk, writer, frames_dir))
-        except BaseException:
-            writer.abort()
-            raise
-        with stage("writing"):
-            writer.close()
-
-
-def _write_chunk(writer: VideoWriter, frames_dir: Path | None, chunk: np.ndarray) -> None:
-    """Encode a chunk of decoded frames (and write them as frame_<i>.png into ``frames_dir``) as it arrives."""
-    for frame in chunk:
-        if frames_dir is not None:
-            write_frame(frames_dir, writer.frames_written, frame)
-        writer.write(frame)
+    with entry.writing(replace=force) as tmp, frame_output(tmp / VIDEO_FILE, fps, options.crf, frames_dir) as sink:
+        run(sink=sink)
 
 
 def animate(reference: Path, driving: Path, output: Path, options: GenerateOptions = GenerateOptions(),

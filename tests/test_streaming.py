@@ -14,8 +14,8 @@ import pytest
 import torch
 from test_generate import _skeletons
 
-import animator_cli.generate as generation
 from animator_cli.cache import StageCache
+from animator_cli.errors import DiskFullError
 from animator_cli.face import face_stage, load_identity
 from animator_cli.generate import generate, load_pipeline
 from animator_cli.options import Runtime, make_options
@@ -24,7 +24,7 @@ from animator_cli.sampling.pipeline import AnimationPipeline
 from animator_cli.sampling.pose_features import PoseFeatures, _runs
 from animator_cli.sampling.pose_frames import FittedPoses
 from animator_cli.sampling.windows import group_windows, window_indices
-from animator_cli.video import iter_frames, list_frames, load_image, write_video
+from animator_cli.video import VideoWriter, iter_frames, list_frames, load_image, write_frame, write_video
 
 FRAMES, TILE, OVERLAP = 52, 16, 4  # four windows; PoseNet chunks 0-15, 16-31, 32-47, 48-51
 
@@ -107,17 +107,38 @@ def test_generate_streams_and_equals_the_whole_array_path(tiny_home, pipeline, t
     decoded, written = [], []
     vae_decode = pipeline.models.vae.decode
     monkeypatch.setattr(pipeline.models.vae, "decode", lambda *a, **k: decoded.append(1) or vae_decode(*a, **k))
-    write_chunk = generation._write_chunk
-    monkeypatch.setattr(generation, "_write_chunk", lambda writer, folder, chunk: (
-        written.append((len(decoded), len(chunk))), write_chunk(writer, folder, chunk)))
+    monkeypatch.setattr(VideoWriter, "write", lambda self, frame, write=VideoWriter.write: (
+        written.append(len(decoded)), write(self, frame)))
 
     out = tmp_path / "out.mp4"
     generate(astronaut_path, poses, out, options, weights=tiny_home, cache=cache, pipeline=lambda: pipeline,
              frames_dir=tmp_path / "frames")
     assert max(most_live) == TILE  # one PoseNet chunk of poses at a time, never the 52
     assert max(kept) == 3  # PoseNet chunks held, of four
-    assert written == [(i + 1, 4) for i in range(FRAMES // 4)]  # each chunk encoded before the next is decoded
+    assert written == [i // 4 + 1 for i in range(FRAMES)]  # each chunk of 4 encoded before the next is decoded
 
     np.testing.assert_array_equal(np.stack([load_image(p) for p in list_frames(tmp_path / "frames")]), whole)
     reference = write_video(tmp_path / "whole.mp4", whole, fps=12.0)
     np.testing.assert_array_equal(np.stack(list(iter_frames(out))), np.stack(list(iter_frames(reference))))
+
+
+def test_a_failed_render_leaves_the_frames_folder_as_it_was(tiny_home, pipeline, tmp_path, astronaut_path,
+                                                            monkeypatch):
+    """Frames are written as they are decoded, but into a hidden folder moved into place at the end: a render
+    failing on its last frame leaves no frame of it (and no video)."""
+    poses, frames_dir = _skeletons(tmp_path / "poses", 5), tmp_path / "frames"
+    earlier = write_frame(frames_dir, 0, np.full((64, 64, 3), 7, np.uint8)).read_bytes()
+
+    def full_disk(self, frame, write=VideoWriter.write):
+        if self.frames_written == 4:
+            raise OSError(28, "No space left on device")
+        write(self, frame)
+
+    monkeypatch.setattr(VideoWriter, "write", full_disk)
+    with pytest.raises(DiskFullError, match="no space left on device"):
+        generate(astronaut_path, poses, tmp_path / "out.mp4", make_options(width=64, height=64, steps=1),
+                 weights=tiny_home, cache=StageCache(tmp_path / "cache"), pipeline=lambda: pipeline,
+                 frames_dir=frames_dir)
+    assert [p.name for p in frames_dir.iterdir()] == ["frame_0.png"] and (frames_dir / "frame_0.png").read_bytes() \
+        == earlier
+    assert not (tmp_path / "out.mp4").exists() and not list((tmp_path / "cache").glob("generate/*/*.mp4"))

@@ -71,7 +71,8 @@ class WorkFolder:
                     if entry.is_dir() and not entry.is_symlink():
                         shutil.rmtree(entry, ignore_errors=True)
                     else:
-                        entry.unlink(missing_ok=True)
+                        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+                            entry.unlink()
                 removed.append(entry)
         if removed:
             log.info("animator ui: removed %d upload(s) and result(s) unused for %.0f min", len(removed),
