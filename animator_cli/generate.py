@@ -31,12 +31,12 @@ from animator_cli.check.report import preflight
 from animator_cli.device import device_type
 from animator_cli.errors import InputError, require_file
 from animator_cli.face import FaceIdentity, face_stage, load_identity
-from animator_cli.fileio import atomic_path, check_output_path, ensure_writable_dir
+from animator_cli.fileio import atomic_path, check_output_path
 from animator_cli.options import DEFAULT_FPS, GenerateOptions, Runtime
 from animator_cli.pose import extract_pose
 from animator_cli.pose.backend import resolve_backend
 from animator_cli.progress import Progress, stage
-from animator_cli.sampling.fit import Fit, fit_image
+from animator_cli.sampling.fit import fit_image
 from animator_cli.video import (
     check_fps,
     check_min_size,
@@ -44,9 +44,8 @@ from animator_cli.video import (
     load_image,
     mux_audio,
     plan_audio,
-    write_frame,
-    write_video,
 )
+from animator_cli.video.frame_output import frame_output
 from animator_cli.weights.home import WeightsHome
 
 if TYPE_CHECKING:  # torch, diffusers and the models load only when a video is rendered, never on a cached rerun
@@ -143,11 +142,6 @@ def pose_fps(folder: Path) -> float | None:
         return check_fps(fps) if fps else None
     except (ValueError, TypeError, AttributeError, OverflowError, InputError) as exc:
         raise InputError(f"{meta} is not a valid pose meta.json ({exc})", "rerun `animator extract-pose`") from exc
-
-
-def load_poses(paths: list[Path], width: int, height: int, fit: Fit) -> np.ndarray:
-    """Pose frames (F, H, W, 3) uint8 fitted to the output size like the reference."""
-    return np.stack([fit_image(load_image(p), width, height, fit, pose=True) for p in paths])
 
 
 def weights_signature(weights: WeightsHome, checkpoint_dir: Path | None,
@@ -260,28 +254,28 @@ def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], fa
             pipeline: PipelineLoader | None, frames_dir: Path | None, face_masks: Path | None,
             progress: Progress | None, force: bool) -> UNetWork:
     """Render the video into the cache ``entry`` (and ``frames_dir``); the only part that needs torch. ``force``
-    replaces an entry that another process finished meanwhile (it is kept otherwise). Returns the UNet work of
-    the render (every rank's)."""
+    replaces an entry that another process finished meanwhile (it is kept otherwise). Poses are read and frames
+    encoded chunk by chunk as the pipeline needs and decodes them, so memory does not grow with the length. Returns
+    the UNet work of the render (every rank's)."""
     import torch
 
     from animator_cli.hjb import build_refiner
+    from animator_cli.sampling.pose_frames import FittedPoses
 
     refine = None if options.face_opt is None else build_refiner(
         rgb, source_size, face, poses, len(frame_paths), options.face_opt, fit=options.fit,
         steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks,
         ranks=runtime.ranks)
     animation = (pipeline or lazy_pipeline(weights, runtime))()
-    frames = load_poses(frame_paths, options.width, options.height, options.fit)
+    skeletons = FittedPoses(frame_paths, options.width, options.height, options.fit)
     generator = torch.Generator(device=animation.device).manual_seed(options.seed)
-    video = animation(rgb, frames, face.embedding, options.sampling, generator, progress, refine=refine)
-    if video is None:  # another rank decodes and writes it
+    run = functools.partial(animation, rgb, skeletons, face.embedding, options.sampling, generator, progress,
+                            refine=refine)
+    if not runtime.ranks.is_main:  # rank 0 decodes and writes the video
+        run()
         return animation.work
-    with stage("writing"), entry.writing(replace=force) as tmp:
-        write_video(tmp / VIDEO_FILE, video, fps, options.crf)
-    if frames_dir is not None:
-        ensure_writable_dir(frames_dir)
-        for i, frame in enumerate(video):
-            write_frame(frames_dir, i, frame)
+    with entry.writing(replace=force) as tmp, frame_output(tmp / VIDEO_FILE, fps, options.crf, frames_dir) as sink:
+        run(sink=sink)
     return animation.work
 
 

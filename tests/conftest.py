@@ -63,6 +63,15 @@ def tiny_home(tmp_path_factory: pytest.TempPathFactory):
     return make_tiny(tmp_path_factory.mktemp("tiny-home"), seed=0)
 
 
+@pytest.fixture
+def gradio_env(monkeypatch: pytest.MonkeyPatch):
+    """`animator_cli.ui.server.serve` sets Gradio's environment variables; put them back afterwards."""
+    import os
+
+    for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+
+
 @dataclasses.dataclass
 class CliResult:
     exit_code: int

@@ -135,7 +135,7 @@ def first_step_prediction(pipeline: AnimationPipeline, inputs, options: Sampling
     captured = []
     blend = pipeline._blend
     pipeline._blend = lambda *args: captured.append(blend(*args)) or captured[-1]
-    pipeline._decode = lambda latents, chunk: np.zeros(1)
+    pipeline._decode = lambda latents, chunk: iter([np.zeros(1)])
     try:
         pipeline(*inputs, options, torch.Generator().manual_seed(1))
     finally:
@@ -225,7 +225,7 @@ def test_denoising_loop_has_no_host_sync(pipeline, inputs, monkeypatch):
     monkeypatch.setattr(pipeline, "_blend", spied(pipeline._blend))
     monkeypatch.setattr(KarrasSchedule, "step", spied(KarrasSchedule.step))
     monkeypatch.setattr(KarrasSchedule, "scale_input", spied(KarrasSchedule.scale_input))
-    monkeypatch.setattr(pipeline, "_decode", lambda latents, chunk: np.zeros(1))
+    monkeypatch.setattr(pipeline, "_decode", lambda latents, chunk: iter([np.zeros(1)]))
     unet, calls = pipeline.models.unet, []
     hook = unet.register_forward_pre_hook(lambda *_: calls.append(1))
     try:

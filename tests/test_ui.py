@@ -1,8 +1,10 @@
 """`animator ui`: the session's library calls, the command's errors, and the page end to end in a real headless
 browser (Debian's chromium and chromedriver through selenium).
 
-The browser test starts `animator ui` as a separate process on a free port with the tiny weights home, uploads
-a real photo and a short clip, renders, and checks the video the page serves. It is skipped, saying why, when
+The browser test starts `animator ui` as a separate process on a free port with the tiny weights home, a sign-in
+(--auth) and a 1 MB upload cap; it checks that nothing is served before signing in, signs in, has an oversized
+upload refused, uploads a real photo and a short clip, renders, and checks the video the page serves (and that
+it is refused without the sign-in's cookie). It is skipped, saying why, when
 gradio, selenium, chromium or chromedriver is missing (`.ci/run` installs them). Its screenshot is kept under
 tests/artifacts/ (or $ANIMATOR_TEST_ARTIFACTS).
 """
@@ -40,6 +42,7 @@ CLOSED_NETWORK_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--di
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
                         "--disable-dev-shm-usage", "--window-size=1280,1500")
 WAIT = 300  # seconds; a CPU render of the tiny models takes a few
+USER, PASSWORD, MAX_UPLOAD_MB = "tester", "pw:4-the-test", 1
 
 
 def _browser_missing() -> str | None:
@@ -56,13 +59,6 @@ browser_test = pytest.mark.skipif(_browser_missing() is not None, reason=str(_br
 needs_gradio = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
                                   reason='gradio is not installed (pip install -e ".[ui]")')
 FAST = {"width": 64, "height": 64, "steps": 2}
-
-
-@pytest.fixture
-def gradio_env(monkeypatch):
-    """`serve` sets Gradio's environment variables; put them back afterwards."""
-    for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
-        monkeypatch.setenv(name, os.environ.get(name, ""))
 
 
 def test_page_defaults_are_the_cli_defaults():
@@ -85,22 +81,30 @@ def test_page_widgets_start_at_the_defaults_and_zero_means_unset():
 
 def test_session_renders_a_pose_folder_like_the_cli_with_progress_then_from_cache(cli, tiny_home, tmp_path,
                                                                                  astronaut_path):
-    folder = _skeletons(tmp_path / "poses", 3)
-    uploads = []  # Gradio hands each file of an uploaded folder over in a folder of its own
-    for index, file in enumerate(sorted(folder.iterdir())):
-        (tmp_path / "upload" / str(index)).mkdir(parents=True)
-        uploads.append(shutil.copy(file, tmp_path / "upload" / str(index)))
-    session = UiSession(tiny_home, StageCache(tmp_path / "ui-cache"), tmp_path / "work", device="cpu")
+    folder, work = _skeletons(tmp_path / "poses", 3), tmp_path / "work"
+    uploads = []  # Gradio keeps each uploaded file (of a folder, too) in a folder of its own, here work/uploads
+    for index, file in enumerate([astronaut_path, *sorted(folder.iterdir())]):
+        (work / "uploads" / str(index)).mkdir(parents=True)
+        uploads.append(Path(shutil.copy(file, work / "uploads" / str(index))))
+    reference = uploads.pop(0)
+    session = UiSession(tiny_home, StageCache(tmp_path / "ui-cache"), work, device="cpu")
     poses = session.pose_folder(uploads)
     assert sorted(p.name for p in poses.iterdir()) == sorted(p.name for p in folder.iterdir())
     assert load_image(session.pose_preview(poses)).shape == (96, 3 * 64, 3)  # three frames side by side
 
-    stages = []
+    stages, swept = [], []
+
+    def progress(*stage):  # a sweep in the middle of the render, as if it ran for hours, spares what it uses
+        stages.append(stage)
+        swept.extend(session.files.sweep(time.time() + 24 * 3600))
+        assert reference.is_file() and poses.is_dir()
+
     settings = RenderSettings(**FAST)
-    result = session.render(astronaut_path, settings, poses=poses, progress=lambda *s: stages.append(s))
+    result = session.render(reference, settings, poses=poses, progress=progress)
     assert stages == [("poses, identity and models", None, None), ("denoising", 1, 2), ("writing the video", 2, 2)]
+    assert {p.parent.name for p in swept} == {"uploads", "previews"}  # the pose upload, once gathered
     assert (result.frames, result.width, result.height, result.fps, result.cached) == (3, 64, 64, 12.0, False)
-    assert result.output.is_relative_to(tmp_path / "work")
+    assert result.output.is_relative_to(work)
 
     # The same video as `animator generate` renders from scratch (the CLI's cache is another folder).
     out = tmp_path / "cli.mp4"
@@ -110,9 +114,12 @@ def test_session_renders_a_pose_folder_like_the_cli_with_progress_then_from_cach
 
     models = session.pipeline(Runtime(device="cpu"))
     stages.clear()
-    again = session.render(astronaut_path, settings, poses=poses, progress=lambda *s: stages.append(s))
+    again = session.render(reference, settings, poses=poses, progress=lambda *s: stages.append(s))
     assert again.cached and stages == [("poses, identity and models", None, None)]
     assert session.pipeline(Runtime(device="cpu")) is models  # kept for the next press
+    assert session.files.sweep(time.time() + 1800) == []  # used within the hour
+    session.files.sweep(time.time() + 24 * 3600)
+    assert not [p for p in work.rglob("*") if p.is_file()]  # everything the session held, gone
 
 
 def test_session_errors_are_the_cli_line(cli, tiny_home, tmp_path, astronaut_path):
@@ -189,7 +196,8 @@ def server(tiny_home, tmp_path):
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 — closed below, after the process
     process = subprocess.Popen([sys.executable, "-m", "animator_cli", "--weights", str(tiny_home.root), "--device",
-                                "cpu", "ui", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                "cpu", "ui", "--port", str(port), "--auth", f"{USER}:{PASSWORD}", "--max-upload-mb",
+                                str(MAX_UPLOAD_MB)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 120
@@ -235,12 +243,26 @@ class Page:
 
         self.driver, self.wait = driver, WebDriverWait(driver, WAIT)
         driver.get(url)
-        self.find("#generate")
 
     def find(self, css: str):
         from selenium.webdriver.common.by import By
 
         return self.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css))
+
+    def sign_in(self, user: str, password: str) -> None:
+        """Fill in and send Gradio's sign-in form; asserts that nothing of the page shows before."""
+        for css, value in (("input[type=text]", user), ("input[type=password]", password)):
+            field = self.find(css)
+            field.clear()
+            field.send_keys(value)
+        assert not self.driver.find_elements("css selector", "#generate")
+        self.find("button").click()
+
+    def cookie(self) -> str:
+        return "; ".join(f"{c['name']}={c['value']}" for c in self.driver.get_cookies())
+
+    def text_appears(self, text: str) -> None:
+        self.wait.until(lambda d: text in d.find_element("tag name", "body").text)
 
     def upload(self, elem_id: str, path: Path) -> None:
         self.find(f"#{elem_id} input[type=file]").send_keys(str(path))
@@ -262,15 +284,48 @@ class Page:
         return self.find(note).text
 
 
+def _fetch(url: str, cookie: str | None = None, data: bytes | None = None, content_type: str | None = None) -> int:
+    """The HTTP status of a GET (or a POST of ``data``), with the browser's sign-in ``cookie`` or none."""
+    headers = {k: v for k, v in (("Cookie", cookie), ("Content-Type", content_type)) if v}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=60) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _multipart(name: str, content: bytes) -> tuple[bytes, str]:
+    boundary = "animator-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+            f"Content-Type: video/mp4\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 @browser_test
-def test_ui_renders_in_a_browser_and_survives_a_bad_upload(server, browser, cli, tiny_home, tmp_path,
-                                                           astronaut_path):
-    url, _ = server
+def test_ui_signs_in_renders_in_a_browser_and_survives_bad_uploads(server, browser, cli, tiny_home, tmp_path,
+                                                                   astronaut_path):
+    url, server_tmp = server
     clip = clip_with_audio(tmp_path / "driving.mp4", frames=8, fps=10)
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_text("this is a text file, not a video\n")
+    too_large = tmp_path / "large.mp4"
+    too_large.write_bytes(np.random.default_rng(0).bytes(MAX_UPLOAD_MB * 2**20 + 1))
 
+    assert _fetch(url + "config") == 401  # the page's description, like every file, needs the sign-in
     page = Page(browser, url)
+    page.sign_in(USER, PASSWORD + "x")  # a wrong password leaves the sign-in form
+    page.text_appears("Incorrect Credentials")
+    page.sign_in(USER, PASSWORD)
+    page.find("#generate")
+    page.text_appears(f"Files up to {MAX_UPLOAD_MB} MB each")
+
+    page.upload("driving", too_large)  # refused on the page, and by the server whatever the page does
+    page.text_appears(f'exceed the maximum allowed size of {MAX_UPLOAD_MB}.0 Mb: "large.mp4"')
+    body, kind = _multipart("large.mp4", too_large.read_bytes())
+    assert _fetch(url + "gradio_api/upload", page.cookie(), body, kind) == 413
+    assert not [p for p in server_tmp.rglob("*") if p.is_file() and p.stat().st_size > MAX_UPLOAD_MB * 2**20]
+
     page.upload("reference", astronaut_path)
     page.find("#advanced button").click()  # open the collapsed group
     page.type_number("width", 64)
@@ -290,7 +345,9 @@ def test_ui_renders_in_a_browser_and_survives_a_bad_upload(server, browser, cli,
     assert "8 frames, 64×64 at 10 fps, with the driving video's audio" in status
     source = page.wait.until(lambda d: page.find("#result video").get_attribute("src"))
     rendered = tmp_path / "rendered.mp4"
-    with urllib.request.urlopen(source, timeout=60) as response:
+    assert _fetch(source) in (401, 403)  # no file without the sign-in
+    with urllib.request.urlopen(urllib.request.Request(source, headers={"Cookie": page.cookie()}),
+                                timeout=60) as response:
         rendered.write_bytes(response.read())
     info = probe(rendered)
     assert (info.frame_count, info.width, info.height, info.has_audio) == (8, 64, 64, True)

@@ -2,8 +2,10 @@
 
 One pass, in the order of the released StableAnimator pipeline (spec §2), with its weaknesses fixed:
 
-1. Encoders run once: CLIP embedding, face tokens, the noise-augmented reference latent and the PoseNet
-   features of every frame (the reference recomputed PoseNet for every window at every step).
+1. Encoders run once: CLIP embedding, face tokens, the noise-augmented reference latent, and the PoseNet
+   features of every frame when they fit ``pose_feature_budget`` (the reference recomputed PoseNet for every window
+   at every step); a longer video's features are computed per chunk of frames as windows need them and dropped
+   after (`PoseFeatures`), so memory does not grow with its length.
 2. Initial noise: one ``randn(1, tile, 4, h, w)`` draw repeated along time, scaled by ``init_noise_sigma``.
 3. Each step denoises every temporal window (frame 0 is every window's anchor) and blends the windows'
    v-predictions with triangular weights. Classifier-free guidance uses the reference's unconditional branch
@@ -12,7 +14,11 @@ One pass, in the order of the released StableAnimator pipeline (spec §2), with 
    With every scale at 1 the unconditional branch is skipped. ``window_batch`` windows of one length go through
    the UNet in one call (batch K·2 with guidance); on a GPU with ``window_batch=None`` the first step runs one
    window per call while measuring its memory peak, then K is what 80 % of the free memory holds.
-4. The Euler step runs on fp32 latents whatever the model dtype; decoding goes in chunks of frames.
+4. The Euler step runs on fp32 latents whatever the model dtype; decoding goes in chunks of frames, each handed
+   to a ``sink`` (e.g. the video encoder) as it is decoded, or gathered into one array without a sink.
+
+Poses may be an (F, H, W, 3) array or any sequence whose slices are such arrays (`FittedPoses` reads them from
+their folder on demand); with a lazy sequence and a sink, memory holds the latents and a few chunks of frames.
 
 ``options.schedule`` picks the noise levels (`animator_cli.sampling.schedule`), ``options.reuse_features`` how
 often the whole UNet runs (`animator_cli.sampling.feature_reuse`); ``work`` holds the UNet calls and FLOPs of the
@@ -48,8 +54,24 @@ from animator_cli.sampling.conditioning import (
 )
 from animator_cli.sampling.feature_reuse import UNetCaller
 from animator_cli.sampling.flops import UNetWork
+from animator_cli.sampling.pose_features import PoseFeatures
 from animator_cli.sampling.schedule import make_schedule
 from animator_cli.sampling.windows import blend_weights, group_windows, periodic_noise, window_indices
+
+# Takes each chunk of decoded frames (n, H, W, 3) uint8, in order, as soon as it is decoded.
+FrameSink = Callable[[np.ndarray], None]
+
+
+class PoseSource(Protocol):
+    """Pose frames: an (F, H, W, 3) uint8 array, or a sequence that reads a slice's frames only when asked
+    (`animator_cli.sampling.pose_frames.FittedPoses`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice) -> np.ndarray: ...
+
+
+POSE_FEATURE_BUDGET = 512 * 2**20  # bytes of PoseNet features computed up front; longer videos: per window
 
 
 class Refiner(Protocol):
@@ -82,6 +104,8 @@ class AnimationPipeline:
     during a call (`animator_cli.models.backends.attention_backend`; ``auto`` leaves torch's choice).
     """
 
+    pose_feature_budget = POSE_FEATURE_BUDGET
+
     def __init__(self, models: AnimatorModels, device: torch.device | str, dtype: torch.dtype = torch.float16,
                  offload: bool = False, vae_on_cpu: bool = False, batch_cfg: bool = True,
                  window_batch: int | None = 1, ranks: Ranks | None = None, attention: str = "auto",
@@ -112,15 +136,17 @@ class AnimationPipeline:
 
     @_in_attention_backend
     @torch.no_grad()
-    def __call__(self, reference: np.ndarray, poses: np.ndarray, identity: np.ndarray, options: SamplingOptions,
+    def __call__(self, reference: np.ndarray, poses: PoseSource, identity: np.ndarray, options: SamplingOptions,
                  generator: torch.Generator, progress: Progress | None = None,
-                 refine: Refiner | None = None) -> np.ndarray | None:
+                 refine: Refiner | None = None, sink: FrameSink | None = None) -> np.ndarray | None:
         """Animate ``reference`` (H×W×3 uint8, already fitted to the output size) along ``poses`` (F×H×W×3
-        uint8, same size) with the 512-d ArcFace ``identity``; returns F×H×W×3 uint8 frames. ``refine`` (the
-        HJB face optimisation, `animator_cli.hjb.FaceRefiner`) replaces x̂0 at the steps where it is active."""
-        models, num_frames = self.models, len(poses)
-        if poses.ndim != 4 or poses.shape[1:] != reference.shape or reference.shape[0] % 64 or reference.shape[1] % 64:
-            raise InputError(f"pose frames {poses.shape[1:]} and reference {reference.shape} must share one "
+        uint8, same size; or a sequence whose slices are such arrays, see the module docstring) with the 512-d
+        ArcFace ``identity``; returns F×H×W×3 uint8 frames, or None when ``sink`` takes them chunk by chunk.
+        ``refine`` (the HJB face optimisation, `animator_cli.hjb.FaceRefiner`) replaces x̂0 at the steps where it
+        is active."""
+        models, num_frames, size = self.models, len(poses), poses[:1].shape[1:]
+        if size != reference.shape or reference.shape[0] % 64 or reference.shape[1] % 64:
+            raise InputError(f"pose frames {size} and reference {reference.shape} must share one "
                              "H×W×3 size, a multiple of 64", "fit both with animator_cli.sampling.fit.fit_image")
         windows = window_indices(num_frames, options.tile, options.overlap)
         image = to_tensor(reference)
@@ -132,7 +158,7 @@ class AnimationPipeline:
             context = context_tokens(face_encoder, clip, torch.from_numpy(np.asarray(identity, np.float32)))
         with self._running(models.vae) as vae:
             image_latent = reference_latent(vae, image, options.noise_aug, generator)
-        pose_features = self._pose_features(poses, options.tile)
+        pose_features = self._pose_features(poses, options.tile, reference.shape[:2])
         time_ids = added_time_ids(options.cond_fps, options.motion_bucket, options.noise_aug)
 
         # 2. Schedule and initial noise.
@@ -174,41 +200,50 @@ class AnimationPipeline:
         if not self.ranks.is_main:  # rank 0 decodes
             return None
         with stage("decoding"):
-            return self._decode(latents, options.decode_chunk)
+            frames = self._decode(latents, options.decode_chunk)
+            if sink is None:
+                return np.concatenate(list(frames))
+            for chunk in frames:
+                sink(chunk)
+            return None
 
-    def _pose_features(self, poses: np.ndarray, chunk: int) -> torch.Tensor:
-        """PoseNet output (F, 320, h, w) for all frames, in chunks of ``chunk`` frames; kept on the CPU when
-        offloading (a long video's features are large) and moved per window."""
-        with self._running(self.models.pose_net) as pose_net:
-            keep = torch.device("cpu") if self.offload else self.device
-            return torch.cat([pose_net(to_tensor(poses[i:i + chunk]).to(self.device, self.dtype)).to(keep)
-                              for i in range(0, len(poses), chunk)])
+    def _pose_features(self, poses: PoseSource, chunk: int, size: tuple[int, int]) -> PoseFeatures:
+        """PoseNet output (320 channels, h, w) per window, computed in chunks of ``chunk`` frames: all up front
+        when they fit ``pose_feature_budget`` bytes, else as windows need them (`PoseFeatures`). Kept on the CPU
+        when offloading (a long video's features are large) and moved per window."""
+        keep = torch.device("cpu") if self.offload else self.device
+
+        def compute(start: int, stop: int) -> torch.Tensor:
+            with self._running(self.models.pose_net) as pose_net:
+                return pose_net(to_tensor(poses[start:stop]).to(self.device, self.dtype)).to(keep)
+
+        per_frame = self.models.pose_net.final_proj.out_channels * (size[0] // 8) * (size[1] // 8) * self.dtype.itemsize
+        return PoseFeatures(compute, len(poses), chunk, keep_all=len(poses) * per_frame <= self.pose_feature_budget)
 
     def _blend(self, unet: UNetCaller, x_in: torch.Tensor, timestep: torch.Tensor, groups: list[_Group],
-               tiles: _Tiles, pose_features: torch.Tensor,
+               tiles: _Tiles, pose_features: PoseFeatures,
                branches: _Branches) -> tuple[torch.Tensor, torch.Tensor]:
         """Window-blended (cond, uncond) v-predictions, each (1, F, 4, h, w) fp32; one UNet call per group of this
         rank's windows, whose frames are added into ``total`` in window order (over every rank's windows)."""
         total = OrderedSum(torch.zeros(2, *x_in.shape[1:], device=self.device), self.ranks, tiles.indices)
         for group in groups:
-            pose = pose_features[group.index.to(pose_features.device)].to(self.device)
+            pose = pose_features.window(group.frames, group.index).to(self.device)
             v = branches.predict(unet.group(group.key), x_in[0, group.index].unflatten(0, (group.size, -1)), timestep,
                                  pose)
             total.add(group.index, v.float() * group.weights)
         total = total.result() / tiles.weight_sum
         return total[1:], total[:1]
 
-    def _decode(self, latents: torch.Tensor, chunk: int) -> np.ndarray:
-        """uint8 frames from latents (1, F, 4, h, w), ``chunk`` frames per VAE call."""
-        frames = []
+    def _decode(self, latents: torch.Tensor, chunk: int) -> Iterator[np.ndarray]:
+        """uint8 frames (n, H, W, 3) from latents (1, F, 4, h, w), ``chunk`` frames per VAE call, each call's
+        frames yielded as soon as they are decoded."""
         with self._running(self.models.vae) as vae:
             param = next(vae.parameters())
             scaled = latents[0] / vae.config.scaling_factor
             for i in range(0, len(scaled), chunk):
                 part = scaled[i:i + chunk].to(param.device, param.dtype)
                 pixels = vae.decode(part, num_frames=len(part)).sample
-                frames.append(((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu())
-        return torch.cat(frames).numpy()
+                yield ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool = False,
@@ -226,12 +261,13 @@ def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype, cha
 
 
 class _Group:
-    """K windows of n frames for one UNet call: their frame indices (K·n) and blending weights (1, K·n, 1, 1, 1)
-    on the device."""
+    """K windows of n frames for one UNet call: their frame indices (K·n, on the host and the device) and
+    blending weights (1, K·n, 1, 1, 1) on the device."""
 
     def __init__(self, windows: list[list[int]], device: torch.device) -> None:
         self.size, self.key = len(windows), tuple(map(tuple, windows))
-        self.index = torch.tensor([i for window in windows for i in window], device=device)
+        self.frames = [i for window in windows for i in window]  # on the host: no device read to find them
+        self.index = torch.tensor(self.frames, device=device)
         self.weights = torch.cat([blend_weights(len(w)) for w in windows]).to(device).view(1, -1, 1, 1, 1)
 
 

@@ -21,6 +21,7 @@ from animator_cli.generate import GenerateResult, pose_frames
 from animator_cli.options import DTYPES, RESOLUTIONS, SCHEDULES
 from animator_cli.pose.align import ALIGN_MODES
 from animator_cli.pose.backend import BACKENDS
+from animator_cli.ui import MAX_UPLOAD_MB
 from animator_cli.ui.session import RenderSettings, UiSession, error_text
 
 log = logging.getLogger("animator")
@@ -82,12 +83,21 @@ def _settings(values: dict[str, Any]) -> RenderSettings:
     return RenderSettings(**kept)
 
 
-def build_page(session: UiSession) -> gr.Blocks:
-    """The page; every event calls `UiSession` and turns its errors into the CLI's one-line message."""
+def limits_text(max_upload_mb: int, keep_seconds: float) -> str:
+    """What the server accepts and how long it keeps files, shown under the title."""
+    return (f"Files up to {max_upload_mb} MB each. Uploads and results unused for {keep_seconds / 60:g} minutes are "
+            "removed from the server: download your video.")
+
+
+def build_page(session: UiSession, max_upload_mb: int = MAX_UPLOAD_MB) -> gr.Blocks:
+    """The page; every event calls `UiSession` and turns its errors into the CLI's one-line message. Old uploads
+    and results are swept by the session's `WorkFolder` (not Gradio's cache deletion, which would remove the
+    inputs of a render still running)."""
     d = RenderSettings()
     blocked = weights_note(session)
-    with gr.Blocks(title="animator", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as page:
+    with gr.Blocks(title="animator", analytics_enabled=False) as page:
         gr.Markdown("# animator\nAnimate the person in a photo with the motion of a video (StableAnimator).")
+        gr.Markdown(limits_text(max_upload_mb, session.files.keep), elem_id="limits")
         gr.HTML(blocked, elem_id="weights", visible=bool(blocked))
         source = gr.State(VIDEO)
         with gr.Row(equal_height=False):

@@ -1,14 +1,14 @@
 """What the web page does, without the web page: the same library calls as the CLI, on uploaded files.
 
 Kept apart from the Gradio layout so it can be tested and reused without a browser. Every file it writes lives
-under ``workdir`` (a temporary folder the server removes on exit).
+under ``workdir`` (a temporary folder the server removes on exit), where uploads and results unused for ``keep``
+seconds are removed (`WorkFolder`); the files a check or render reads or writes are kept while it runs.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,8 @@ from animator_cli.generate import (
     pose_frames,
 )
 from animator_cli.options import DEFAULT_SEED, GenerateOptions, Runtime, SamplingOptions, make_options
+from animator_cli.ui import KEEP_MINUTES
+from animator_cli.ui.workfolder import WorkFolder
 from animator_cli.video import load_image
 from animator_cli.weights.home import WeightsHome
 
@@ -90,8 +92,10 @@ def error_text(exc: BaseException, device: str | None = None) -> str:
 class UiSession:
     """One server's state: where weights and cache are, the models loaded for the last runtime, the work folder."""
 
-    def __init__(self, weights: WeightsHome, cache: StageCache, workdir: Path, device: str | None = None) -> None:
-        self.weights, self.cache, self.workdir, self.device = weights, cache, Path(workdir), device
+    def __init__(self, weights: WeightsHome, cache: StageCache, workdir: Path, device: str | None = None,
+                 keep: float = KEEP_MINUTES * 60) -> None:
+        self.weights, self.cache, self.device = weights, cache, device
+        self.files = WorkFolder(workdir, keep)
         self._loaded: tuple[Runtime, PipelineLoader] | None = None
 
     def weights_problem(self) -> str | None:
@@ -103,11 +107,6 @@ class UiSession:
             return str(exc)
         return None
 
-    def _folder(self, kind: str) -> Path:
-        parent = self.workdir / kind
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=parent))
-
     def pipeline(self, runtime: Runtime) -> PipelineLoader:
         """The models for ``runtime``, loaded on first use and kept for the next press (one runtime at a time)."""
         if self._loaded is None or self._loaded[0] != runtime:
@@ -117,50 +116,56 @@ class UiSession:
 
     def pose_folder(self, files: Sequence[str | Path]) -> Path:
         """An uploaded pose folder (its files arrive one by one) gathered back into one folder."""
-        folder = self._folder("poses")
-        for file in files:
-            if Path(file).suffix.lower() in POSE_FOLDER_FILES:
-                shutil.copyfile(file, folder / Path(file).name)
+        folder = self.files.new("poses")
+        with self.files.using(*files, folder):
+            for file in files:
+                if Path(file).suffix.lower() in POSE_FOLDER_FILES:
+                    shutil.copyfile(file, folder / Path(file).name)
         pose_frames(folder)  # an empty or foreign folder fails here, with the CLI's message
         return folder
 
     def pose_preview(self, poses: Path, count: int = PREVIEW_FRAMES) -> Path:
         """``count`` skeleton frames of a pose folder side by side, to look at before rendering."""
-        paths = pose_frames(poses)
-        chosen = [paths[i] for i in sorted({round(i) for i in np.linspace(0, len(paths) - 1, min(count, len(paths)))})]
-        frames = [load_image(p) for p in chosen]
+        with self.files.using(poses):
+            paths = pose_frames(poses)
+            picks = sorted({round(i) for i in np.linspace(0, len(paths) - 1, min(count, len(paths)))})
+            frames = [load_image(paths[i]) for i in picks]
         if len({f.shape for f in frames}) > 1:
             raise InputError(f"the pose frames in {poses} have different sizes")
-        path = self._folder("previews") / "poses.png"
+        path = self.files.new("previews") / "poses.png"
         Image.fromarray(np.concatenate(frames, 1)).save(path)
         return path
 
     def check(self, reference: Path, driving: Path, settings: RenderSettings) -> AlignmentReport:
         """`animator check`'s alignment findings for the pair, with its preview PNG (``report.preview``)."""
-        return check_alignment(reference, driving, weights=self.weights, cache=self.cache, align=settings.align,
-                               backend=settings.pose_backend, device=self.device, max_frames=settings.max_frames,
-                               preview=self._folder("previews") / "preview.png")
+        with self.files.using(reference, driving):
+            return check_alignment(reference, driving, weights=self.weights, cache=self.cache, align=settings.align,
+                                   backend=settings.pose_backend, device=self.device, max_frames=settings.max_frames,
+                                   preview=self.files.new("previews") / "preview.png")
 
     def render(self, reference: Path, settings: RenderSettings, *, driving: Path | None = None,
                poses: Path | None = None, progress: StageProgress | None = None) -> GenerateResult:
         """Animate ``reference`` with a driving video (`animator animate`) or a pose folder (`animator generate`).
 
-        Every stage is cached, so a second press with the same inputs copies the cached video.
+        Every stage is cached, so a second press with the same inputs copies the cached video. The inputs and the
+        result are kept until a while after it ends (`WorkFolder`), however long it takes.
         """
         if (driving is None) == (poses is None):
             raise InputError("give either a driving video or a pose folder", "upload one of them")
         report = progress or (lambda stage, done, total: None)
         options, runtime = settings.options(), settings.runtime(self.device)
-        output = self._folder("outputs") / f"{Path(reference).stem}-animated.mp4"
+        output = self.files.new("outputs") / f"{Path(reference).stem}-animated.mp4"
         output = draft_output(output) if settings.draft else output
 
         def step(done: int, total: int) -> None:
             report("denoising" if done < total else "writing the video", done, total)
 
-        report("poses, identity and models", None, None)
-        common = {"weights": self.weights, "cache": self.cache, "pipeline": self.pipeline(runtime), "progress": step}
-        if driving is not None:
-            return animate(reference, driving, output, options, runtime, align=settings.align,
-                           pose_backend=settings.pose_backend, max_frames=settings.max_frames, check=settings.check,
-                           **common)
-        return generate(reference, poses, output, options, runtime, **common)
+        with self.files.using(reference, driving, poses, output):  # a fresh folder: no sweep takes it before
+            report("poses, identity and models", None, None)
+            common = {"weights": self.weights, "cache": self.cache, "pipeline": self.pipeline(runtime),
+                      "progress": step}
+            if driving is not None:
+                return animate(reference, driving, output, options, runtime, align=settings.align,
+                               pose_backend=settings.pose_backend, max_frames=settings.max_frames,
+                               check=settings.check, **common)
+            return generate(reference, poses, output, options, runtime, **common)
