@@ -23,11 +23,12 @@ from animator_cli.errors import InputError
 from animator_cli.generate import load_pipeline
 from animator_cli.options import Runtime, SamplingOptions, make_options
 from animator_cli.sampling.feature_reuse import UNetCaller, shallow, tapped, unet_forward
-from animator_cli.sampling.flops import FULL, SHALLOW, UNetWork, WorkCounter, count_flops, meta_flops
+from animator_cli.sampling.flops import FULL, SHALLOW, UNetWork, WorkCounter, count_flops
 from animator_cli.sampling.schedule import KarrasSchedule, c_noise
 from animator_cli.ui.session import RenderSettings
 
-FRAMES = 40  # three windows of 16
+FRAMES = 20
+WINDOWS = {"tile": 8, "overlap": 2}  # three windows of 8 frames
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +87,12 @@ def test_defaults_are_todays_output_bit_for_bit(pipeline, inputs, monkeypatch, b
     FLOP counting) give equal final latents, for both guidance layouts."""
     pipeline.batch_cfg = batch_cfg
     try:
-        default = final_latents(pipeline, inputs, SamplingOptions(steps=2, min_guidance=2.0))
+        default = final_latents(pipeline, inputs, SamplingOptions(steps=2, min_guidance=2.0, **WINDOWS))
         explicit = final_latents(pipeline, inputs, SamplingOptions(steps=2, min_guidance=2.0, schedule="karras",
-                                                                   reuse_features=1))
+                                                                   reuse_features=1, **WINDOWS))
         assert (pipeline.work.full_calls, pipeline.work.shallow_calls) == (6 if batch_cfg else 12, 0)
         monkeypatch.setattr(pipeline_module, "UNetCaller", _Unchanged)
-        before = final_latents(pipeline, inputs, SamplingOptions(steps=2, min_guidance=2.0))
+        before = final_latents(pipeline, inputs, SamplingOptions(steps=2, min_guidance=2.0, **WINDOWS))
     finally:
         pipeline.batch_cfg = True
     assert torch.equal(default, explicit) and torch.equal(default, before)
@@ -151,7 +152,7 @@ def test_reused_features_belong_to_their_window_group_and_branch(pipeline, input
                         (predictions[-1][:1], predictions[-1][1:]))
     pipeline.batch_cfg, pipeline.window_batch = batch_cfg, window_batch
     try:
-        final_latents(pipeline, inputs, SamplingOptions(steps=2, min_guidance=2.0, reuse_features=2))
+        final_latents(pipeline, inputs, SamplingOptions(steps=2, min_guidance=2.0, reuse_features=2, **WINDOWS))
     finally:
         pipeline.batch_cfg, pipeline.window_batch = True, 1
     (caller,) = _Recording.made
@@ -189,11 +190,10 @@ def test_flops_are_counted_live_or_on_the_meta_device_alike(pipeline):
         with tapped(unet, kept.append):
             whole, live = count_flops(lambda: unet(*args, **kwargs))
         _, live_shallow = count_flops(lambda: unet_forward(unet, *args, deep=kept[0], **kwargs))
-        assert torch.equal(whole, unet(*args, **kwargs))
-        assert meta_flops(unet_forward, unet, *args, deep=None, **kwargs) == live
-        assert meta_flops(unet_forward, unet, *args, deep=kept[0], **kwargs) == live_shallow < live
+        assert torch.equal(whole, unet(*args, **kwargs)) and 0 < live_shallow < live
         counter = WorkCounter(unet)
-        counter.compiled = True  # as with --compile: counted on the meta twin, once per shape
+        counter.compiled = True  # as with --compile: counted on the meta twin (meta_flops), once per shape
+        counter.known.clear()
         for kind, deep in ((FULL, None), (SHALLOW, kept[0]), (SHALLOW, kept[0])):
             counter.call(kind, lambda d=deep: unet_forward(unet, *args, deep=d, **kwargs), unet_forward, *args,
                          deep=deep, **kwargs)
