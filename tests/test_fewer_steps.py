@@ -54,7 +54,7 @@ def unet_inputs(unet, batch: int = 2, frames: int = 16, size: int = 8) -> tuple[
 def final_latents(pipeline, inputs, options: SamplingOptions) -> torch.Tensor:
     """The latents the decoder would get (the decoder is skipped)."""
     kept = []
-    pipeline._decode = lambda latents, chunk: kept.append(latents) or np.zeros(1)
+    pipeline._decode = lambda latents, chunk: kept.append(latents) or iter([np.zeros(1)])
     try:
         pipeline(*inputs, options, torch.Generator().manual_seed(1))
     finally:
