@@ -8,7 +8,8 @@ bit-identical between the two ways of serving them:
   nothing is computed or copied from the host inside the loop. For videos whose features fit a budget.
 - on demand: a chunk is computed when a window first needs it and dropped once the window being denoised no
   longer does (chunk 0 stays: frame 0 is every window's anchor). Memory holds a few chunks whatever the length;
-  PoseNet then runs once per step instead of once per video, a small fraction of the UNet's work.
+  PoseNet then runs once per step instead of once per video: 2.5 GFLOP a 512×512 frame, 0.1 % of a UNet step's
+  2.54 TFLOP (full-size models, FLOP counter).
 """
 
 from __future__ import annotations
