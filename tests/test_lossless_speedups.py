@@ -134,13 +134,19 @@ def first_step_prediction(pipeline: AnimationPipeline, inputs, options: Sampling
     """The blended (cond, uncond) v-predictions (2, F, 4, h, w) of the first denoising step."""
     captured = []
     blend = pipeline._blend
-    pipeline._blend = lambda *args: captured.append(blend(*args)) or captured[-1]
+    pipeline._blend = lambda *args: captured.append(torch.cat(blend(*args))) or blend_result(captured[-1])
     pipeline._decode = lambda latents, chunk: iter([np.zeros(1)])
     try:
         pipeline(*inputs, options, torch.Generator().manual_seed(1))
     finally:
         del pipeline._blend, pipeline._decode
-    return torch.cat(captured[0])
+    return captured[0]  # copied when made: the loop then combines the predictions in place
+
+
+def blend_result(prediction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A copy of (cond, uncond) as `AnimationPipeline._blend` returns them, for the loop to go on with."""
+    prediction = prediction.clone()
+    return prediction[:1], prediction[1:]
 
 
 GUIDED = SamplingOptions(steps=1, min_guidance=2.0, max_guidance=3.0)

@@ -12,7 +12,14 @@ from skimage import data
 from animator_cli.errors import InputError
 from animator_cli.sampling.conditioning import CLIP_MEAN, CLIP_STD, added_time_ids, clip_pixels, to_tensor
 from animator_cli.sampling.fit import Fit, fit_image
-from animator_cli.sampling.schedule import AYS_SVD_SIGMAS, c_noise, karras_schedule, make_schedule
+from animator_cli.sampling.schedule import (
+    AYS_SVD_SIGMAS,
+    c_noise,
+    denoised_from_v,
+    euler_step,
+    karras_schedule,
+    make_schedule,
+)
 from animator_cli.sampling.windows import blend_weights, periodic_noise, window_indices
 
 # checkpoints/SVD/scheduler/scheduler_config.json of stable-video-diffusion-img2vid-xt
@@ -53,6 +60,27 @@ def test_euler_step_matches_diffusers(scheduler):
         expected = scheduler.step(v, t, x, return_dict=False)[0]
         x = schedule.step(x, v, i)
         torch.testing.assert_close(x, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("refined", [False, True])
+def test_in_place_step_and_guidance_equal_the_formulas_bit_for_bit(scheduler, refined):
+    """The loop updates the latents in place and uses the prediction as scratch (memory of long videos): the
+    result must be the out-of-place formulas' (denoised_from_v, euler_step, uncond + g·(cond − uncond)) exactly."""
+    from animator_cli.sampling.pipeline import guide
+
+    schedule = karras_schedule(scheduler, 25)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 7, 4, 8, 8, generator=generator) * schedule.init_noise_sigma
+    cond, uncond = torch.randn(2, 1, 7, 4, 8, 8, generator=generator)
+    guidance = torch.linspace(1.0, 3.0, 7).view(1, 7, 1, 1, 1)
+    refine = (lambda d: d * 0.5 + 0.01) if refined else None
+    for i in range(4):
+        v = uncond + guidance * (cond - uncond)
+        assert torch.equal(guide(cond.clone(), uncond, guidance), v)
+        denoised = denoised_from_v(x, v, schedule.sigmas[i])
+        expected = euler_step(x, refine(denoised) if refined else denoised, schedule.sigmas[i], schedule.sigmas[i + 1])
+        x = schedule.step(x.clone(), v.clone(), i, refine)
+        assert torch.equal(x, expected)
 
 
 def test_schedule_rejects_epsilon_config():

@@ -183,11 +183,11 @@ class AnimationPipeline:
         with self._running(models.unet) as unet, decoder as vae, stage("denoising"), \
                 UNetCaller(unet, options.reuse_features, keep) as calls:
             for step, timestep in enumerate(timesteps):
-                x_in = schedule.scale_input(latents, step).to(self.dtype)
+                x_in = functools.partial(schedule.scale_input, step=step)
                 with batcher.measuring(step):
-                    cond, uncond = self._blend(calls.at(step), x_in, timestep, batcher.groups, tiles, pose_features,
-                                               branches)
-                v = uncond + guidance * (cond - uncond) if guided else cond
+                    cond, uncond = self._blend(calls.at(step), latents, x_in, timestep, batcher.groups, tiles,
+                                               pose_features, branches)
+                v = guide(cond, uncond, guidance) if guided else cond
                 if refine is not None and refine.active(step):
                     latents = schedule.step(latents, v, step, functools.partial(refine, vae, step=step))
                 else:
@@ -220,18 +220,19 @@ class AnimationPipeline:
         per_frame = self.models.pose_net.final_proj.out_channels * (size[0] // 8) * (size[1] // 8) * self.dtype.itemsize
         return PoseFeatures(compute, len(poses), chunk, keep_all=len(poses) * per_frame <= self.pose_feature_budget)
 
-    def _blend(self, unet: UNetCaller, x_in: torch.Tensor, timestep: torch.Tensor, groups: list[_Group],
-               tiles: _Tiles, pose_features: PoseFeatures,
+    def _blend(self, unet: UNetCaller, latents: torch.Tensor, scale_input: Callable[[torch.Tensor], torch.Tensor],
+               timestep: torch.Tensor, groups: list[_Group], tiles: _Tiles, pose_features: PoseFeatures,
                branches: _Branches) -> tuple[torch.Tensor, torch.Tensor]:
         """Window-blended (cond, uncond) v-predictions, each (1, F, 4, h, w) fp32; one UNet call per group of this
-        rank's windows, whose frames are added into ``total`` in window order (over every rank's windows)."""
-        total = OrderedSum(torch.zeros(2, *x_in.shape[1:], device=self.device), self.ranks, tiles.indices)
+        rank's windows, whose frames are added into ``total`` in window order (over every rank's windows). Each
+        group's latents are scaled by ``scale_input`` as they are taken: no scaled copy of the whole video."""
+        total = OrderedSum(torch.zeros(2, *latents.shape[1:], device=self.device), self.ranks, tiles.indices)
         for group in groups:
             pose = pose_features.window(group.frames, group.index).to(self.device)
-            v = branches.predict(unet.group(group.key), x_in[0, group.index].unflatten(0, (group.size, -1)), timestep,
-                                 pose)
+            x_in = scale_input(latents[0, group.index]).to(self.dtype).unflatten(0, (group.size, -1))
+            v = branches.predict(unet.group(group.key), x_in, timestep, pose)
             total.add(group.index, v.float() * group.weights)
-        total = total.result() / tiles.weight_sum
+        total = total.result().div_(tiles.weight_sum)
         return total[1:], total[:1]
 
     def _decode(self, latents: torch.Tensor, chunk: int) -> Iterator[np.ndarray]:
@@ -244,6 +245,12 @@ class AnimationPipeline:
                 part = scaled[i:i + chunk].to(param.device, param.dtype)
                 pixels = vae.decode(part, num_frames=len(part)).sample
                 yield ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def guide(cond: torch.Tensor, uncond: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance ``uncond + guidance * (cond - uncond)``, computed in ``cond``'s memory: the same
+    operations, so the same bits, without three latent-sized temporaries (a long video's largest tensors)."""
+    return torch.sub(cond, uncond, out=cond).mul_(guidance).add_(uncond)
 
 
 def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool = False,

@@ -72,10 +72,17 @@ class KarrasSchedule:
     def step(self, x: torch.Tensor, v: torch.Tensor, step: int,
              refine: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Advance fp32 latents ``x`` from sigma[step] to sigma[step + 1] given the model's v-prediction;
-        ``refine`` may replace the denoised estimate x̂0 before the step (the HJB face optimisation)."""
+        ``refine`` may replace the denoised estimate x̂0 before the step (the HJB face optimisation).
+
+        ``x`` is updated in place and ``v`` used as scratch: they are the loop's largest tensors, and a long video
+        must not hold more copies of them than it needs. The operations are those of `denoised_from_v` and
+        `euler_step` in the same order, so the result is the same bit for bit (tests/test_sampling.py)."""
         sigma, sigma_next = self.sigmas[step], self.sigmas[step + 1]
-        denoised = denoised_from_v(x, v.to(x.dtype), sigma)
-        return euler_step(x, denoised if refine is None else refine(denoised), sigma, sigma_next)
+        v = v.to(x.dtype)
+        denoised = (x / (sigma**2 + 1)).sub_(v.mul_(sigma).mul_(c_in(sigma)))  # denoised_from_v
+        if refine is not None:
+            denoised = refine(denoised)
+        return x.add_(torch.sub(x, denoised, out=denoised).div_(sigma).mul_(sigma_next - sigma))  # euler_step
 
 
 def karras_schedule(scheduler: EulerDiscreteScheduler, steps: int) -> KarrasSchedule:
