@@ -38,10 +38,11 @@ import yaml
 
 from animator_cli.cache import StageCache
 from animator_cli.device import cuda_available
-from animator_cli.errors import AnimatorError, InputError, known_failure
+from animator_cli.distributed import Ranks
+from animator_cli.errors import AnimatorError, InputError, classify
 from animator_cli.fileio import check_output_path
 from animator_cli.generate import GenerateResult, animate, generate, lazy_pipeline, needed_weights
-from animator_cli.options import Runtime, make_options
+from animator_cli.options import Runtime, check_names, generate_options
 from animator_cli.weights.home import WeightsHome
 
 INPUT_KEYS = ("reference", "driving", "poses", "audio_from")
@@ -132,7 +133,7 @@ def _normalise(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_job(job: dict[str, Any], runtime: Runtime, weights: WeightsHome, cache: StageCache, pipeline: Callable,
-            force: bool) -> GenerateResult:
+            force: bool, ranks: Ranks | None = None) -> GenerateResult:
     """One job: `animate` when it has ``driving``, `generate` when it has ``poses``."""
     job = dict(job)
     if "invalid" in job:
@@ -143,8 +144,9 @@ def run_job(job: dict[str, Any], runtime: Runtime, weights: WeightsHome, cache: 
     reference, output = job.pop("reference"), job.pop("output")
     animate_args = {key: job.pop(key) for key in ANIMATE_KEYS if key in job}
     driving, poses, audio_from = job.pop("driving", None), job.pop("poses", None), job.pop("audio_from", None)
+    check_names(job, generate_options, what="job option")
     try:
-        options = make_options(**job)
+        options = generate_options(**job)
     except (TypeError, ValueError) as exc:
         raise InputError(f"invalid job options ({exc})", "use the long option names and values of "
                                                          "`animator generate`") from exc
@@ -152,32 +154,30 @@ def run_job(job: dict[str, Any], runtime: Runtime, weights: WeightsHome, cache: 
         if audio_from is not None:
             raise InputError("audio_from is only for pose-folder jobs; animate jobs take the driving audio")
         return animate(reference, driving, output, options, runtime, weights=weights, cache=cache,
-                       pipeline=pipeline, force=force, **animate_args)
+                       pipeline=pipeline, force=force, ranks=ranks, **animate_args)
     if animate_args:
         raise InputError(f"{', '.join(animate_args)} only apply to jobs with a driving video")
     return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
-                    audio_from=audio_from, force=force)
+                    audio_from=audio_from, force=force, ranks=ranks)
 
 
 def _failed(index: int, output: str | None, exc: Exception, device: str | None) -> JobOutcome:
-    """The outcome of a job that raised ``exc``, with the exit code the CLI would give it."""
-    if isinstance(exc, AnimatorError):
-        return JobOutcome(index, output, error=str(exc), exit_code=exc.exit_code)
-    if (known := known_failure(exc, device)) is not None:  # out of memory, disk full
-        return JobOutcome(index, output, error=str(known), exit_code=known.exit_code)
-    return JobOutcome(index, output, error=f"{type(exc).__name__}: {exc}", exit_code=1)
+    """The outcome of a job that raised ``exc``: the line and exit code the CLI would give it."""
+    failure = classify(exc, device)
+    return JobOutcome(index, output, error=failure.cli_message, exit_code=failure.exit_code)
 
 
 def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache: StageCache,
               shard: tuple[int, int] = (0, 1), force: bool = False,
-              on_done: Callable[[JobOutcome], None] | None = None) -> list[JobOutcome]:
+              on_done: Callable[[JobOutcome], None] | None = None, ranks: Ranks | None = None) -> list[JobOutcome]:
     """Run this shard's jobs; each outcome holds the result or the one-line error of a failed job. Missing
     weights stop the batch before its first job (a WeightsError listing all of them)."""
     jobs = read_jobs(jobs_file)
     check_distinct_outputs(jobs)
     runtime = shard_runtime(runtime)
     weights.require_components(needed_weights(runtime))
-    pipeline = lazy_pipeline(weights, runtime)
+    ranks = ranks or Ranks()
+    pipeline = lazy_pipeline(weights, runtime, ranks)
     index, count = shard
     inputs = [job[key] for job in jobs for key in INPUT_KEYS if job.get(key) is not None]
     outcomes = []
@@ -187,9 +187,9 @@ def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache:
         try:
             if output is not None:  # another job's input is as precious as this job's own
                 check_output_path(job["output"], inputs)
-            outcome = JobOutcome(number, output, result=run_job(job, runtime, weights, cache, pipeline, force))
+            outcome = JobOutcome(number, output, result=run_job(job, runtime, weights, cache, pipeline, force, ranks))
         except (AnimatorError, RuntimeError, ValueError, OSError) as exc:  # e.g. CUDA out of memory on one video
-            if runtime.ranks.parallel:
+            if ranks.parallel:
                 raise  # the ranks render each job together: one rank's failure stops them all
             outcome = _failed(number, output, exc, runtime.device)
         outcomes.append(outcome)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from animator_cli.errors import AnimatorError, InputError, is_out_of_memory
+from animator_cli.errors import AnimatorError, InputError, Kind, classify, is_out_of_memory
 
 if TYPE_CHECKING:
     import torch
@@ -51,9 +51,9 @@ FAILURE_KEY = "failed"
 class PeerFailure(AnimatorError):
     """This rank stops because another one failed; ``silent`` when that rank printed the error itself."""
 
-    def __init__(self, message: str, exit_code: int, silent: bool, hint: str | None = None) -> None:
+    def __init__(self, message: str, kind: Kind, silent: bool, hint: str | None = None) -> None:
         super().__init__(message, hint)
-        self.exit_code, self.silent = exit_code, silent
+        self.kind, self.silent = Kind(kind), silent
 
 
 def shares(sizes: Sequence[int], parts: int) -> list[range]:
@@ -124,9 +124,9 @@ class Ranks:
     def report(self, exc: BaseException) -> None:
         """Leave this rank's failure in the store for the others (a `PeerFailure` was reported already)."""
         if self.parallel and not isinstance(exc, PeerFailure):
-            code, message = failure(exc)
+            kind, message = failure(exc)
             with contextlib.suppress(Exception):  # the store may be gone with rank 0
-                self.store.set(FAILURE_KEY, json.dumps({"rank": self.rank, "code": code, "message": message}))
+                self.store.set(FAILURE_KEY, json.dumps({"rank": self.rank, "kind": kind, "message": message}))
 
     @contextlib.contextmanager
     def collective(self) -> Iterator[None]:
@@ -142,10 +142,10 @@ class Ranks:
         with contextlib.suppress(Exception):
             if self.store.check([FAILURE_KEY]):
                 report = json.loads(self.store.get(FAILURE_KEY))
-                return PeerFailure(f"rank {report['rank']} failed: {report['message']}", report["code"], silent=True)
+                return PeerFailure(f"rank {report['rank']} failed: {report['message']}", report["kind"], silent=True)
         detail = _first_line(exc).split("] ", 1)[-1]  # without gloo's "[source.cc:line] " prefix
-        return PeerFailure(f"rank {self.rank}: another rank stopped without reporting an error ({detail[:200]})", 1,
-                           silent=False, hint="it was killed or lost its connection: see the launcher's log")
+        return PeerFailure(f"rank {self.rank}: another rank stopped without reporting an error ({detail[:200]})",
+                           Kind.INTERNAL, silent=False, hint="it was killed or lost its connection: see the launcher's log")
 
 
 class OrderedSum:
@@ -189,16 +189,11 @@ class OrderedSum:
         return self.total
 
 
-def failure(exc: BaseException) -> tuple[int, str]:
-    """(exit code, one-line message) of an exception, as the CLI would report it."""
-    code = getattr(exc, "exit_code", None)
-    if isinstance(exc, KeyboardInterrupt):
-        code, message = 130, "interrupted"
-    elif is_out_of_memory(exc):
-        code, message = 4, f"out of memory ({_first_line(exc)[:200]})"
-    else:
-        message = _first_line(exc)
-    return (code if isinstance(code, int) else 1), message
+def failure(exc: BaseException) -> tuple[str, str]:
+    """(kind, one-line message) of an exception, as the CLI reports it (`animator_cli.errors.classify`): what a
+    rank leaves for the others, so every rank exits with the failing rank's code."""
+    report = classify(exc)
+    return report.kind.value, report.cli_message
 
 
 def _first_line(exc: BaseException) -> str:
@@ -220,12 +215,12 @@ def timeout() -> timedelta:
 
 
 @contextlib.contextmanager
-def session(runtime: Runtime) -> Iterator[Runtime]:
-    """``runtime`` for this rank of a window-parallel run: the process group joined (NCCL on ``cuda:LOCAL_RANK``,
-    gloo on the CPU) and its `Ranks` attached; an exception is reported to the other ranks before it propagates.
-    A single process (WORLD_SIZE unset or 1) gets ``runtime`` unchanged."""
+def session(runtime: Runtime) -> Iterator[tuple[Runtime, Ranks]]:
+    """(``runtime`` for this rank, its `Ranks`) in a window-parallel run: the process group joined (NCCL on
+    ``cuda:LOCAL_RANK``, gloo on the CPU); an exception is reported to the other ranks before it propagates.
+    A single process (WORLD_SIZE unset or 1) gets ``runtime`` unchanged and the single-process `Ranks`."""
     if world_size() <= 1:
-        yield runtime
+        yield runtime, Ranks()
         return
     import torch
     import torch.distributed as dist
@@ -244,7 +239,7 @@ def session(runtime: Runtime) -> Iterator[Runtime]:
                             timeout=wait)
     ranks = Ranks(rank, size, store, wait)
     try:
-        yield dataclasses.replace(runtime, ranks=ranks)
+        yield runtime, ranks
     except BaseException as exc:
         ranks.report(exc)
         raise  # the process group is not torn down: peers may be gone, and the process ends here

@@ -6,7 +6,7 @@ step, and no HJB face optimisation. Each of these changes the pixels, so a draft
 framing, not of the final quality. Its options differ from the full render's, so the stage cache keeps the two
 apart. The CLI writes it beside the requested output as ``NAME.draft.mp4``.
 
-Torch-free: `animator_cli.options.make_options` applies it while validating options.
+Torch-free: `animator_cli.options.generate_options` applies it while validating options.
 """
 
 from __future__ import annotations

@@ -1,22 +1,45 @@
-"""One small exception hierarchy; the CLI maps each class to an exit code and prints one line."""
+"""One small exception hierarchy and the one policy that turns any exception into a failure report.
+
+Exceptions say what kind of failure they are (`Kind`); `classify` maps any exception (ours, torch's out of memory,
+a full disk, Ctrl-C, a bug) to its kind, exit code and one-line message. The CLI, `animator batch`, every rank of a
+multi-GPU run and the web page all report through it, so one failure reads the same everywhere.
+
+Library messages name an option by its Python name (``width``); the CLI spells it as its flag (``--width``)
+through `Failure.cli_message`.
+"""
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 
-class AnimatorError(Exception):
-    """Base class: an error the user can act on. ``exit_code`` is what the CLI exits with."""
+class Kind(str, enum.Enum):
+    """What went wrong, from the user's side. Its exit code is `EXIT_CODES`'s, the README's table."""
 
-    exit_code = 1
+    INTERNAL = "internal"  # a bug: the traceback helps
+    INPUT = "input"  # bad input or usage, a full disk: the user can fix it
+    WEIGHTS = "weights"  # missing or incompatible model weights
+    OUT_OF_MEMORY = "out_of_memory"
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM
+
+
+EXIT_CODES = {Kind.INTERNAL: 1, Kind.INPUT: 2, Kind.WEIGHTS: 3, Kind.OUT_OF_MEMORY: 4, Kind.INTERRUPTED: 130}
+
+
+class AnimatorError(Exception):
+    """Base class: an error the user can act on, of kind ``kind``. ``option``: the option at fault (Python name),
+    whose value starts the message."""
+
+    kind = Kind.INTERNAL
     silent = False  # the error line was printed by another process of the same job (animator_cli.distributed)
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, option: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
-        self.hint = hint
+        self.message, self.hint, self.option = message, hint, option
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -25,14 +48,22 @@ class AnimatorError(Exception):
 class InputError(AnimatorError):
     """Bad input or usage: a missing, unreadable or malformed file, an invalid option value."""
 
-    exit_code = 2
+    kind = Kind.INPUT
 
 
-def require_file(path: Path, what: str) -> Path:
-    """``path`` if it is a file, else an InputError naming ``what`` (e.g. "reference image") and the problem."""
+def option_error(option: str, value: object, problem: str, hint: str | None = None) -> InputError:
+    """An invalid option value, said as ``"<option> <value> <problem>"`` (``value`` None: left out) with the
+    option's Python name (the CLI spells it as its flag)."""
+    return InputError(" ".join(str(part) for part in (option, value, problem) if part is not None), hint,
+                      option=option)
+
+
+def require_file(path: Path, what: str, option: str | None = None) -> Path:
+    """``path`` if it is a file, else an InputError naming ``what`` (e.g. "reference image", or the ``option``
+    that names the file) and the problem."""
     if not Path(path).is_file():
         problem = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
-        raise InputError(f"{what} {path} {problem}")
+        raise InputError(f"{what} {path} {problem}", option=option)
     return Path(path)
 
 
@@ -47,13 +78,13 @@ class DiskFullError(InputError):
 class WeightsError(AnimatorError):
     """Missing or incompatible model weights."""
 
-    exit_code = 3
+    kind = Kind.WEIGHTS
 
 
 class OutOfMemoryError(AnimatorError):
     """The device ran out of memory; the hint says what to reduce."""
 
-    exit_code = 4
+    kind = Kind.OUT_OF_MEMORY
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(
@@ -76,12 +107,40 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def known_failure(exc: BaseException, device: str | None = None) -> AnimatorError | None:
-    """The AnimatorError a foreign exception stands for (out of memory: exit 4, disk full: exit 2), else None.
+def flag(option: str) -> str:
+    """The CLI's spelling of an option's Python name: ``face_opt_lr`` → ``--face-opt-lr``."""
+    return "--" + option.replace("_", "-")
 
-    The CLI and `animator batch` both ask this, so a failure gets the same code and line either way."""
-    if is_out_of_memory(exc):
-        return OutOfMemoryError(f"out of memory on {device or 'the device'}")
-    if is_disk_full(exc):
-        return DiskFullError(getattr(exc, "filename", None))
-    return None
+
+@dataclass(frozen=True)
+class Failure:
+    """What an exception means to the user: its kind, exit code and one line (library and CLI spellings)."""
+
+    kind: Kind
+    message: str
+    cli_message: str
+    silent: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.kind]
+
+
+def classify(exc: BaseException, device: str | None = None) -> Failure:
+    """The failure ``exc`` stands for: ours by their kind; the device out of memory (exit 4) and a full disk
+    (exit 2) from any library; Ctrl-C; anything else an internal error (exit 1)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Failure(Kind.INTERRUPTED, "interrupted", "interrupted")
+    if not isinstance(exc, AnimatorError):
+        if is_out_of_memory(exc):
+            exc = OutOfMemoryError(f"out of memory on {device or 'the device'}")
+        elif is_disk_full(exc):
+            exc = DiskFullError(getattr(exc, "filename", None))
+        else:
+            text = str(exc).strip().splitlines()
+            message = f"internal error: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+            return Failure(Kind.INTERNAL, message, message)
+    message = cli_message = str(exc)
+    if exc.option and message.startswith(exc.option):
+        cli_message = flag(exc.option) + message[len(exc.option):]
+    return Failure(exc.kind, message, cli_message, exc.silent)

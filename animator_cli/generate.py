@@ -29,6 +29,7 @@ import numpy as np
 from animator_cli.cache import CacheEntry, StageCache
 from animator_cli.check.report import preflight
 from animator_cli.device import device_type
+from animator_cli.distributed import Ranks
 from animator_cli.errors import InputError, require_file
 from animator_cli.face import FaceIdentity, face_stage, load_identity
 from animator_cli.fileio import atomic_path, check_output_path
@@ -46,7 +47,7 @@ from animator_cli.video import (
     plan_audio,
 )
 from animator_cli.video.frame_output import frame_output
-from animator_cli.weights.home import WeightsHome
+from animator_cli.weights.home import WeightsHome, resolve_checkpoint_dir
 
 if TYPE_CHECKING:  # torch, diffusers and the models load only when a video is rendered, never on a cached rerun
     from animator_cli.models.loading import AnimatorModels
@@ -78,10 +79,11 @@ class GenerateResult:
 PipelineLoader = Callable[[], "AnimationPipeline"]
 
 
-def load_pipeline(weights: WeightsHome, runtime: Runtime, models: AnimatorModels | None = None) -> AnimationPipeline:
+def load_pipeline(weights: WeightsHome, runtime: Runtime, models: AnimatorModels | None = None,
+                  ranks: Ranks | None = None) -> AnimationPipeline:
     """Load every network once, straight onto its device (the CPU when offloading), placed (and compiled,
     quantised) as ``runtime`` says; ``models`` already built (e.g. benchmarks' random ones) are used instead of
-    reading ``weights``."""
+    reading ``weights``. ``ranks``: the processes rendering each video together (`animator_cli.distributed`)."""
     with stage("loading models"):  # importing torch and diffusers is part of it: seconds
         import torch
 
@@ -99,7 +101,7 @@ def load_pipeline(weights: WeightsHome, runtime: Runtime, models: AnimatorModels
             models = load_models(weights, home, runtime.torch_dtype(), checkpoint_dir=runtime.checkpoint_dir)
         pipeline = AnimationPipeline(models, runtime.torch_device(), runtime.torch_dtype(), offload=runtime.offload,
                                      vae_on_cpu=runtime.vae_on_cpu, batch_cfg=runtime.batch_cfg,
-                                     window_batch=runtime.window_batch, ranks=runtime.ranks,
+                                     window_batch=runtime.window_batch, ranks=ranks,
                                      attention=runtime.attention, channels_last_3d=runtime.channels_last_3d)
         if runtime.temporal_conv_2d:
             from animator_cli.models.temporal_conv import use_temporal_conv_2d
@@ -117,10 +119,10 @@ def load_pipeline(weights: WeightsHome, runtime: Runtime, models: AnimatorModels
         return pipeline
 
 
-def lazy_pipeline(weights: WeightsHome, runtime: Runtime) -> PipelineLoader:
+def lazy_pipeline(weights: WeightsHome, runtime: Runtime, ranks: Ranks | None = None) -> PipelineLoader:
     """A loader that reads the models on its first call only, so cached runs never load them and many runs
     (``animator batch``) share one copy."""
-    return functools.cache(lambda: load_pipeline(weights, runtime))
+    return functools.cache(lambda: load_pipeline(weights, runtime, ranks=ranks))
 
 
 def pose_frames(folder: Path) -> list[Path]:
@@ -147,7 +149,8 @@ def pose_fps(folder: Path) -> float | None:
 def weights_signature(weights: WeightsHome, checkpoint_dir: Path | None,
                       face_opt: bool = False) -> dict[str, list[int]]:
     """Size and mtime of every weight file generation reads, so the cache follows a change of weights."""
-    animation = Path(checkpoint_dir) if checkpoint_dir else weights.animation_dir
+    # RUN and RUN/latest stand for the run's newest checkpoint: its files, not the folder's name, make the key
+    animation = resolve_checkpoint_dir(Path(checkpoint_dir)) if checkpoint_dir else weights.animation_dir
     files = [p for sub in ("unet", "vae", "image_encoder") for p in sorted((weights.svd_dir / sub).glob("*"))]
     files += sorted(p for p in animation.glob("*") if p.suffix in (".pth", ".safetensors"))
     files += weights.arcface_files() if face_opt else []
@@ -162,23 +165,30 @@ def needed_weights(runtime: Runtime, pose_backend: str | None = None) -> list[st
     return keys + (["dwpose"] if pose_backend == "dwpose" else [])
 
 
-def check_inputs(reference: Path, output: Path, options: GenerateOptions, runtime: Runtime, *,
+def check_inputs(reference: Path, output: Path | None, options: GenerateOptions, runtime: Runtime, *,
                  driving: Path | None = None, poses: Path | None = None, audio_from: Path | None = None,
                  face_masks: Path | None = None) -> None:
-    """Option values, then input and output paths (the output may be none of the inputs): checked before any work
-    and without importing anything heavy."""
+    """Option values, then input and output paths (the output, when there is one, may be none of the inputs):
+    checked before any work and without importing anything heavy."""
     options.validate()
     runtime.validate()
     if driving is not None and not Path(driving).exists():
         raise InputError(f"driving video {driving} does not exist")
-    if Path(output).suffix.lower() != ".mp4":
-        raise InputError(f"output {output} must end in .mp4")
-    check_output_path(Path(output), [reference, driving, poses, audio_from, face_masks])
+    if output is not None:
+        check_output(output, [reference, driving, poses, audio_from, face_masks])
     require_file(reference, "reference image")
     if audio_from is not None:
-        require_file(audio_from, "--audio-from")
+        require_file(audio_from, "audio_from", option="audio_from")
     if face_masks is not None and (options.face_opt is None or not Path(face_masks).is_dir()):
-        raise InputError(f"--face-masks {face_masks} needs --face-opt and must be a folder of frame_<i>.png")
+        raise InputError(f"face_masks {face_masks} needs face_opt and must be a folder of frame_<i>.png",
+                         option="face_masks")
+
+
+def check_output(output: Path, inputs: list[Path | None]) -> None:
+    """An mp4 path that is none of ``inputs`` and can be written."""
+    if Path(output).suffix.lower() != ".mp4":
+        raise InputError(f"output {output} must end in .mp4")
+    check_output_path(Path(output), inputs)
 
 
 def check_weights(weights: WeightsHome, runtime: Runtime, pose_backend: str | None = None) -> None:
@@ -188,24 +198,28 @@ def check_weights(weights: WeightsHome, runtime: Runtime, pose_backend: str | No
         resolve_backend(pose_backend, weights)  # an unknown name, or `auto` with neither DWPose nor MediaPipe
 
 
-def generate(reference: Path, poses: Path, output: Path, options: GenerateOptions = GenerateOptions(),
-             runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
-             pipeline: PipelineLoader | None = None, audio_from: Path | None = None,
-             frames_dir: Path | None = None, face_masks: Path | None = None, force: bool = False,
-             progress: Progress | None = None, report: Path | None = None) -> GenerateResult:
-    """Animate ``reference`` along the skeleton frames in ``poses`` and write an H.264 mp4 to ``output``.
+@dataclass(frozen=True)
+class Rendered:
+    """A render in the stage cache: its silent H.264 ``video`` and what `export` needs to write the output."""
 
-    ``audio_from`` muxes that video's audio; ``frames_dir`` also writes each frame as `frame_<i>.png` (this
-    renders even when the video is cached). ``pipeline`` returns loaded models (see `lazy_pipeline`); it is
-    called only when the video must be rendered. With ``options.face_opt``, the face boxes come from
-    ``face_masks`` (frame_<i>.png masks) when given, else from the pose folder's keypoints.npz.
-    A cached video is found without importing torch: the cache key needs only file hashes and parameters.
-    """
-    reference, poses, output = Path(reference), Path(poses), Path(output)
-    check_inputs(reference, output, options, runtime, poses=poses, audio_from=audio_from, face_masks=face_masks)
+    video: Path
+    result: GenerateResult  # its ``output`` is the cache's video until `export` writes elsewhere
+    options: GenerateOptions
+
+
+def render(reference: Path, poses: Path, options: GenerateOptions = GenerateOptions(),
+           runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
+           pipeline: PipelineLoader | None = None, audio_from: Path | None = None, frames_dir: Path | None = None,
+           face_masks: Path | None = None, force: bool = False, progress: Progress | None = None,
+           ranks: Ranks | None = None, outputs: list[Path] | None = None) -> Rendered:
+    """Animate ``reference`` along the skeleton frames in ``poses`` into the stage cache (or find it there): the
+    step `generate` and the Python API (`animator_cli.Animator`) share. ``outputs``: paths to be written after it,
+    that ``frames_dir`` must not clash with."""
+    reference, poses = Path(reference), Path(poses)
+    check_inputs(reference, None, options, runtime, poses=poses, audio_from=audio_from, face_masks=face_masks)
     frame_paths = pose_frames(poses)
     if frames_dir is not None:
-        check_output_path(frames_dir, [reference, poses, audio_from, face_masks, output],
+        check_output_path(frames_dir, [reference, poses, audio_from, face_masks, *(outputs or [])],
                           names=(f"frame_{i}.png" for i in range(len(frame_paths))))
     check_weights(weights, runtime)
     if audio_from is not None and plan_audio(Path(audio_from)) is None:  # unusable audio: known now, not at the end
@@ -214,7 +228,7 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     check_min_size(reference, "reference image", source.shape[1], source.shape[0])
     rgb = fit_image(source, options.width, options.height, options.fit)
     fps = options.fps or pose_fps(poses) or DEFAULT_FPS
-    ranks = runtime.ranks  # in a window-parallel run, rank 0 runs the cached stages and writes the output
+    ranks = ranks or Ranks()  # in a window-parallel run, rank 0 runs the cached stages and writes the output
     face_dir, _ = ranks.on_main(lambda: face_stage(reference, weights, cache, legacy_rgb=options.legacy_rgb_id,
                                                    allow_no_face=options.allow_no_face, device=runtime.device,
                                                    force=force))
@@ -228,31 +242,61 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
               "weights": weights_signature(weights, runtime.checkpoint_dir, options.face_opt is not None)}
     entry = cache.entry("generate", [reference, poses, *([face_masks] if face_masks else [])], params)
     cached = ranks.on_main(lambda: entry.done and not force and frames_dir is None)
-    result = GenerateResult(output, len(frame_paths), fps, options.width, options.height, cached,
+    result = GenerateResult(entry.path / VIDEO_FILE, len(frame_paths), fps, options.width, options.height, cached,
                             Path(audio_from) if audio_from else None)
     if cached:
         log.info("generation cached: %s", entry.path)
     else:
         work = _render(entry, rgb, source.shape[1::-1], face, poses, frame_paths, fps, options, runtime, weights,
-                       pipeline, frames_dir, face_masks, progress, force)
+                       pipeline, frames_dir, face_masks, progress, force, ranks)
         log.info("UNet work: %d calls (%d shallow), %.4g TFLOP", work.calls, work.shallow_calls, work.tflop)
         result = replace(result, unet_calls=work.calls, unet_shallow_calls=work.shallow_calls, unet_tflop=work.tflop)
+    return Rendered(entry.path / VIDEO_FILE, result, options)
+
+
+def generate(reference: Path, poses: Path, output: Path, options: GenerateOptions = GenerateOptions(),
+             runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
+             pipeline: PipelineLoader | None = None, audio_from: Path | None = None,
+             frames_dir: Path | None = None, face_masks: Path | None = None, force: bool = False,
+             progress: Progress | None = None, report: Path | None = None,
+             ranks: Ranks | None = None) -> GenerateResult:
+    """Animate ``reference`` along the skeleton frames in ``poses`` and write an H.264 mp4 to ``output``.
+
+    ``audio_from`` muxes that video's audio; ``frames_dir`` also writes each frame as `frame_<i>.png` (this
+    renders even when the video is cached). ``pipeline`` returns loaded models (see `lazy_pipeline`); it is
+    called only when the video must be rendered. With ``options.face_opt``, the face boxes come from
+    ``face_masks`` (frame_<i>.png masks) when given, else from the pose folder's keypoints.npz.
+    A cached video is found without importing torch: the cache key needs only file hashes and parameters.
+    """
+    output = Path(output)
+    check_inputs(Path(reference), output, options, runtime, poses=Path(poses), audio_from=audio_from,
+                 face_masks=face_masks)
+    ranks = ranks or Ranks()
+    rendered = render(reference, poses, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
+                      audio_from=audio_from, frames_dir=frames_dir, face_masks=face_masks, force=force,
+                      progress=progress, ranks=ranks, outputs=[output])
+    result = replace(rendered.result, output=output)
     if not ranks.is_main:  # rank 0 writes the output
         return result
-    _export(entry.path / VIDEO_FILE, output, audio_from)
+    export(rendered.video, output, result.audio_from)
     if report is not None:  # the identity timeline of the video just written (animator_cli.check.timeline)
         from animator_cli.check.timeline import write_identity_report
 
-        write_identity_report(report, output, reference, weights=weights, device=runtime.device, fps=fps,
-                              tile=options.sampling.tile, overlap=options.sampling.overlap,
-                              hjb_steps=(options.face_opt.start, options.face_opt.end) if options.face_opt else None)
+        write_identity_report(report, output, reference, weights=weights, device=runtime.device, fps=result.fps,
+                              **timeline_marks(options))
     return result
+
+
+def timeline_marks(options: GenerateOptions) -> dict[str, Any]:
+    """What the identity timeline marks on its plot: the windows' tiling and HJB's steps."""
+    return {"tile": options.sampling.tile, "overlap": options.sampling.overlap,
+            "hjb_steps": (options.face_opt.start, options.face_opt.end) if options.face_opt else None}
 
 
 def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], face: FaceIdentity, poses: Path,
             frame_paths: list[Path], fps: float, options: GenerateOptions, runtime: Runtime, weights: WeightsHome,
             pipeline: PipelineLoader | None, frames_dir: Path | None, face_masks: Path | None,
-            progress: Progress | None, force: bool) -> UNetWork:
+            progress: Progress | None, force: bool, ranks: Ranks) -> UNetWork:
     """Render the video into the cache ``entry`` (and ``frames_dir``); the only part that needs torch. ``force``
     replaces an entry that another process finished meanwhile (it is kept otherwise). Poses are read and frames
     encoded chunk by chunk as the pipeline needs and decodes them, so memory does not grow with the length. Returns
@@ -262,16 +306,16 @@ def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], fa
     from animator_cli.hjb import build_refiner
     from animator_cli.sampling.pose_frames import FittedPoses
 
+    animation = (pipeline or lazy_pipeline(weights, runtime, ranks))()
     refine = None if options.face_opt is None else build_refiner(
         rgb, source_size, face, poses, len(frame_paths), options.face_opt, fit=options.fit,
         steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks,
-        ranks=runtime.ranks)
-    animation = (pipeline or lazy_pipeline(weights, runtime))()
+        ranks=ranks)
     skeletons = FittedPoses(frame_paths, options.width, options.height, options.fit)
     generator = torch.Generator(device=animation.device).manual_seed(options.seed)
     run = functools.partial(animation, rgb, skeletons, face.embedding, options.sampling, generator, progress,
                             refine=refine)
-    if not runtime.ranks.is_main:  # rank 0 decodes and writes the video
+    if not ranks.is_main:  # rank 0 decodes and writes the video
         run()
         return animation.work
     with entry.writing(replace=force) as tmp, frame_output(tmp / VIDEO_FILE, fps, options.crf, frames_dir) as sink:
@@ -283,7 +327,7 @@ def animate(reference: Path, driving: Path, output: Path, options: GenerateOptio
             runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
             pipeline: PipelineLoader | None = None, align: str = "global", pose_backend: str = "auto",
             max_frames: int | None = None, force: bool = False, progress: Progress | None = None,
-            check: str = "warn", report: Path | None = None) -> GenerateResult:
+            check: str = "warn", report: Path | None = None, ranks: Ranks | None = None) -> GenerateResult:
     """Animate ``reference`` with the motion of the ``driving`` video: pose extraction aligned to the
     reference, identity, generation, the driving audio muxed in. Each stage is cached. Options, paths and
     weights are all checked before the pose stage starts; in a window-parallel run rank 0 runs the check and the
@@ -292,19 +336,39 @@ def animate(reference: Path, driving: Path, output: Path, options: GenerateOptio
     ``check``: the alignment preflight first (`animator check`; warn logs, strict stops on a warning, off).
     ``report``: also write the identity timeline of the result into that folder."""
     check_inputs(Path(reference), Path(output), options, runtime, driving=Path(driving))
+    ranks = ranks or Ranks()
+    poses = driving_poses(reference, driving, runtime, weights=weights, cache=cache, align=align,
+                          pose_backend=pose_backend, max_frames=max_frames, force=force, progress=progress,
+                          check=check, ranks=ranks)
+    return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
+                    audio_from=driving_audio(driving), force=force, progress=progress, report=report, ranks=ranks)
+
+
+def driving_poses(reference: Path, driving: Path, runtime: Runtime, *, weights: WeightsHome, cache: StageCache,
+                  align: str = "global", pose_backend: str = "auto", max_frames: int | None = None,
+                  force: bool = False, progress: Progress | None = None, check: str = "warn",
+                  ranks: Ranks | None = None) -> Path:
+    """The pose folder of ``driving`` aligned to ``reference`` (cached), after the alignment preflight ``check``;
+    run by rank 0 of a window-parallel run."""
+    if not Path(driving).exists():
+        raise InputError(f"driving video {driving} does not exist")
     check_weights(weights, runtime, pose_backend)
-    runtime.ranks.on_main(lambda: preflight(reference, driving, check, weights=weights, cache=cache, align=align,
-                                            backend=pose_backend, device=runtime.device, max_frames=max_frames))
-    poses = runtime.ranks.on_main(lambda: extract_pose(
+    ranks = ranks or Ranks()
+    ranks.on_main(lambda: preflight(reference, driving, check, weights=weights, cache=cache, align=align,
+                                    backend=pose_backend, device=runtime.device, max_frames=max_frames))
+    return ranks.on_main(lambda: extract_pose(
         Path(driving), reference=Path(reference), align=align, backend=pose_backend, max_frames=max_frames,
         weights=weights, cache=cache, device=runtime.device, force=force, progress=progress))
-    audio = Path(driving) if Path(driving).is_file() else None
-    return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
-                    audio_from=audio, force=force, progress=progress, report=report)
 
 
-def _export(video: Path, output: Path, audio_from: Path | None) -> None:
-    """Copy the cached silent video to ``output``, with ``audio_from``'s audio muxed in when given."""
+def driving_audio(driving: Path) -> Path | None:
+    """Where an animation's audio comes from: the driving video (not a frame folder)."""
+    return Path(driving) if Path(driving).is_file() else None
+
+
+def export(video: Path, output: Path, audio_from: Path | None) -> None:
+    """Copy the cached silent video to ``output`` (whole, or not at all), with ``audio_from``'s audio muxed in
+    when given."""
     if audio_from is not None:
         mux_audio(video, Path(audio_from), output)
         return

@@ -76,17 +76,18 @@ def worker(home: Path, poses: Path, steps: int) -> None:
     from animator_cli.cache import StageCache
     from animator_cli.distributed import session
     from animator_cli.generate import generate
-    from animator_cli.options import Runtime, make_options
+    from animator_cli.options import Runtime, generate_options
     from animator_cli.weights.home import WeightsHome
 
     torch.set_num_threads(1)
     marks: list[float] = []
-    with tempfile.TemporaryDirectory() as scratch, session(Runtime(device="cpu")) as runtime:
+    with tempfile.TemporaryDirectory() as scratch, session(Runtime(device="cpu")) as (runtime, ranks):
         cache = StageCache(Path(scratch) / "cache")  # each rank its own: no run is served from the cache
         generate(Path(skimage.__file__).parent / "data" / "astronaut.png", poses, Path(scratch) / "out.mp4",
-                 make_options(width=64, height=64, steps=steps, allow_no_face=True), runtime,
-                 weights=WeightsHome(home), cache=cache, progress=lambda done, total: marks.append(time.perf_counter()))
-        if runtime.ranks.is_main:
+                 generate_options(width=64, height=64, steps=steps, allow_no_face=True), runtime,
+                 weights=WeightsHome(home), cache=cache, ranks=ranks,
+                 progress=lambda done, total: marks.append(time.perf_counter()))
+        if ranks.is_main:
             print(json.dumps({"loop_s": marks[-1] - marks[0], "steps_timed": len(marks) - 1}))
 
 

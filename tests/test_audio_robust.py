@@ -15,7 +15,7 @@ from media import clip_with_audio, clip_with_pcm_audio
 from PIL import Image
 
 from animator_cli.generate import generate
-from animator_cli.options import make_options
+from animator_cli.options import generate_options
 from animator_cli.video import mux_audio, plan_audio, probe, write_video
 
 
@@ -122,7 +122,7 @@ def test_generate_knows_about_unusable_audio_before_generating(tiny_home, tmp_pa
         return load_pipeline(tiny_home, Runtime(device="cpu"))
 
     with caplog.at_level(logging.INFO, logger="animator"):
-        result = generate(astronaut_path, poses, tmp_path / "out.mp4", make_options(width=64, height=64, steps=1),
+        result = generate(astronaut_path, poses, tmp_path / "out.mp4", generate_options(width=64, height=64, steps=1),
                           Runtime(device="cpu"), weights=tiny_home, cache=StageCache(tmp_path / "cache"),
                           pipeline=loader, audio_from=_garbage_audio(tmp_path / "broken.mkv"))
     assert warned_before == [True] and result.audio_from is None

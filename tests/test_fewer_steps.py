@@ -21,7 +21,7 @@ from animator_cli.batch import run_job
 from animator_cli.draft import draft_output, draft_size, full_output
 from animator_cli.errors import InputError
 from animator_cli.generate import load_pipeline
-from animator_cli.options import Runtime, SamplingOptions, make_options
+from animator_cli.options import Runtime, SamplingOptions, generate_options
 from animator_cli.sampling.feature_reuse import UNetCaller, shallow, tapped, unet_forward
 from animator_cli.sampling.flops import FULL, SHALLOW, UNetWork, WorkCounter, count_flops
 from animator_cli.sampling.schedule import KarrasSchedule, c_noise
@@ -206,10 +206,10 @@ def test_draft_sizes_and_names():
     draft = draft_output(Path("out/clip.mp4"))
     assert draft == Path("out/clip.draft.mp4") and draft_output(draft) == draft
     assert full_output(draft) == Path("out/clip.mp4")
-    options = make_options(resolution="576x1024", draft=True)
+    options = generate_options(resolution="576x1024", draft=True)
     s = options.sampling
     assert (options.width, options.height, s.steps, s.schedule, s.reuse_features) == (256, 448, 8, "ays", 2)
-    assert options.face_opt is None and make_options(draft=True, steps=8, schedule="ays").sampling == s
+    assert options.face_opt is None and generate_options(draft=True, steps=8, schedule="ays").sampling == s
     ui = RenderSettings(draft=True, width=64, height=64).options()
     assert (ui.width, ui.sampling.steps, ui.sampling.reuse_features) == (64, 8, 2)
 
@@ -234,7 +234,7 @@ def test_bad_values_are_refused_by_the_library_too():
     for bad in ({"schedule": "euler"}, {"reuse_features": 0}, {"reuse_features": True}, {"reuse_features": 1.5},
                 {"draft": True, "face_opt": True}, {"draft": True, "reuse_features": 4}):
         with pytest.raises(InputError):
-            make_options(**bad)
+            generate_options(**bad)
 
 
 def test_cli_draft_writes_beside_the_output_with_its_own_cache_entry(cli, tiny_home, tmp_path, astronaut_path):

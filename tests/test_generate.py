@@ -15,7 +15,7 @@ import animator_cli.generate as generation
 from animator_cli.cache import StageCache
 from animator_cli.errors import InputError
 from animator_cli.generate import generate, load_pipeline
-from animator_cli.options import GenerateOptions, Runtime, SamplingOptions, make_options
+from animator_cli.options import GenerateOptions, Runtime, SamplingOptions, generate_options
 from animator_cli.sampling.conditioning import reference_latent, to_tensor
 from animator_cli.sampling.fit import fit_image
 from animator_cli.sampling.pipeline import AnimationPipeline
@@ -67,7 +67,7 @@ def test_generate_writes_one_frame_per_pose(tiny_home, pipeline, cache, tmp_path
     unet_forward = pipeline.models.unet.forward
     pipeline.models.unet.forward = lambda *a, **k: calls.append(a[0].shape) or unet_forward(*a, **k)
     try:
-        result = generate(astronaut_path, poses, tmp_path / "out.mp4", make_options(**FAST), weights=tiny_home,
+        result = generate(astronaut_path, poses, tmp_path / "out.mp4", generate_options(**FAST), weights=tiny_home,
                           cache=cache, pipeline=lambda: pipeline)
     finally:
         del pipeline.models.unet.forward
@@ -136,18 +136,19 @@ def test_cli_bad_options_exit_2(cli, tiny_home, tmp_path, astronaut_path, args, 
 
 
 def test_options_limits_are_checked_in_the_library():
-    """Python callers and batch jobs get the same checks as the CLI; 0 is a value, not "unset"."""
-    with pytest.raises(InputError, match="--width 0"):
-        make_options(width=0)
+    """Python callers and batch jobs get the same checks as the CLI; 0 is a value, not "unset". The library names
+    the option as Python spells it (the CLI prints its flag: tests/test_api.py)."""
+    with pytest.raises(InputError, match="^width 0"):
+        generate_options(width=0)
     with pytest.raises(InputError, match="4096"):
-        make_options(width=8192, height=64)
+        generate_options(width=8192, height=64)
     face_opt_nan = {"face_opt": True, "face_opt_steps": "0:0", "face_opt_lr": float("nan")}
     for bad in ({"fps": float("inf")}, {"fps": 10**400}, {"seed": 2**63}, {"steps": "3"}, {"guidance": "nan"},
                 {"motion_bucket": -1}, {"id_scale": float("nan")}, face_opt_nan):
         with pytest.raises(InputError):
-            make_options(**{**FAST, **bad})
-    assert make_options(width=4096, height=64, seed=2**63 - 1, steps=1000).width == 4096
-    with pytest.raises(InputError, match="--fps"):
+            generate_options(**{**FAST, **bad})
+    assert generate_options(width=4096, height=64, seed=2**63 - 1, steps=1000).width == 4096
+    with pytest.raises(InputError, match="^fps inf"):
         GenerateOptions(fps=float("inf")).validate()
 
 
@@ -241,7 +242,7 @@ def test_interrupted_generation_leaves_no_video(tiny_home, pipeline, cache, tmp_
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        generate(astronaut_path, poses, tmp_path / "out" / "o.mp4", make_options(**FAST), weights=tiny_home,
+        generate(astronaut_path, poses, tmp_path / "out" / "o.mp4", generate_options(**FAST), weights=tiny_home,
                  cache=cache, pipeline=lambda: pipeline, progress=interrupt)
     assert not (tmp_path / "out" / "o.mp4").exists()
     assert not list(cache.root.glob("generate/*/manifest.json"))
@@ -313,7 +314,7 @@ def test_options_defaults_match_the_release():
     s = options.sampling
     assert (s.steps, s.min_guidance, s.max_guidance, s.tile, s.overlap, s.noise_aug, s.motion_bucket, s.cond_fps,
             s.decode_chunk) == (25, 3.0, 3.0, 16, 4, 0.02, 127, 7, 4)
-    portrait = make_options(resolution="576x1024")
+    portrait = generate_options(resolution="576x1024")
     assert (portrait.width, portrait.height) == (576, 1024)
 
 

@@ -30,7 +30,7 @@ from animator_cli.hjb import refine as refine_module
 from animator_cli.hjb.boxes import FIVE_FROM_68, five_points, template_box
 from animator_cli.hjb.memory import DecodePlan
 from animator_cli.hjb.refine import StepRecord, latent_window
-from animator_cli.options import FaceOptOptions, Runtime, SamplingOptions, make_options, parse_steps
+from animator_cli.options import FaceOptOptions, Runtime, SamplingOptions, generate_options, parse_steps
 from animator_cli.pose.draw import draw_pose
 from animator_cli.pose.keypoints import FACE, NUM_POINTS, Pose, PoseTrack, save_keypoints
 from animator_cli.sampling.fit import Fit, fit_image
@@ -491,16 +491,16 @@ def test_cli_animate_face_opt(cli, tiny_home, tmp_path, astronaut_path):
 
 def test_make_options_face_opt():
     """The CLI's and batch jobs' names map onto FaceOptOptions; off by default."""
-    assert make_options().face_opt is None
-    options = make_options(steps=10, face_opt=True, face_opt_iters=2, face_opt_steps="3:7", face_opt_lr=0.05,
+    assert generate_options().face_opt is None
+    options = generate_options(steps=10, face_opt=True, face_opt_iters=2, face_opt_steps="3:7", face_opt_lr=0.05,
                            face_opt_margin=4)
     assert options.face_opt == FaceOptOptions(iters=2, start=3, end=7, lr=0.05, margin=4)
     assert asdict(options)["face_opt"] == {"iters": 2, "start": 3, "end": 7, "lr": 0.05, "margin": 4}
-    assert make_options(steps=3, face_opt=True).face_opt.end == 20  # steps past the last one are simply not reached
+    assert generate_options(steps=3, face_opt=True).face_opt.end == 20  # steps past the last one are simply not reached
     with pytest.raises(InputError, match="below --steps"):
-        make_options(steps=3, face_opt=True, face_opt_steps="5:6")
+        generate_options(steps=3, face_opt=True, face_opt_steps="5:6")
     with pytest.raises(InputError, match="must not be negative"):
-        make_options(face_opt=True, face_opt_margin=-1)
+        generate_options(face_opt=True, face_opt_margin=-1)
 
 
 def test_decode_plan_follows_free_memory(pipeline, monkeypatch):

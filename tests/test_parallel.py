@@ -21,7 +21,7 @@ import torch
 from test_hjb import _face_pose, pose_folder
 
 from animator_cli.distributed import PeerFailure, Ranks, failure, shares, timeout
-from animator_cli.errors import InputError, OutOfMemoryError
+from animator_cli.errors import InputError, OutOfMemoryError, classify
 from animator_cli.video import iter_frames, load_image
 
 WORKER = Path(__file__).with_name("rank_worker.py")
@@ -47,12 +47,15 @@ def test_every_window_has_one_owner_and_loads_differ_by_one(count):
     assert max(map(len, owned)) - min(map(len, owned)) <= 1
 
 
-def test_failure_codes():
-    assert failure(InputError("bad", "hint")) == (2, "bad (hint)")
-    assert failure(OutOfMemoryError("out of memory"))[0] == 4
-    assert failure(torch.OutOfMemoryError("CUDA out of memory. Tried"))[0] == 4
-    assert failure(KeyboardInterrupt()) == (130, "interrupted")
-    assert failure(ValueError("x\ny")) == (1, "x")
+def test_failure_kinds():
+    """What a rank leaves for the others: the kind (its exit code is the CLI's) and the CLI's line."""
+    assert failure(InputError("bad", "hint")) == ("input", "bad (hint)")
+    assert failure(OutOfMemoryError("out of memory"))[0] == "out_of_memory"
+    assert failure(torch.OutOfMemoryError("CUDA out of memory. Tried"))[0] == "out_of_memory"
+    assert failure(KeyboardInterrupt()) == ("interrupted", "interrupted")
+    assert failure(ValueError("x\ny")) == ("internal", "internal error: ValueError: x")
+    assert failure(OSError(28, "No space left on device", "/data/out.mp4")) == (
+        "input", "no space left on device at /data/out.mp4 (free some space or write the output elsewhere)")
 
 
 def _pair() -> tuple[Ranks, Ranks]:
@@ -82,7 +85,7 @@ def test_a_stage_failing_on_rank_0_fails_the_others_with_its_code_silently():
         main.on_main(bad_video)
     with pytest.raises(PeerFailure) as raised:
         other.on_main(bad_video)
-    assert (raised.value.exit_code, raised.value.silent) == (2, True)
+    assert (classify(raised.value).exit_code, raised.value.silent) == (2, True)
     assert "driving video x.mp4" in str(raised.value)
 
 
@@ -90,12 +93,12 @@ def test_a_broken_collective_reads_the_failed_rank_s_report():
     main, other = _pair()
     with pytest.raises(PeerFailure) as lost, other.collective():
         raise RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:6559")
-    assert (lost.value.exit_code, lost.value.silent) == (1, False)
+    assert (classify(lost.value).exit_code, lost.value.silent) == (1, False)
     assert "another rank stopped without reporting an error (Connection closed by peer" in str(lost.value)
     main.report(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     with pytest.raises(PeerFailure) as reported, other.collective():
         raise RuntimeError("Connection closed by peer")
-    assert (reported.value.exit_code, reported.value.silent) == (4, True)
+    assert (classify(reported.value).exit_code, reported.value.silent) == (4, True)
     assert str(reported.value).startswith("rank 0 failed: out of memory")
 
 

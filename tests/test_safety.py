@@ -20,7 +20,7 @@ from media import clip_with_audio, stick_poses
 from PIL import Image
 
 import animator_cli.batch as batch
-from animator_cli.errors import DiskFullError, InputError, is_disk_full, known_failure
+from animator_cli.errors import DiskFullError, InputError, classify, is_disk_full
 from animator_cli.fileio import atomic_path, check_output_path
 from animator_cli.video import MAX_PIXELS, list_frames, load_image, probe, write_frame
 
@@ -234,8 +234,8 @@ def test_disk_full_from_deep_inside_a_write(tmp_path: Path, monkeypatch) -> None
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
 def test_one_classifier_for_cli_and_batch(cli, tiny_home, tmp_path: Path, monkeypatch, code) -> None:
     exc = OSError(code, os.strerror(code), "/data/out.mp4")
-    assert is_disk_full(exc) and known_failure(exc).exit_code == 2
-    assert known_failure(OSError(errno.EACCES, "denied")) is None
+    assert is_disk_full(exc) and classify(exc).exit_code == 2
+    assert classify(OSError(errno.EACCES, "denied")).kind == "internal"
     (tmp_path / "jobs.yaml").write_text("jobs:\n  - {reference: r.png, poses: p, output: a.mp4}\n")
 
     def fail(*_):

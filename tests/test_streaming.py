@@ -18,7 +18,7 @@ from animator_cli.cache import StageCache
 from animator_cli.errors import DiskFullError
 from animator_cli.face import face_stage, load_identity
 from animator_cli.generate import generate, load_pipeline
-from animator_cli.options import Runtime, make_options
+from animator_cli.options import Runtime, generate_options
 from animator_cli.sampling.fit import fit_image
 from animator_cli.sampling.pipeline import AnimationPipeline
 from animator_cli.sampling.pose_features import PoseFeatures, _runs
@@ -60,7 +60,7 @@ def test_runs_split_frames_at_gaps_and_chunk_edges():
 
 def test_fitted_poses_read_only_the_frames_of_a_slice(tmp_path, monkeypatch):
     paths = list_frames(_skeletons(tmp_path / "poses", 5, size=(64, 96)))
-    poses = FittedPoses(paths, 64, 64, make_options().fit)
+    poses = FittedPoses(paths, 64, 64, generate_options().fit)
     read = []
     monkeypatch.setattr("animator_cli.sampling.pose_frames.load_image", lambda p: read.append(p) or load_image(p))
     assert len(poses) == 5 and poses[1:3].shape == (2, 64, 64, 3) and read == paths[1:3]
@@ -80,7 +80,7 @@ def test_generate_streams_and_equals_the_whole_array_path(tiny_home, pipeline, t
     """52 frames in four windows of 16 (overlap 4): the poses, the PoseNet features and the decoded frames go
     through chunk by chunk, and the mp4 and the --frames-dir PNGs equal what the whole-array path makes."""
     poses = _skeletons(tmp_path / "poses", FRAMES, size=(64, 96))
-    options = make_options(width=64, height=64, steps=1, tile=TILE, overlap=OVERLAP)
+    options = generate_options(width=64, height=64, steps=1, tile=TILE, overlap=OVERLAP)
     cache = StageCache(tmp_path / "cache")
 
     # The whole-array path: every pose in one array, every feature computed up front, every frame returned.
@@ -136,7 +136,7 @@ def test_a_failed_render_leaves_the_frames_folder_as_it_was(tiny_home, pipeline,
 
     monkeypatch.setattr(VideoWriter, "write", full_disk)
     with pytest.raises(DiskFullError, match="no space left on device"):
-        generate(astronaut_path, poses, tmp_path / "out.mp4", make_options(width=64, height=64, steps=1),
+        generate(astronaut_path, poses, tmp_path / "out.mp4", generate_options(width=64, height=64, steps=1),
                  weights=tiny_home, cache=StageCache(tmp_path / "cache"), pipeline=lambda: pipeline,
                  frames_dir=frames_dir)
     assert [p.name for p in frames_dir.iterdir()] == ["frame_0.png"] and (frames_dir / "frame_0.png").read_bytes() \

@@ -20,7 +20,7 @@ from animator_cli.cache import StageCache
 from animator_cli.cli import context
 from animator_cli.cli.context import configure_logging, settings, stderr
 from animator_cli.cli.help import HELP_OPTIONS, tidy_help
-from animator_cli.errors import AnimatorError, known_failure
+from animator_cli.errors import classify
 from animator_cli.weights.home import WeightsHome
 
 # Typer ≥ 0.29 vendors click; take the exception classes from wherever its Exit lives.
@@ -166,15 +166,15 @@ def run(argv: list[str] | None = None) -> int:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         return _fail(f"{exc.format_message()}{hint}", exc.exit_code)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
-    except AnimatorError as exc:
-        return exc.exit_code if exc.silent else _fail(str(exc), exc.exit_code)
-    except Exception as exc:
-        if (known := known_failure(exc, settings.device)) is not None:  # out of memory, disk full
-            return _fail(str(known), known.exit_code)
-        hint = "" if settings.verbose else " (rerun with --verbose for the traceback)"
-        return _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1)
+    except BaseException as exc:  # one policy (animator_cli.errors.classify): Ctrl-C, ours, OOM, disk full, bugs
+        if isinstance(exc, SystemExit):
+            raise
+        failure = classify(exc, settings.device)
+        if failure.silent:
+            return failure.exit_code
+        internal = failure.kind == "internal" and not settings.verbose
+        hint = " (rerun with --verbose for the traceback)" if internal else ""
+        return _fail(failure.cli_message + hint, failure.exit_code)
 
 
 def main() -> None:

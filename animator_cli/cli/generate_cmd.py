@@ -33,13 +33,15 @@ from animator_cli.errors import InputError
 from animator_cli.options import (
     DEFAULT_SEED,
     FaceOptOptions,
+    Fit,
     Runtime,
     SamplingOptions,
-    make_options,
+    generate_options,
+    runtime_options,
 )
-from animator_cli.sampling.fit import Fit
 
 if TYPE_CHECKING:
+    from animator_cli.distributed import Ranks
     from animator_cli.generate import GenerateResult
 
 # The stages (torch, diffusers) are imported inside the commands, so --help and bad options answer at once.
@@ -145,18 +147,14 @@ Check = Annotated[CheckMode, typer.Option(
 
 
 def build_runtime(dtype: DtypeChoice | None = None, offload: bool = False, vae_on_cpu: bool = False,
-                  split_cfg: bool = False, checkpoint: Path | None = None, device: str | None = None,
-                  compiled: bool = False, window_batch: int = 1, compile_mode: CompileModeChoice | None = None,
+                  split_cfg: bool = False, checkpoint: Path | None = None, compiled: bool = False,
+                  window_batch: int = 1, compile_mode: CompileModeChoice | None = None,
                   attention: AttentionChoice | None = None, fp8: bool = False) -> Runtime:
-    run_folder = Path(checkpoint).parent if checkpoint is not None and Path(checkpoint).name == "latest" else checkpoint
-    if run_folder is not None and not Path(run_folder).is_dir():
-        raise InputError(f"--checkpoint {checkpoint} is not a folder", "pass RUN/checkpoint-N, RUN or RUN/latest")
-    runtime = Runtime(device=device or settings.device, dtype=dtype.value if dtype else None, offload=offload,
-                      vae_on_cpu=vae_on_cpu, batch_cfg=not split_cfg, checkpoint_dir=checkpoint, compile=compiled,
-                      window_batch=window_batch or None, compile_mode=compile_mode.value if compile_mode else "default",
-                      attention=attention.value if attention else "auto", fp8=fp8)
-    runtime.validate()
-    return runtime
+    """The Runtime of the command's memory and speed options (by name, through `runtime_options`)."""
+    return runtime_options(device=settings.device, dtype=dtype.value if dtype else None, offload=offload,
+                           vae_on_cpu=vae_on_cpu, split_cfg=split_cfg, checkpoint=checkpoint, compile=compiled,
+                           window_batch=window_batch, compile_mode=compile_mode.value if compile_mode else "default",
+                           attention=attention.value if attention else "auto", fp8=fp8)
 
 
 def draft_note(result: GenerateResult) -> None:
@@ -173,16 +171,15 @@ class Parallel(str, enum.Enum):
 
 
 @contextlib.contextmanager
-def rank_session(runtime: Runtime) -> Iterator[Runtime]:
-    """``runtime`` joined to the other processes of a torchrun / accelerate launch (one video on many GPUs);
-    only rank 0 logs, shows progress and prints results, each rank prints only its own error."""
+def rank_session(runtime: Runtime) -> Iterator[tuple[Runtime, Ranks]]:
+    """(``runtime``, this process's `Ranks`) joined to the other processes of a torchrun / accelerate launch (one
+    video on many GPUs); only rank 0 logs, shows progress and prints results, each rank prints only its own error."""
     from animator_cli.distributed import session
 
-    with session(runtime) as runtime:
-        if not runtime.ranks.is_main:
-            settings.quiet = True
+    with session(runtime) as (runtime, ranks):
+        if not ranks.is_main:
             configure_logging(True, settings.verbose)
-        yield runtime
+        yield runtime, ranks
 
 
 @app.command("generate")
@@ -215,20 +212,23 @@ def generate(
     draft: Draft = False,
 ) -> None:
     """Animate REFERENCE along the skeleton frames in POSES; writes an H.264 mp4."""
-    options = make_options(resolution.value, width, height, seed, steps, guidance, min_guidance, tile, overlap,
-                           noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
-                           allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr, face_opt_margin,
-                           schedule=schedule.value, reuse_features=reuse_features, draft=draft)
+    options = generate_options(
+        resolution=resolution.value, width=width, height=height, seed=seed, steps=steps, guidance=guidance,
+        min_guidance=min_guidance, tile=tile, overlap=overlap, noise_aug=noise_aug, motion_bucket=motion_bucket,
+        fps=fps, id_scale=id_scale, crf=crf, fit=fit, decode_chunk=decode_chunk, legacy_rgb_id=legacy_rgb_id,
+        allow_no_face=allow_no_face, face_opt=face_opt, face_opt_iters=face_opt_iters, face_opt_steps=face_opt_steps,
+        face_opt_lr=face_opt_lr, face_opt_margin=face_opt_margin, schedule=schedule.value,
+        reuse_features=reuse_features, draft=draft)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
                             window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
     from animator_cli.generate import generate as generate_stage
 
-    with rank_session(runtime) as runtime, stage_display("generate") as progress:
+    with rank_session(runtime) as (runtime, ranks), stage_display("generate", ranks.is_main) as progress:
         result = generate_stage(reference, poses, draft_output(output) if draft else output, options, runtime,
                                 weights=settings.weights, cache=settings.cache, audio_from=audio_from,
                                 frames_dir=frames_dir, face_masks=face_masks, force=force, progress=progress,
-                                report=report)
-    if runtime.ranks.is_main:
+                                report=report, ranks=ranks)
+    if ranks.is_main:
         emit(result.as_dict(), [result.output])
         if draft:
             draft_note(result)
@@ -264,20 +264,23 @@ def animate(
     reuse_features: ReuseFeatures = 1, draft: Draft = False,
 ) -> None:
     """Extract poses from DRIVING (aligned to REFERENCE), then generate; the driving audio is kept."""
-    options = make_options(resolution.value, width, height, seed, steps, guidance, min_guidance, tile, overlap,
-                           noise_aug, motion_bucket, fps, id_scale, crf, fit, decode_chunk, legacy_rgb_id,
-                           allow_no_face, face_opt, face_opt_iters, face_opt_steps, face_opt_lr, face_opt_margin,
-                           schedule=schedule.value, reuse_features=reuse_features, draft=draft)
+    options = generate_options(
+        resolution=resolution.value, width=width, height=height, seed=seed, steps=steps, guidance=guidance,
+        min_guidance=min_guidance, tile=tile, overlap=overlap, noise_aug=noise_aug, motion_bucket=motion_bucket,
+        fps=fps, id_scale=id_scale, crf=crf, fit=fit, decode_chunk=decode_chunk, legacy_rgb_id=legacy_rgb_id,
+        allow_no_face=allow_no_face, face_opt=face_opt, face_opt_iters=face_opt_iters, face_opt_steps=face_opt_steps,
+        face_opt_lr=face_opt_lr, face_opt_margin=face_opt_margin, schedule=schedule.value,
+        reuse_features=reuse_features, draft=draft)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
                             window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
     from animator_cli.generate import animate as animate_stage
 
-    with rank_session(runtime) as runtime, stage_display("animate") as progress:
+    with rank_session(runtime) as (runtime, ranks), stage_display("animate", ranks.is_main) as progress:
         result = animate_stage(reference, driving, draft_output(output) if draft else output, options, runtime,
                                weights=settings.weights, cache=settings.cache, align=align.value,
                                pose_backend=pose_backend.value, max_frames=max_frames, force=force,
-                               progress=progress, check=check.value, report=report)
-    if runtime.ranks.is_main:
+                               progress=progress, check=check.value, report=report, ranks=ranks)
+    if ranks.is_main:
         emit(result.as_dict(), [result.output])
         if draft:
             draft_note(result)
@@ -324,11 +327,13 @@ def batch(
         status = "[green]ok[/]" if outcome.ok else f"[red]failed:[/] {outcome.error}"
         stderr.print(f"job {outcome.index}: {outcome.output} {status}", highlight=False, soft_wrap=True)
 
-    with rank_session(runtime) if windows else contextlib.nullcontext(runtime) as runtime:
+    from animator_cli.distributed import Ranks
+
+    with rank_session(runtime) if windows else contextlib.nullcontext((runtime, Ranks())) as (runtime, ranks):
         outcomes = run_batch(jobs, runtime, weights=settings.weights, cache=settings.cache,
                              shard=(0, 1) if windows else parse_shard(shard), force=force,
-                             on_done=report if runtime.ranks.is_main else None)
-    if not runtime.ranks.is_main:
+                             on_done=report if ranks.is_main else None, ranks=ranks)
+    if not ranks.is_main:
         return
     failed = [o for o in outcomes if not o.ok]
     emit({"jobs": [{"index": o.index, "output": o.output, "ok": o.ok, "error": o.error,

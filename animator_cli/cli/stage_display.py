@@ -51,10 +51,10 @@ class _StageFollower(logging.Handler):
 
 
 @contextlib.contextmanager
-def stage_display(label: str) -> Iterator[StepCallback]:
-    """Show the stages and steps of the work done in the block; yields the ``(done, total)`` callback to pass
-    to the library."""
-    live = stderr.is_terminal and not settings.quiet
+def stage_display(label: str, shown: bool = True) -> Iterator[StepCallback]:
+    """Show the stages and steps of the work done in the block (not when ``shown`` is False: ranks other than 0
+    of a multi-GPU run); yields the ``(done, total)`` callback to pass to the library."""
+    live = shown and stderr.is_terminal and not settings.quiet
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"), TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=True) if live else contextlib.nullcontext() as bar:
         follower = _StageFollower(label, bar)

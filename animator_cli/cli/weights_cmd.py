@@ -74,7 +74,7 @@ def manifest() -> None:
 @weights_app.command("convert")
 def convert() -> None:
     """Write fp16 .safetensors twins of pose_net/face_encoder/unet.pth (loaded in preference: no pickle, faster)."""
-    from animator_cli.weights.convert import convert_checkpoints
+    from animator_cli.models.convert import convert_checkpoints
 
     written = convert_checkpoints(settings.weights)
     emit({"weights": str(settings.weights.root), "written": [str(p) for p in written]}, written)

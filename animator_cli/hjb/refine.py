@@ -30,6 +30,7 @@ with none is left untouched) instead of crashing, and the VAE is not moved betwe
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ class FaceRefiner:
                  options: FaceOptOptions, num_steps: int, chunk: int, ranks: Ranks | None = None) -> None:
         options.validate()
         self.ranks = ranks or Ranks()  # the pipeline's: the processes that render the video together
-        self.arcface = arcface.eval().requires_grad_(False)
+        self.arcface = arcface.eval().requires_grad_(False)  # `load_arcface`'s shared copy, left where it is
         self.boxes, self.options, self.num_steps, self.chunk = boxes, options, num_steps, chunk
         self.chunks = [slice(first, min(first + chunk, len(boxes))) for first in range(0, len(boxes), chunk)]
         decoded = [(s.stop - s.start) if any(box is not None for box in boxes[s]) else 0 for s in self.chunks]
@@ -96,7 +97,9 @@ class FaceRefiner:
         """The refined x̂0 (same shape, dtype and device as ``denoised``). With many ranks, each refines its share
         of the chunks (balanced by the frames decoded) and the shares, zero elsewhere, are summed."""
         record = StepRecord(step, self.learning_rate(step), [0.0] * self.options.iters)
-        self.arcface.to(next(vae.parameters()).device)
+        device = next(vae.parameters()).device
+        if next(self.arcface.parameters()).device != device:  # a copy of our own on the VAE's device
+            self.arcface = copy.deepcopy(self.arcface).to(device)
         refined = self.refine_owned(vae, denoised, record)
         if self.ranks.parallel:  # each frame from the rank that owns its chunk, zero elsewhere, summed exactly
             for index in set(range(len(self.chunks))) - self.owned:

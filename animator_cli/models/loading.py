@@ -49,7 +49,7 @@ from animator_cli.errors import WeightsError
 from animator_cli.models.face_encoder import FaceEncoder
 from animator_cli.models.pose_net import PoseNet
 from animator_cli.models.unet import AnimatorUNet
-from animator_cli.weights.home import ANIMATION_CHECKPOINTS, WeightsHome
+from animator_cli.weights.home import ANIMATION_CHECKPOINTS, WeightsHome, resolve_checkpoint_dir
 
 ARCFACE_DIM = 512  # insightface antelopev2 glintr100 embedding
 _FIX_SVD = "animator weights download --only svd"
@@ -93,19 +93,6 @@ def build_architecture(svd_dir: Path) -> Architecture:
         face_encoder = FaceEncoder(cross_attention_dim=unet.config.cross_attention_dim, id_embeddings_dim=ARCFACE_DIM,
                                    clip_embeddings_dim=clip_config.projection_dim)
     return Architecture(pose_net, face_encoder, unet)
-
-
-def resolve_checkpoint_dir(path: Path) -> Path:
-    """``RUN/checkpoint-N`` as given; ``RUN/latest`` or a training run folder ``RUN`` → its newest checkpoint.
-
-    Training writes each checkpoint under a temporary name and renames it, so every ``checkpoint-N`` is complete.
-    """
-    run = path.parent if path.name == "latest" else path
-    if path.name != "latest" and any((path / f"unet{ext}").exists() for ext in (".pth", ".safetensors")):
-        return path
-    numbered = [(int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*")
-                if p.name.split("-")[1].isdigit() and p.is_dir()]
-    return max(numbered)[1] if numbered else path
 
 
 def checkpoint_paths(home: WeightsHome, checkpoint_dir: Path | None = None) -> dict[str, Path]:

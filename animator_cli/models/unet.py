@@ -71,7 +71,7 @@ class AnimatorUNet(UNetSpatioTemporalConditionModel):
             else:
                 processors[f"{name}.processor"] = _id_processor(module, num_id_tokens)
         self.set_attn_processor(processors)
-        self.conv_in.__class__ = PoseConvIn
+        self.conv_in = PoseConvIn.sharing(self.conv_in)
 
     def processor_counts(self) -> Counter:
         """How many attention layers use each processor class (16/16/32 on SVD-xt)."""
@@ -100,8 +100,16 @@ class AnimatorUNet(UNetSpatioTemporalConditionModel):
 class PoseConvIn(nn.Conv2d):
     """``conv_in`` that adds the PoseNet features carried as input channels after its own ``in_channels``.
 
-    A plain ``Conv2d`` in parameters and keys (installed by swapping the class), so ``unet.pth`` loads unchanged.
+    A plain ``Conv2d`` in parameters and keys, so ``unet.pth`` loads unchanged.
     """
+
+    @classmethod
+    def sharing(cls, conv: nn.Conv2d) -> PoseConvIn:
+        """A PoseConvIn with ``conv``'s hyper-parameters and its very parameters (nothing is copied)."""
+        pose_conv = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                        conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
+        pose_conv.weight, pose_conv.bias = conv.weight, conv.bias
+        return pose_conv
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if input.shape[1] == self.in_channels:

@@ -9,16 +9,10 @@ always use the same mode, so poses aligned to the reference stay aligned after f
 
 from __future__ import annotations
 
-from enum import Enum
-
 import numpy as np
 from PIL import Image
 
-
-class Fit(str, Enum):
-    COVER = "cover"
-    CONTAIN = "contain"
-    STRETCH = "stretch"
+from animator_cli.options import Fit
 
 
 def fit_geometry(size: tuple[int, int], width: int, height: int, mode: Fit) -> tuple[tuple[int, int], tuple[int, int]]:

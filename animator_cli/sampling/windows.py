@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from animator_cli.errors import InputError
+from animator_cli.options import check_tiling
 
 if TYPE_CHECKING:
     import torch
@@ -22,8 +23,7 @@ def window_indices(num_frames: int, tile: int, overlap: int) -> list[list[int]]:
     """Frame indices of every window; frame 0 is slot 0 of each."""
     if num_frames < 1:
         raise InputError("there are no pose frames to animate", "check the POSES folder")
-    if tile < 2 or not 1 <= overlap < tile:
-        raise InputError(f"invalid tiling: tile {tile}, overlap {overlap}", "use tile >= 2 and 1 <= overlap < tile")
+    check_tiling(tile, overlap)
     if num_frames <= tile:
         return [list(range(num_frames))]
     windows = [[0, *range(i + 1, min(i + tile, num_frames))] for i in range(0, num_frames - tile + 1, tile - overlap)]

@@ -19,7 +19,7 @@ from PIL import Image
 from animator_cli.cache import StageCache
 from animator_cli.check import AlignmentReport, check_alignment
 from animator_cli.draft import draft_output
-from animator_cli.errors import AnimatorError, InputError, OutOfMemoryError, is_out_of_memory
+from animator_cli.errors import AnimatorError, InputError, classify
 from animator_cli.generate import (
     GenerateResult,
     PipelineLoader,
@@ -29,7 +29,14 @@ from animator_cli.generate import (
     lazy_pipeline,
     pose_frames,
 )
-from animator_cli.options import DEFAULT_SEED, GenerateOptions, Runtime, SamplingOptions, make_options
+from animator_cli.options import (
+    DEFAULT_SEED,
+    GenerateOptions,
+    Runtime,
+    SamplingOptions,
+    generate_options,
+    runtime_options,
+)
 from animator_cli.ui import KEEP_MINUTES
 from animator_cli.ui.workfolder import WorkFolder
 from animator_cli.video import load_image
@@ -46,7 +53,7 @@ PREVIEW_FRAMES = 4
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """The page's generation controls; names and defaults are the CLI's (``make_options`` and `Runtime`)."""
+    """The page's generation controls; names and defaults are the CLI's (`generate_options`, `runtime_options`)."""
 
     resolution: str = "512x512"
     width: int | None = None  # None: the resolution preset's
@@ -69,24 +76,20 @@ class RenderSettings:
     draft: bool = False  # the --draft preview preset (animator_cli.draft)
 
     def options(self) -> GenerateOptions:
-        return make_options(self.resolution, self.width, self.height, self.seed, self.steps, tile=self.tile,
-                            decode_chunk=self.decode_chunk, face_opt=self.face_opt, schedule=self.schedule,
-                            reuse_features=self.reuse_features, draft=self.draft)
+        return generate_options(resolution=self.resolution, width=self.width, height=self.height, seed=self.seed,
+                                steps=self.steps, tile=self.tile, decode_chunk=self.decode_chunk,
+                                face_opt=self.face_opt, schedule=self.schedule, reuse_features=self.reuse_features,
+                                draft=self.draft)
 
     def runtime(self, device: str | None) -> Runtime:
-        runtime = Runtime(device=device, dtype=self.dtype, offload=self.offload, vae_on_cpu=self.vae_on_cpu,
-                          batch_cfg=not self.split_cfg)
-        runtime.torch_dtype()  # an unknown dtype fails here, before any work
-        return runtime
+        return runtime_options(device=device, dtype=self.dtype, offload=self.offload, vae_on_cpu=self.vae_on_cpu,
+                               split_cfg=self.split_cfg)
 
 
 def error_text(exc: BaseException, device: str | None = None) -> str:
-    """The one line the CLI prints for ``exc`` (without its `error:` prefix)."""
-    if isinstance(exc, AnimatorError):
-        return str(exc)
-    if is_out_of_memory(exc):
-        return str(OutOfMemoryError(f"out of memory on {device or 'the device'}"))
-    return f"internal error: {type(exc).__name__}: {exc}"
+    """The one line the CLI prints for ``exc`` (without its `error:` prefix), options by their names as the page
+    labels them."""
+    return classify(exc, device).message
 
 
 class UiSession:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 from collections.abc import Iterable
 from fractions import Fraction
@@ -16,8 +15,7 @@ import numpy as np
 
 from animator_cli.errors import DiskFullError, InputError, is_disk_full
 from animator_cli.fileio import check_output_path, temp_sibling
-
-MAX_FPS = 1000.0
+from animator_cli.options import check_fps
 
 
 @functools.cache
@@ -40,13 +38,6 @@ def x264_options(crf: int, preset: str) -> dict[str, str]:
     if has_avx512():
         options["x264-params"] = "asm=avx2"
     return options
-
-
-def check_fps(fps: float) -> float:
-    """``fps`` if it is a usable frame rate (finite, 0 < fps ≤ 1000), else an InputError."""
-    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
-        raise InputError(f"invalid frame rate {fps}", f"pass --fps between 0 and {MAX_FPS:g}")
-    return fps
 
 
 def fps_fraction(fps: float) -> Fraction:

@@ -184,3 +184,16 @@ def _config_name(subfolder: str) -> str:
 
 def _has_weights(folder: Path) -> bool:
     return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+
+
+def resolve_checkpoint_dir(path: Path) -> Path:
+    """``RUN/checkpoint-N`` as given; ``RUN/latest`` or a training run folder ``RUN`` → its newest checkpoint.
+
+    Training writes each checkpoint under a temporary name and renames it, so every ``checkpoint-N`` is complete.
+    """
+    run = path.parent if path.name == "latest" else path
+    if path.name != "latest" and any((path / f"unet{ext}").exists() for ext in (".pth", ".safetensors")):
+        return path
+    numbered = [(int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*")
+                if p.name.split("-")[1].isdigit() and p.is_dir()]
+    return max(numbered)[1] if numbered else path
