@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fresh_process import run_fresh
 
 from animator_cli.video import write_video
 
@@ -166,11 +167,36 @@ def test_info_result_is_on_stdout(cli, clip: Path) -> None:
     assert result.exit_code == 0 and "fps: 20.0" in result.stdout.splitlines()
 
 
-def test_version_and_light_commands_do_not_import_torch() -> None:
-    """Only the invoked command's module is imported: `--version` and `video info` start in a blink."""
-    import subprocess
-    import sys
+def _command_paths() -> list[list[str]]:
+    """Every command and subcommand of `animator`, as the argument lists that name them ([] for the app)."""
+    import contextlib
+    import io
 
-    code = ("import sys; from animator_cli.cli.app import run; run(['--version']); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    import typer
+
+    from animator_cli.cli.app import app, run
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        run(["--help"])  # registers every command module
+
+    def walk(command, path: list[str]) -> list[list[str]]:
+        return [path] + [p for name, sub in sorted(getattr(command, "commands", {}).items())
+                         for p in walk(sub, [*path, name])]
+
+    return walk(typer.main.get_command(app), [])
+
+
+# (arguments, a line their output must hold); "{clip}" stands for a 20 fps test clip
+LIGHT_COMMANDS = [(["--version"], "animator "), (["video", "info", "{clip}"], "fps: 20.0")]
+LIGHT_COMMANDS += [([*path, "--help"], "Usage: animator") for path in _command_paths()]
+
+
+@pytest.mark.parametrize(("args", "expected"), LIGHT_COMMANDS, ids=[" ".join(a) for a, _ in LIGHT_COMMANDS])
+def test_version_and_light_commands_do_not_import_torch(args: list[str], expected: str, clip: Path) -> None:
+    """Only the invoked command's module is imported: `--version`, `video info` and every command's help run in a
+    new interpreter and finish their work (exit 0, their output) without importing torch or another heavy
+    module."""
+    done = run_fresh(*(str(clip) if arg == "{clip}" else arg for arg in args))
+    assert done.code == 0, done.stderr
+    assert done.heavy == [], f"{' '.join(args)} imported {done.heavy}"
+    assert expected in done.stdout, done.stdout

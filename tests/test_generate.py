@@ -228,9 +228,12 @@ def test_random_draws_follow_the_reference_order(pipeline, astronaut_path):
     generator = torch.Generator().manual_seed(23123134)
     latent = reference_latent(pipeline.models.vae, to_tensor(reference), 0.05, generator)
     noise = torch.randn(1, 16, 4, 8, 8, generator=generator)[:, :5]
-    scale = (700.0**2 + 1) ** 0.5 / (700.0**2 + 1) ** 0.5  # init_noise_sigma × c_in(σ_max) = 1
+    # the released pipeline's first UNet input: the noise × init_noise_sigma, scaled by diffusers' scheduler
+    scheduler = type(pipeline.models.scheduler).from_config(pipeline.models.scheduler.config)
+    scheduler.set_timesteps(1)
+    first_input = scheduler.scale_model_input(noise * scheduler.init_noise_sigma, scheduler.timesteps[0])
     first = seen[0]
-    torch.testing.assert_close(first[1:, :, :4], noise * scale, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(first[1:, :, :4], first_input, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(first[1:, :, 4:], latent[:, None].expand(-1, 5, -1, -1, -1), rtol=1e-5, atol=1e-5)
     assert torch.count_nonzero(first[:1, :, 4:]) == 0  # the unconditional branch has no reference latent
 
@@ -373,18 +376,66 @@ def test_pipeline_equals_the_reference_algorithm(pipeline, astronaut_path):
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
 
 
-def test_cli_checkpoint_folder(cli, tiny_home, tmp_path, astronaut_path):
-    """--checkpoint reads pose_net/face_encoder/unet from a training run's folder (here a copy of the release)."""
-    import shutil
+def _trained_checkpoint(release: Path, folder: Path, seed: int) -> Path:
+    """A checkpoint folder like a training run writes: the release's pose_net/face_encoder/unet with every float
+    weight scaled by 1 + 0.1·N(0, 1) (seeded), as if trained."""
+    folder.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(seed)
+    for name in ("pose_net", "face_encoder", "unet"):
+        state = torch.load(release / f"{name}.pth", map_location="cpu", weights_only=True)
+        torch.save({key: value * (1 + 0.1 * torch.randn(value.shape, generator=generator))
+                    if value.is_floating_point() else value for key, value in state.items()}, folder / f"{name}.pth")
+    return folder
 
+
+def _home_with(tiny_home, checkpoint: Path, root: Path):
+    """A weights home holding ``checkpoint``'s pose_net/face_encoder/unet as its released ones; everything else is
+    linked to ``tiny_home``."""
+    from animator_cli.weights.home import WeightsHome
+
+    animation = root / "checkpoints" / "Animation"
+    animation.mkdir(parents=True)
+    for entry in tiny_home.root.rglob("*"):
+        if entry.is_file() and entry.parent != tiny_home.animation_dir:
+            target = root / entry.relative_to(tiny_home.root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(entry)
+    for entry in tiny_home.animation_dir.iterdir():
+        source = checkpoint / entry.name if (checkpoint / entry.name).exists() else entry
+        (animation / entry.name).symlink_to(source)
+    return WeightsHome(root)
+
+
+def _checkpoint_renders(cli, tiny_home, tmp_path, astronaut_path, checkpoint: Path, *checkpoint_args: Path) -> dict:
+    """Frames of the release, of `--checkpoint ARG` for each argument, and of a home whose released weights are
+    ``checkpoint``'s. The first checkpoint render must not come from the cache (the release's video must not stand
+    in for it); later ones are forced, so that each one loads its checkpoint rather than copying the previous video."""
     poses = _skeletons(tmp_path / "poses", 2)
-    checkpoint = tmp_path / "run"
-    shutil.copytree(tiny_home.animation_dir, checkpoint)
-    args = ["--weights", tiny_home.root, "generate", astronaut_path, poses, "--width", 64, "--height", 64,
-            "--steps", 1, "--crf", 0]
-    assert cli(*args, "-o", tmp_path / "release.mp4").exit_code == 0
-    assert cli(*args, "-o", tmp_path / "run.mp4", "--checkpoint", checkpoint).exit_code == 0
-    np.testing.assert_array_equal(_frames(tmp_path / "release.mp4"), _frames(tmp_path / "run.mp4"))
+    args = ["--json", "generate", astronaut_path, poses, "--width", 64, "--height", 64, "--steps", 1, "--crf", 0]
+    renders = {}
+    for name, extra in (("release", ()), *((str(a), ("--checkpoint", a)) for a in checkpoint_args)):
+        out = tmp_path / f"{len(renders)}.mp4"
+        force = ("--force",) if len(renders) > 1 else ()
+        result = cli("--weights", tiny_home.root, *args, "-o", out, *extra, *force)
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["cached"] is False
+        renders[name] = _frames(out)
+    home = _home_with(tiny_home, checkpoint, tmp_path / "trained-home")
+    result = cli("--weights", home.root, *args, "-o", tmp_path / "trained.mp4", "--force")
+    assert result.exit_code == 0, result.stderr
+    renders["trained"] = _frames(tmp_path / "trained.mp4")
+    assert not np.array_equal(renders["trained"], renders["release"])  # the changed weights change the video
+    return renders
+
+
+def test_cli_checkpoint_folder(cli, tiny_home, tmp_path, astronaut_path):
+    """--checkpoint reads pose_net/face_encoder/unet from a training run's folder: the video is the one the same
+    weights give as the home's released ones, not the release's."""
+    checkpoint = _trained_checkpoint(tiny_home.animation_dir, tmp_path / "run", seed=1)
+    renders = _checkpoint_renders(cli, tiny_home, tmp_path, astronaut_path, checkpoint, checkpoint)
+    np.testing.assert_array_equal(renders[str(checkpoint)], renders["trained"])
+    args = ["--weights", tiny_home.root, "generate", astronaut_path, tmp_path / "poses", "--width", 64, "--height", 64,
+            "--steps", 1]
     (checkpoint / "unet.pth").unlink()
     missing = cli(*args, "-o", tmp_path / "bad.mp4", "--checkpoint", checkpoint)
     assert missing.exit_code == 3 and "unet" in missing.stderr and not (tmp_path / "bad.mp4").exists()
@@ -413,12 +464,11 @@ def test_cache_key_follows_vae_precision(cli, tiny_home, tmp_path, astronaut_pat
 
 
 def test_cli_checkpoint_latest_of_a_run(cli, tiny_home, tmp_path, astronaut_path):
-    import shutil
-
-    poses = _skeletons(tmp_path / "poses", 2)
+    """RUN/latest and RUN take the run's newest checkpoint by step number (20 > 5, though "checkpoint-5" sorts
+    after "checkpoint-20" as text); checkpoint-5 is another trained state."""
     run = tmp_path / "run"
-    shutil.copytree(tiny_home.animation_dir, run / "checkpoint-20")
-    args = ["--weights", tiny_home.root, "generate", astronaut_path, poses, "--width", 64, "--height", 64,
-            "--steps", 1]
-    assert cli(*args, "-o", tmp_path / "a.mp4", "--checkpoint", run / "latest").exit_code == 0
-    assert cli(*args, "-o", tmp_path / "b.mp4", "--checkpoint", run).exit_code == 0
+    _trained_checkpoint(tiny_home.animation_dir, run / "checkpoint-5", seed=2)
+    newest = _trained_checkpoint(tiny_home.animation_dir, run / "checkpoint-20", seed=1)
+    renders = _checkpoint_renders(cli, tiny_home, tmp_path, astronaut_path, newest, run / "latest", run)
+    np.testing.assert_array_equal(renders[str(run / "latest")], renders["trained"])
+    np.testing.assert_array_equal(renders[str(run)], renders["trained"])

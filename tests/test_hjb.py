@@ -27,12 +27,14 @@ from animator_cli.hjb import (
     reference_face_crop,
 )
 from animator_cli.hjb import refine as refine_module
+from animator_cli.hjb.arcface import face_crops, identity_distance
 from animator_cli.hjb.boxes import FIVE_FROM_68, five_points, template_box
 from animator_cli.hjb.memory import DecodePlan
 from animator_cli.hjb.refine import StepRecord, latent_window
 from animator_cli.options import FaceOptOptions, Runtime, SamplingOptions, generate_options, parse_steps
 from animator_cli.pose.draw import draw_pose
 from animator_cli.pose.keypoints import FACE, NUM_POINTS, Pose, PoseTrack, save_keypoints
+from animator_cli.sampling.conditioning import to_tensor
 from animator_cli.sampling.fit import Fit, fit_image
 from animator_cli.video import iter_frames, load_image, write_frame, write_video
 
@@ -313,24 +315,46 @@ def _cli_args(home, reference: Path, poses: Path, out: Path, *extra) -> list:
             "--steps", 2, *extra]
 
 
-def test_cli_face_opt_forty_frames(cli, tiny_home, tmp_path, astronaut_path):
-    """40 frames = 3 windows of 16 and 10 refiner chunks of 4; the face leaves the frame in frames 20-24."""
+def _built_refiners(monkeypatch: pytest.MonkeyPatch) -> list[FaceRefiner]:
+    """Every refiner the CLI builds from now on (its ArcFace, reference embedding and frame boxes)."""
+    import animator_cli.hjb as hjb
+
+    built, build = [], hjb.build_refiner
+    monkeypatch.setattr(hjb, "build_refiner", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+    return built
+
+
+def _face_cosines(video: Path, refiner: FaceRefiner) -> torch.Tensor:
+    """cos(ArcFace(face crop), ArcFace(reference crop)) of each frame of ``video`` with a face box, measured as the
+    refiner measures its loss (its crops, network and reference embedding)."""
+    frames = np.stack(list(iter_frames(video)))
+    faces = [i for i, box in enumerate(refiner.boxes) if box is not None]
+    with torch.no_grad():
+        embeddings = refiner.arcface(face_crops(to_tensor(frames[faces]), [refiner.boxes[i] for i in faces]))
+    return 1 - identity_distance(embeddings.float(), refiner.reference)
+
+
+def test_cli_face_opt_forty_frames(cli, tiny_home, tmp_path, astronaut_path, monkeypatch):
+    """40 frames = 3 windows of 16 and 10 refiner chunks of 4; the face leaves the frame in frames 20-24. One
+    refined step moves every face of the final video towards the reference identity: each face frame's ArcFace
+    cosine to the reference is higher than with --face-opt-lr 0 (which renders the unrefined video)."""
     poses = [_face_pose((0.3 + 0.01 * i, 0.3), (0.1, 0.12), visible=not 20 <= i < 25) for i in range(40)]
     folder = pose_folder(tmp_path / "poses", poses, (64, 64))
-    basic = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "basic.mp4"))
-    assert basic.exit_code == 0, basic.stderr
-    result = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
-                            "--face-opt-steps", "0:0", "--face-opt-iters", 1))
+    refiners = _built_refiners(monkeypatch)
+    face_opt = ("--face-opt", "--face-opt-steps", "0:0", "--face-opt-iters", 1)
+    frozen = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "frozen.mp4", *face_opt, "--face-opt-lr", 0))
+    assert frozen.exit_code == 0, frozen.stderr
+    result = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "hjb.mp4", *face_opt))
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["cached"] is False  # the face-opt options are in the cache key
-    hjb_frames, basic_frames = (np.stack(list(iter_frames(tmp_path / n))) for n in ("hjb.mp4", "basic.mp4"))
-    assert hjb_frames.shape == basic_frames.shape == (40, 64, 64, 3)
-    assert not np.array_equal(hjb_frames, basic_frames)
-    again = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
-                           "--face-opt-steps", "0:0", "--face-opt-iters", 1))
+    assert len(refiners) == 2 and sum(box is not None for box in refiners[1].boxes) == 35
+    before, after = (_face_cosines(tmp_path / name, refiners[1]) for name in ("frozen.mp4", "hjb.mp4"))
+    assert bool((after > before).all()), (before, after)
+    assert np.stack(list(iter_frames(tmp_path / "hjb.mp4"))).shape == (40, 64, 64, 3)
+    again = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "hjb.mp4", *face_opt))
     assert json.loads(again.stdout)["cached"] is True
-    other_lr = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "hjb.mp4", "--face-opt",
-                              "--face-opt-steps", "0:0", "--face-opt-iters", 1, "--face-opt-lr", 0.05))
+    other_lr = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "hjb.mp4", *face_opt,
+                              "--face-opt-lr", 0.05))
     assert json.loads(other_lr.stdout)["cached"] is False
 
 
@@ -472,21 +496,23 @@ def test_face_region_decoding(pipeline, arcface, reference_crop):
     assert outputs[8][1] == outputs[None][1]
 
 
-def test_cli_animate_face_opt(cli, tiny_home, tmp_path, astronaut_path):
-    """animate: the pose stage's keypoints.npz gives the boxes; the refined video differs from the basic one.
-    MediaPipe finds the real face (the tiny DWPose stand-in's random face points would give no template box)."""
+def test_cli_animate_face_opt(cli, tiny_home, tmp_path, astronaut_path, monkeypatch):
+    """animate: the pose stage's keypoints.npz gives the boxes; the refined video's faces are closer to the
+    reference identity (ArcFace cosine) than those of --face-opt-lr 0. MediaPipe finds the real face (the tiny
+    DWPose stand-in's random face points would give no template box)."""
     pytest.importorskip("mediapipe")
     image = cv2.resize(load_image(astronaut_path), (256, 256), interpolation=cv2.INTER_AREA)
     write_video(tmp_path / "drive.mp4", [np.roll(image, 4 * i, axis=1) for i in range(4)], fps=10)
-    outputs = []
-    for extra in ((), ("--face-opt", "--face-opt-steps", "0:1")):
-        out = tmp_path / f"out{len(extra)}.mp4"
-        result = cli("--weights", tiny_home.root, "animate", astronaut_path, tmp_path / "drive.mp4", "-o", out,
-                     "--width", 64, "--height", 64, "--steps", 2, "--pose-backend", "mediapipe", *extra)
+    refiners = _built_refiners(monkeypatch)
+    for name, lr in (("frozen", 0), ("hjb", 0.1)):
+        result = cli("--weights", tiny_home.root, "animate", astronaut_path, tmp_path / "drive.mp4", "-o",
+                     tmp_path / f"{name}.mp4", "--width", 64, "--height", 64, "--steps", 2, "--pose-backend",
+                     "mediapipe", "--face-opt", "--face-opt-steps", "0:1", "--face-opt-lr", lr)
         assert result.exit_code == 0, result.stderr
-        outputs.append(np.stack(list(iter_frames(out))))
-    assert outputs[0].shape == outputs[1].shape == (4, 64, 64, 3)
-    assert not np.array_equal(outputs[0], outputs[1])
+    assert np.stack(list(iter_frames(tmp_path / "hjb.mp4"))).shape == (4, 64, 64, 3)
+    assert len(refiners) == 2 and refiners[1].faces > 0
+    before, after = (_face_cosines(tmp_path / f"{name}.mp4", refiners[1]) for name in ("frozen", "hjb"))
+    assert bool((after > before).all()), (before, after)
 
 
 def test_make_options_face_opt():

@@ -1,4 +1,5 @@
-"""Help, usage errors, input errors and fully cached reruns answer without importing torch and its friends.
+"""Usage errors, input errors and fully cached reruns answer without importing torch and its friends (help and
+`--version`: tests/test_cli.py).
 
 Each case runs `animator` in a fresh interpreter and reads `sys.modules` at exit: a check on what is imported,
 not a timing (benchmarks/startup.py measures the time).
@@ -6,48 +7,19 @@ not a timing (benchmarks/startup.py measures the time).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from fresh_process import run_fresh
 from media import clip_with_audio
-
-HEAVY = ("torch", "diffusers", "transformers", "insightface", "mediapipe", "onnxruntime", "accelerate")
-_PROBE = f"""
-import json, sys
-from animator_cli.cli.app import run
-code = run(sys.argv[1:])
-print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}), file=sys.__stderr__)
-"""
-
-
-def _run(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, list[str], str]:
-    """(exit code, heavy modules imported, stderr) of `animator ARGS` in a new interpreter."""
-    done = subprocess.run([sys.executable, "-c", _PROBE, *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
-    report = json.loads(done.stderr.strip().splitlines()[-1])
-    return report["code"], report["heavy"], done.stderr
-
-
-COMMANDS = [[], ["generate"], ["animate"], ["batch"], ["extract-pose"], ["face"], ["prepare-data"], ["train"],
-            ["evaluate"], ["weights"], ["weights", "check"], ["weights", "make-tiny"], ["video"], ["video", "info"]]
-
-
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "animator")
-def test_help_imports_no_heavy_module(command: list[str]) -> None:
-    code, heavy, _ = _run(*command, "--help")
-    assert code == 0 and heavy == []
 
 
 def test_usage_errors_import_no_heavy_module() -> None:
     for args in (["gen"], ["generate", "a.png", "p", "-o", "o.mp4", "--steps", "0"],
                  ["animate", "a.png", "d.mp4", "-o", "o.mp4", "--align", "sideways"],
                  ["generate", "a.png", "p", "-o", "o.mp4", "--dtype", "fp8"]):
-        code, heavy, err = _run(*args)
-        assert code == 2 and heavy == [], (args, err)
+        done = run_fresh(*args)
+        assert done.code == 2 and done.heavy == [], (args, done.stderr)
 
 
 def test_missing_inputs_import_no_heavy_module(tmp_path: Path, astronaut_path: Path) -> None:
@@ -63,15 +35,14 @@ def test_missing_inputs_import_no_heavy_module(tmp_path: Path, astronaut_path: P
         ("train", "--data", missing): "dataset folder",
     }
     for args, message in cases.items():
-        code, heavy, err = _run(*args)
-        assert code == 2 and heavy == [] and message in err, (args, err)
+        done = run_fresh(*args)
+        assert done.code == 2 and done.heavy == [] and message in done.stderr, (args, done.stderr)
 
 
 def test_missing_weights_import_no_heavy_module(tmp_path: Path, astronaut_path: Path) -> None:
     clip = clip_with_audio(tmp_path / "d.mp4", frames=3, fps=10)
-    code, heavy, err = _run("--weights", tmp_path / "empty-home", "animate", astronaut_path, clip, "-o",
-                            tmp_path / "o.mp4")
-    assert code == 3 and heavy == [] and "weights missing" in err
+    done = run_fresh("--weights", tmp_path / "empty-home", "animate", astronaut_path, clip, "-o", tmp_path / "o.mp4")
+    assert done.code == 3 and done.heavy == [] and "weights missing" in done.stderr
 
 
 def test_cached_animate_rerun_imports_no_heavy_module(cli, tiny_home, tmp_path: Path, t1_path: Path) -> None:
@@ -82,6 +53,6 @@ def test_cached_animate_rerun_imports_no_heavy_module(cli, tiny_home, tmp_path: 
     first = cli(*args)
     assert first.exit_code == 0, first.stderr
     (tmp_path / "out.mp4").unlink()
-    code, heavy, err = _run(*args, env={"ANIMATOR_CACHE": os.environ["ANIMATOR_CACHE"]})
-    assert code == 0 and heavy == [], err
-    assert (tmp_path / "out.mp4").is_file() and "generation cached" in err
+    done = run_fresh(*args, env={"ANIMATOR_CACHE": os.environ["ANIMATOR_CACHE"]})
+    assert done.code == 0 and done.heavy == [], done.stderr
+    assert (tmp_path / "out.mp4").is_file() and "generation cached" in done.stderr

@@ -110,11 +110,17 @@ def test_loss_on_hand_computed_tensors():
 
 
 def test_loss_is_mean_over_samples_of_each_samples_mean():
+    """With x_σ = 0 and F = 0 the denoised estimate is 0, so each element's loss is λ(σ_b)·x0²: sample 0 (σ = 1,
+    λ = 2, x0 = 1) has mean 2, sample 1 (σ = 3, λ = 10/9, x0 = 0, 1, 2 over its three frames) has mean
+    10/9 · 5/3. Their mean is 52/27; a sum (104/27), σ given to the wrong sample (20/9) or broadcast along frames
+    (B ≠ F: a shape error) give other results. (Every sample has as many elements as the others, so the mean over
+    all elements is the same number: no input can tell those two apart.)"""
     sigma = torch.tensor([1.0, 3.0])
-    noisy, target = torch.zeros(2, 2, 4, 2, 2), torch.zeros(2, 2, 4, 2, 2)
-    prediction = torch.ones(2, 2, 4, 2, 2)
-    per_sample = [(1 + s**2) / s**2 * (s / (1 + s**2) ** 0.5) ** 2 for s in (1.0, 3.0)]  # = 1 for every σ
-    assert denoising_loss(prediction, noisy, target, sigma).item() == pytest.approx(np.mean(per_sample))
+    target = torch.ones(2, 3, 4, 2, 2)
+    target[1] = torch.tensor([0.0, 1.0, 2.0]).view(3, 1, 1, 1)
+    zeros = torch.zeros_like(target)
+    per_sample = [2.0 * 1.0, 10 / 9 * (0 + 1 + 4) / 3]
+    assert denoising_loss(zeros, zeros, target, sigma).item() == pytest.approx(np.mean(per_sample), rel=1e-6)
 
 
 # --- dropout ------------------------------------------------------------------------------------------------------

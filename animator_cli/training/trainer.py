@@ -12,6 +12,7 @@ jumps straight to the saved micro-batch without loading the skipped batches.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -102,128 +103,219 @@ def train(config: TrainConfig, weights: WeightsHome, resume: str | None = None,
           on_step: Callable[[int, float], None] | None = None, force: bool = False) -> TrainResult:
     """Train from ``config``; ``resume`` is None, ``latest`` or a checkpoint folder; ``force`` starts a new run in
     a folder that holds one (the previous run's files move to ``RUN/old-<time>/``, run_folder.py)."""
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
-    from diffusers.optimization import get_scheduler
+    run = _set_up(config, weights, resume, force)
+    result = TrainResult(run.run_dir, run.accelerator.is_main_process, run.start_step, run.start_step)
+    result.step = _run_steps(run, result, on_step)
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()
+    return result
 
-    from animator_cli.models.loading import AnimatorModels
 
+@dataclass
+class _Optimisation:
+    """The optimizer over the three param groups, its LR schedule and the optional EMA of the trained parameters."""
+
+    trainable: list[nn.Parameter]
+    optimizer: Any  # accelerate's wrapper: it skips the update while gradients accumulate
+    scheduler: Any
+    ema: Any | None
+
+    def after_update(self) -> None:
+        """Advance the LR schedule and the EMA: once per optimizer update, not per micro-batch."""
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.step(self.trainable)
+
+
+@dataclass
+class _Run:
+    """What one process holds for a whole run, built by `_set_up`. ``models`` are the loaded models (the frozen VAE
+    and CLIP encoder run as they are); ``wrapped`` the trained networks as accelerate prepared them (the loss runs
+    through these), ``unwrapped`` the same networks as plain modules (checkpoints and validation use these)."""
+
+    config: TrainConfig
+    weights: WeightsHome
+    run_dir: Path
+    accelerator: Any
+    report: DataReport
+    plan: BatchPlan
+    models: Any
+    wrapped: dict[str, nn.Module]
+    unwrapped: dict[str, nn.Module]
+    optim: _Optimisation
+    start_step: int
+
+    @functools.cached_property
+    def loss_models(self) -> SimpleNamespace:
+        """The models `training_loss` runs: the frozen encoders and the wrapped networks."""
+        return SimpleNamespace(vae=self.models.vae, image_encoder=self.models.image_encoder, **self.wrapped)
+
+
+def _set_up(config: TrainConfig, weights: WeightsHome, resume: str | None, force: bool) -> _Run:
+    """Everything before the first step. The order is part of the result: the seed is set before LoRA's random
+    initialisation, and a resume restores the RNG states before the data loader is made."""
     check_training(config, weights, force=force, resume=resume)
     check_output_path(Path(config.output), [Path(config.data.path)], folder=True)
     run_dir = ensure_writable_dir(Path(config.output))
     tracker = "tensorboard" if _has_tensorboard() else None
+    accelerator = _accelerator(config, run_dir, tracker)
+    report, plan = _check_data(config, run_dir, accelerator, force)
+    with stage("loading models"):
+        models, groups = _training_models(config, weights, run_dir, accelerator)
+    wrapped, optim = _prepare_optimisation(config, accelerator, models, groups)
+    unwrapped = {name: accelerator.unwrap_model(module) for name, module in wrapped.items()}
+    _register_hooks(accelerator, unwrapped)
+    start_step = _resume(accelerator, run_dir, resume)
+    if tracker:
+        accelerator.init_trackers("animator")
+    return _Run(config, weights, run_dir, accelerator, report, plan, models, wrapped, unwrapped, optim, start_step)
+
+
+def _accelerator(config: TrainConfig, run_dir: Path, tracker: str | None) -> Any:
+    """The accelerate state of this process (its device, precision, gradient accumulation), its seed set."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
     accelerator = Accelerator(gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
                               mixed_precision=config.mixed_precision, cpu=config.cpu, log_with=tracker,
                               project_config=ProjectConfiguration(project_dir=str(run_dir),
                                                                   logging_dir=str(run_dir / "logs")))
-    rank, world = accelerator.process_index, accelerator.num_processes
     if logging.getLogger("accelerate").level == logging.NOTSET:  # its per-file save messages drown the step logs
         logging.getLogger("accelerate").setLevel(logging.WARNING)
-    set_seed(config.seed + rank)
-    device = accelerator.device
+    set_seed(config.seed + accelerator.process_index)
+    return accelerator
 
+
+def _check_data(config: TrainConfig, run_dir: Path, accelerator: Any, force: bool) -> tuple[DataReport, BatchPlan]:
+    """The run folder started (or taken over with ``force``), the dataset checked and reported, and this rank's
+    share of the shared batch plan."""
     if accelerator.is_main_process and (moved := start_run(run_dir, config, force)):
         log.info("the previous run in %s moved to %s", run_dir, moved)
     report = check_dataset(Path(config.data.path), [b.list_file for b in config.data.buckets],
                            config.data.num_frames, config.data.verify_images)
     _report_data(report, config, run_dir, accelerator.is_main_process)
-    plan = BatchPlan([len(c) for c in report.clips], config.data.batch_size, world, rank, config.seed,
-                     [b.list_file for b in config.data.buckets])
+    plan = BatchPlan([len(c) for c in report.clips], config.data.batch_size, accelerator.num_processes,
+                     accelerator.process_index, config.seed, [b.list_file for b in config.data.buckets])
+    return report, plan
 
-    with stage("loading models"):
-        models, groups = _training_models(config, weights, run_dir, accelerator)
+
+def _prepare_optimisation(config: TrainConfig, accelerator: Any, models: Any, groups: dict[str, list[nn.Parameter]]
+                          ) -> tuple[dict[str, nn.Module], _Optimisation]:
+    """AdamW over the param groups with its LR schedule and optional EMA, and the trained networks (in
+    ``ckpt.MODEL_FILES`` order), prepared by accelerate; the schedule and EMA join its checkpoints."""
+    from diffusers.optimization import get_scheduler
+
     optim = config.optim
     optimizer = torch.optim.AdamW([{"params": params, "name": name} for name, params in groups.items()],
                                   lr=optim.learning_rate, betas=(optim.adam_beta1, optim.adam_beta2),
                                   weight_decay=optim.weight_decay, eps=optim.adam_epsilon)
     scheduler = get_scheduler(optim.lr_scheduler, optimizer, num_warmup_steps=optim.warmup_steps,
                               num_training_steps=config.max_steps)
-    pose_net, face_encoder, unet, optimizer = accelerator.prepare(models.pose_net, models.face_encoder, models.unet,
-                                                                  optimizer)
+    *networks, optimizer = accelerator.prepare(*(getattr(models, name) for name in ckpt.MODEL_FILES), optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    ema = None
     trainable = [p for params in groups.values() for p in params]
+    ema = None
     if config.ema.enabled:
         from diffusers.training_utils import EMAModel
 
         ema = EMAModel(trainable, decay=config.ema.decay)
-        ema.to(device)
+        ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
-    unwrapped = {name: accelerator.unwrap_model(m) for name, m in
-                 (("pose_net", pose_net), ("face_encoder", face_encoder), ("unet", unet))}
-    _register_hooks(accelerator, unwrapped)
+    return dict(zip(ckpt.MODEL_FILES, networks, strict=True)), _Optimisation(trainable, optimizer, scheduler, ema)
 
+
+def _resume(accelerator: Any, run_dir: Path, resume: str | None) -> int:
+    """The step to start from: 0, or the resumed checkpoint's, whose weights, optimizer and RNG states are loaded."""
     start = ckpt.resolve_resume(run_dir, resume)
-    step = 0
-    if start is not None:
-        accelerator.load_state(str(start))
-        step = ckpt.read_state(start)["step"]
-        log.info("resumed from %s at step %d", start, step)
-    elif resume == "latest":
-        log.info("no checkpoint in %s yet: starting a new run", run_dir)
-    if tracker:
-        accelerator.init_trackers("animator")
+    if start is None:
+        if resume == "latest":
+            log.info("no checkpoint in %s yet: starting a new run", run_dir)
+        return 0
+    accelerator.load_state(str(start))
+    step = ckpt.read_state(start)["step"]
+    log.info("resumed from %s at step %d", start, step)
+    return step
 
-    dataset = ClipDataset(report.clips, [(b.width, b.height) for b in config.data.buckets], config.data.num_frames,
-                          config.data.stride, Fit(config.data.fit))
-    accum = optim.gradient_accumulation_steps
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=plan.iterate(step * accum, config.overfit_batch),
-                                         num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=False, collate_fn=collate)
-    step_models = SimpleNamespace(vae=models.vae, image_encoder=models.image_encoder, pose_net=pose_net,
-                                  face_encoder=face_encoder, unet=unet)
-    result = TrainResult(run_dir, accelerator.is_main_process, step, step)
-    metrics_path = run_dir / "metrics.jsonl"
-    micro = step * accum
-    window: list[float] = []
-    started = time.perf_counter()
+
+def _run_steps(run: _Run, result: TrainResult, on_step: Callable[[int, float], None] | None) -> int:
+    """Optimizer steps from ``run.start_step`` to ``max_steps``, each over ``gradient_accumulation_steps``
+    micro-batches; the step's loss is their mean. Returns the last step."""
+    config, accelerator = run.config, run.accelerator
+    step = run.start_step
+    micro = step * config.optim.gradient_accumulation_steps
+    loader = _loader(run, micro)
+    metrics = _MetricsLog(accelerator, run.run_dir / "metrics.jsonl", config, step)
     batches = iter_batches(loader)
+    window: list[float] = []
     while step < config.max_steps:
-        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-        generator = _step_generator(device, config.seed, rank, 0 if config.overfit_batch else micro)
-        with accelerator.accumulate(pose_net, face_encoder, unet):
-            loss, stats = training_loss(step_models, batch, config.conditioning, generator, rank, world,
-                                        autocast=accelerator.autocast)
-            accelerator.backward(loss)
-            grad_norm = None
-            if accelerator.sync_gradients and optim.max_grad_norm > 0:
-                grad_norm = accelerator.clip_grad_norm_(trainable, optim.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        loss, stats, grad_norm = _micro_step(run, next(batches), micro)
         micro += 1
-        window.append(float(loss.detach()))
+        window.append(loss)
         if not accelerator.sync_gradients:
             continue
-        scheduler.step()
-        if ema is not None:
-            ema.step(trainable)
+        run.optim.after_update()
         step += 1
         step_loss = float(np.mean(window))
         window.clear()
         result.losses.append(step_loss)
         if on_step:
             on_step(step, step_loss)
-        if step % config.log_every == 0 or step == config.max_steps:
-            record = {"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0],
-                      "grad_norm": None if grad_norm is None else float(grad_norm),
-                      "steps_per_s": (step - result.start_step) / (time.perf_counter() - started), **stats}
-            _log_metrics(accelerator, record, metrics_path)
+        metrics.write(step, step_loss, run.optim.scheduler.get_last_lr()[0], grad_norm, stats)
         if step % config.checkpoint_every == 0 or step == config.max_steps:
-            result.checkpoints.append(_save_checkpoint(accelerator, run_dir, step, micro, config, ema, trainable,
-                                                       unwrapped))
+            result.checkpoints.append(_save_checkpoint(run, step, micro))
         if config.validation.every and step % config.validation.every == 0 and accelerator.is_main_process:
-            from animator_cli.training.validation import validation_video
+            result.validation_videos.append(_validation_video(run, step))
+    return step
 
-            view = AnimatorModels(vae=models.vae, image_encoder=models.image_encoder, scheduler=models.scheduler,
-                                  **unwrapped)
-            with _evaluating(unwrapped, trainable, ema), accelerator.autocast():
-                result.validation_videos.append(validation_video(
-                    view, config, report, weights, run_dir / "validation" / f"step_{step}.mp4", device))
-            _cast_frozen_encoders(models, config.mixed_precision)  # the fp32 validation pipeline upcast them
-    result.step = step
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return result
+
+def _loader(run: _Run, micro: int) -> torch.utils.data.DataLoader:
+    """The clips of this rank's batch plan from micro-batch ``micro`` on (a resume skips the earlier ones without
+    loading them)."""
+    data = run.config.data
+    dataset = ClipDataset(run.report.clips, [(b.width, b.height) for b in data.buckets], data.num_frames,
+                          data.stride, Fit(data.fit))
+    return torch.utils.data.DataLoader(dataset, batch_sampler=run.plan.iterate(micro, run.config.overfit_batch),
+                                       num_workers=data.num_workers, persistent_workers=False, collate_fn=collate,
+                                       pin_memory=run.accelerator.device.type == "cuda")
+
+
+def _micro_step(run: _Run, batch: dict[str, torch.Tensor], micro: int
+                ) -> tuple[float, dict[str, float], torch.Tensor | None]:
+    """Forward and backward of one micro-batch, and the optimizer update when the accumulated gradients are synced
+    (accelerate skips it in between). Noise and dropout come from a generator seeded by (seed, rank, micro-batch),
+    so a resumed run draws the same ones. Returns the loss, its statistics and the gradient norm before clipping
+    (None when not clipped)."""
+    config, accelerator, optim = run.config, run.accelerator, run.optim
+    device = accelerator.device
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    rank, world = accelerator.process_index, accelerator.num_processes
+    generator = _step_generator(device, config.seed, rank, 0 if config.overfit_batch else micro)
+    with accelerator.accumulate(*run.wrapped.values()):
+        loss, stats = training_loss(run.loss_models, batch, config.conditioning, generator, rank, world,
+                                    autocast=accelerator.autocast)
+        accelerator.backward(loss)
+        grad_norm = None
+        if accelerator.sync_gradients and config.optim.max_grad_norm > 0:
+            grad_norm = accelerator.clip_grad_norm_(optim.trainable, config.optim.max_grad_norm)
+        optim.optimizer.step()
+        optim.optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach()), stats, grad_norm
+
+
+def _validation_video(run: _Run, step: int) -> Path:
+    """``validation/step_<step>.mp4`` rendered with the current (EMA when enabled) weights by the inference
+    pipeline; training mode and the frozen encoders' precision are restored afterwards."""
+    from animator_cli.models.loading import AnimatorModels
+    from animator_cli.training.validation import validation_video
+
+    models = run.models
+    view = AnimatorModels(vae=models.vae, image_encoder=models.image_encoder, scheduler=models.scheduler,
+                          **run.unwrapped)
+    with _evaluating(run.unwrapped, run.optim.trainable, run.optim.ema), run.accelerator.autocast():
+        path = validation_video(view, run.config, run.report, run.weights,
+                                run.run_dir / "validation" / f"step_{step}.mp4", run.accelerator.device)
+    _cast_frozen_encoders(models, run.config.mixed_precision)  # the fp32 validation pipeline upcast them
+    return path
 
 
 def _training_models(config: TrainConfig, weights: WeightsHome, run_dir: Path, accelerator: Any
@@ -260,14 +352,28 @@ def _cast_frozen_encoders(models: Any, mixed_precision: str) -> None:
         cast_module(models.vae, dtype)
 
 
-def _log_metrics(accelerator: Any, record: dict[str, Any], path: Path) -> None:
-    """Loss averaged over processes → metrics.jsonl, the console and TensorBoard (when installed)."""
-    record["loss"] = float(accelerator.reduce(torch.tensor(record["loss"], device=accelerator.device), "mean"))
-    if accelerator.is_main_process:
-        with path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        log.info("step %d loss %.4f lr %.2e", record["step"], record["loss"], record["lr"])
-    accelerator.log({k: v for k, v in record.items() if isinstance(v, float)}, step=record["step"])
+class _MetricsLog:
+    """Every ``log_every`` steps and at the last one: the step's loss averaged over processes, its learning rate,
+    gradient norm, speed and loss statistics → metrics.jsonl, the console and TensorBoard (when installed)."""
+
+    def __init__(self, accelerator: Any, path: Path, config: TrainConfig, start_step: int) -> None:
+        self.accelerator, self.path, self.start_step = accelerator, path, start_step
+        self.every, self.last = config.log_every, config.max_steps
+        self.started = time.perf_counter()  # steps_per_s counts from here
+
+    def write(self, step: int, loss: float, lr: float, grad_norm: torch.Tensor | None,
+              stats: dict[str, float]) -> None:
+        if step % self.every and step != self.last:
+            return
+        accelerator = self.accelerator
+        record = {"step": step, "loss": loss, "lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm),
+                  "steps_per_s": (step - self.start_step) / (time.perf_counter() - self.started), **stats}
+        record["loss"] = float(accelerator.reduce(torch.tensor(loss, device=accelerator.device), "mean"))
+        if accelerator.is_main_process:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            log.info("step %d loss %.4f lr %.2e", step, record["loss"], lr)
+        accelerator.log({k: v for k, v in record.items() if isinstance(v, float)}, step=step)
 
 
 @contextlib.contextmanager
@@ -303,9 +409,9 @@ def _register_hooks(accelerator: Any, modules: dict[str, nn.Module]) -> None:
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def _save_checkpoint(accelerator: Any, run_dir: Path, step: int, micro: int, config: TrainConfig, ema: Any,
-                     trainable: list[nn.Parameter], modules: dict[str, nn.Module]) -> Path:
+def _save_checkpoint(run: _Run, step: int, micro: int) -> Path:
     """``checkpoint-<step>``, written under a partial name and renamed when every process is done."""
+    accelerator, run_dir, config, ema = run.accelerator, run.run_dir, run.config, run.optim.ema
     final = run_dir / f"checkpoint-{step}"
     partial = run_dir / f".checkpoint-{step}.partial"
     if accelerator.is_main_process and partial.exists():
@@ -316,12 +422,12 @@ def _save_checkpoint(accelerator: Any, run_dir: Path, step: int, micro: int, con
     if accelerator.is_main_process:
         if ema is not None:
             (partial / "ema").mkdir()
-            ema.store(trainable)
-            ema.copy_to(trainable)
+            ema.store(run.optim.trainable)
+            ema.copy_to(run.optim.trainable)
             try:
-                ckpt.save_models(partial / "ema", modules)
+                ckpt.save_models(partial / "ema", run.unwrapped)
             finally:
-                ema.restore(trainable)
+                ema.restore(run.optim.trainable)
         (partial / ckpt.STATE_FILE).write_text(json.dumps(
             {"step": step, "micro_batch": micro, "config": config.as_dict()}, indent=2))
         if final.exists():
