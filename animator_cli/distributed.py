@@ -145,7 +145,8 @@ class Ranks:
                 return PeerFailure(f"rank {report['rank']} failed: {report['message']}", report["kind"], silent=True)
         detail = _first_line(exc).split("] ", 1)[-1]  # without gloo's "[source.cc:line] " prefix
         return PeerFailure(f"rank {self.rank}: another rank stopped without reporting an error ({detail[:200]})",
-                           Kind.INTERNAL, silent=False, hint="it was killed or lost its connection: see the launcher's log")
+                           Kind.INTERNAL, silent=False,
+                           hint="it was killed or lost its connection: see the launcher's log")
 
 
 class OrderedSum:

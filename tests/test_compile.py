@@ -3,6 +3,8 @@ which backpropagate through compiled blocks, and where inductor keeps its cache.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch._dynamo.utils import counters
 
@@ -84,3 +86,21 @@ def test_inductor_cache_lives_beside_the_stage_cache(monkeypatch, tmp_path):
     assert compile_cache_dir() == tmp_path / "animator" / "torchinductor"
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
     assert compile_cache_dir() == tmp_path / "mine"
+
+
+def test_compile_cache_is_set_up_with_the_process_not_by_compiling(monkeypatch, tmp_path):
+    """Inductor reads its cache folder from the environment: `configure_process` sets it (with ``compile``), and
+    compiling a model changes no process state of its own."""
+    from animator_cli.models.backends import configure_process
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    ours = str(tmp_path / "animator" / "torchinductor")
+    configure_process(Runtime(device="cpu"))
+    assert CACHE_ENV not in os.environ
+    block = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    monkeypatch.setattr("animator_cli.models.compile.REGIONS", {"Sequential"})
+    compile_models(block)
+    assert os.environ.get(CACHE_ENV) != ours  # (torch itself may write its own default there)
+    configure_process(Runtime(device="cpu", compile=True))
+    assert os.environ[CACHE_ENV] == ours

@@ -409,7 +409,8 @@ def _home_with(tiny_home, checkpoint: Path, root: Path):
 def _checkpoint_renders(cli, tiny_home, tmp_path, astronaut_path, checkpoint: Path, *checkpoint_args: Path) -> dict:
     """Frames of the release, of `--checkpoint ARG` for each argument, and of a home whose released weights are
     ``checkpoint``'s. The first checkpoint render must not come from the cache (the release's video must not stand
-    in for it); later ones are forced, so that each one loads its checkpoint rather than copying the previous video."""
+    in for it); later ones are forced, so that each one loads its checkpoint rather than copying the video of an
+    argument that names the same checkpoint."""
     poses = _skeletons(tmp_path / "poses", 2)
     args = ["--json", "generate", astronaut_path, poses, "--width", 64, "--height", 64, "--steps", 1, "--crf", 0]
     renders = {}
@@ -472,3 +473,23 @@ def test_cli_checkpoint_latest_of_a_run(cli, tiny_home, tmp_path, astronaut_path
     renders = _checkpoint_renders(cli, tiny_home, tmp_path, astronaut_path, newest, run / "latest", run)
     np.testing.assert_array_equal(renders[str(run / "latest")], renders["trained"])
     np.testing.assert_array_equal(renders[str(run)], renders["trained"])
+
+
+def test_cache_follows_a_run_s_newest_checkpoint(cli, tiny_home, tmp_path, astronaut_path):
+    """`--checkpoint RUN/latest` is keyed by the checkpoint it stands for: a checkpoint saved after a render is
+    rendered anew, not served the older checkpoint's video from the cache."""
+    run = tmp_path / "run"
+    _trained_checkpoint(tiny_home.animation_dir, run / "checkpoint-5", seed=2)
+    poses = _skeletons(tmp_path / "poses", 2)
+    args = ["--weights", tiny_home.root, "--json", "generate", astronaut_path, poses, "--width", 64, "--height", 64,
+            "--steps", 1, "--crf", 0, "--checkpoint", run / "latest"]
+    first = cli(*args, "-o", tmp_path / "first.mp4")
+    assert first.exit_code == 0 and json.loads(first.stdout)["cached"] is False, first.stderr
+    assert json.loads(cli(*args, "-o", tmp_path / "again.mp4").stdout)["cached"] is True
+    _trained_checkpoint(tiny_home.animation_dir, run / "checkpoint-20", seed=1)
+    later = cli(*args, "-o", tmp_path / "later.mp4")
+    assert later.exit_code == 0 and json.loads(later.stdout)["cached"] is False, later.stderr
+    direct = cli(*args[:-1], run / "checkpoint-20", "-o", tmp_path / "direct.mp4")
+    assert json.loads(direct.stdout)["cached"] is True  # the same checkpoint, named directly: the same entry
+    np.testing.assert_array_equal(_frames(tmp_path / "later.mp4"), _frames(tmp_path / "direct.mp4"))
+    assert not np.array_equal(_frames(tmp_path / "later.mp4"), _frames(tmp_path / "first.mp4"))

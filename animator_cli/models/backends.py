@@ -33,7 +33,9 @@ def cudnn_benchmark(runtime: Runtime) -> bool:
 
 
 def configure_process(runtime: Runtime) -> None:
-    """Set what torch keeps process-wide for ``runtime``; `load_pipeline` calls it once before rendering."""
+    """Set what torch keeps process-wide for ``runtime`` (the cuDNN policy; with ``compile``, inductor's on-disk
+    cache, which it reads from the environment): the one place animator changes process state. `load_pipeline`
+    and `train` call it once, before any model runs."""
     torch.backends.cudnn.benchmark = cudnn_benchmark(runtime)
     if runtime.compile:
         from animator_cli.models.compile import use_compile_cache

@@ -64,8 +64,8 @@ def compile_models(unet: nn.Module, vae: nn.Module | None = None, *, training: b
     """Compile the UNet's blocks and, when given, the VAE decoder's. ``training``: gradients flow through the UNet,
     so its blocks get static shapes (inference keeps dynamo's automatic dynamic shapes: fewer graphs to trace).
     ``mode``: torch.compile's mode for the UNet blocks (``reduce-overhead`` records a CUDA graph per block and
-    shape; the decoder, which the HJB refinement differentiates, keeps the default)."""
-    use_compile_cache()
+    shape; the decoder, which the HJB refinement differentiates, keeps the default). Where compiled kernels are
+    kept on disk is process set-up: `animator_cli.models.backends.configure_process`."""
     compile_regions(unet, **(STATIC if training else {}), **({} if mode == "default" else {"mode": mode}))
     if vae is not None:
         compile_decoder(vae)
@@ -73,5 +73,4 @@ def compile_models(unet: nn.Module, vae: nn.Module | None = None, *, training: b
 
 def compile_decoder(vae: nn.Module) -> None:
     """Compile the blocks of ``vae``'s decoder (decoding and the HJB refinement's backward through it)."""
-    use_compile_cache()
     compile_regions(vae.decoder, **STATIC)

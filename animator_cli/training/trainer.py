@@ -335,8 +335,12 @@ def _training_models(config: TrainConfig, weights: WeightsHome, run_dir: Path, a
     if config.model.gradient_checkpointing:
         models.unet.enable_gradient_checkpointing()
     if config.model.compile:
+        from animator_cli.models.backends import configure_process
         from animator_cli.models.compile import compile_models
+        from animator_cli.options import Runtime
 
+        # training keeps torch's cuDNN default (deterministic algorithm choice); the compile cache as for renders
+        configure_process(Runtime(device=str(accelerator.device), compile=True, cudnn_benchmark=False))
         compile_models(models.unet, training=True)
     return models, groups
 
