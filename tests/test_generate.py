@@ -291,7 +291,7 @@ def test_cli_batch_loads_models_once_and_reports_failures(cli, tiny_home, tmp_pa
     (tmp_path / "jobs.yaml").write_text(json.dumps(jobs))  # JSON is YAML
     loads = []
     real_load = generation.load_pipeline
-    monkeypatch.setattr(generation, "load_pipeline", lambda *a: loads.append(1) or real_load(*a))
+    monkeypatch.setattr(generation, "load_pipeline", lambda *a, **k: loads.append(1) or real_load(*a, **k))
     result = cli("--weights", tiny_home.root, "batch", tmp_path / "jobs.yaml")
     assert result.exit_code == 2  # the first failed job's own code: bad input
     assert (tmp_path / "out/a.mp4").exists() and (tmp_path / "out/c.mp4").exists()
@@ -451,7 +451,7 @@ def test_cli_bad_tiling_fails_before_loading_models(cli, tiny_home, tmp_path, as
     poses = _skeletons(tmp_path / "poses", 3)
     result = cli("--weights", tiny_home.root, "generate", astronaut_path, poses, "-o", tmp_path / "o.mp4",
                  "--tile", 8, "--overlap", 8)
-    assert result.exit_code == 2 and "invalid tiling" in result.stderr
+    assert result.exit_code == 2 and "--overlap 8 must be between 1 and tile - 1" in result.stderr
 
 
 def test_cache_key_follows_vae_precision(cli, tiny_home, tmp_path, astronaut_path):

@@ -110,7 +110,7 @@ def test_cudnn_benchmark_policy_is_set_once_per_process(cudnn_flag, runtime, exp
 
 @pytest.mark.parametrize(("args", "says"), [
     (["--fp8"], "--fp8 needs a CUDA GPU"),
-    (["--compile-mode", "reduce-overhead"], "--compile-mode reduce-overhead needs --compile"),
+    (["--compile-mode", "reduce-overhead"], "--compile-mode reduce-overhead needs compile"),
     (["--attention", "fastest"], "--attention"),
 ])
 def test_levers_the_cpu_cannot_use_are_usage_errors(cli, tmp_path, args, says, monkeypatch):

@@ -141,7 +141,7 @@ def test_boxes_from_a_known_skeleton(tmp_path):
     with pytest.raises(InputError, match="3 poses"):
         pose_face_boxes(folder, 3, 64, 64, Fit.COVER)
     (folder / "keypoints.npz").unlink()
-    with pytest.raises(InputError, match="--face-masks"):
+    with pytest.raises(InputError, match="^face_opt needs face boxes.*or give face_masks"):
         pose_face_boxes(folder, 2, 64, 64, Fit.COVER)
 
 
@@ -372,8 +372,8 @@ def test_cli_face_masks_and_bad_input(cli, tiny_home, tmp_path, astronaut_path):
     assert ok.exit_code == 0, ok.stderr
     (folder / "keypoints.npz").unlink()
     for extra, message in ((("--face-opt",), "keypoints.npz"), (("--face-opt-steps", "1-2", "--face-opt"), "START"),
-                           (("--face-opt", "--face-opt-steps", "2:3"), "below --steps"),
-                           (("--face-masks", masks), "needs --face-opt")):
+                           (("--face-opt", "--face-opt-steps", "2:3"), "--face-opt-steps 2:3 starts after"),
+                           (("--face-masks", masks), "needs face_opt and must be a folder")):
         bad = cli(*_cli_args(tiny_home, astronaut_path, folder, tmp_path / "bad.mp4", *extra))
         assert bad.exit_code == 2 and message in bad.stderr, (extra, bad.stderr)
         assert "Traceback" not in bad.stderr and not (tmp_path / "bad.mp4").exists()
@@ -523,7 +523,7 @@ def test_make_options_face_opt():
     assert options.face_opt == FaceOptOptions(iters=2, start=3, end=7, lr=0.05, margin=4)
     assert asdict(options)["face_opt"] == {"iters": 2, "start": 3, "end": 7, "lr": 0.05, "margin": 4}
     assert generate_options(steps=3, face_opt=True).face_opt.end == 20  # steps past the last one are simply not reached
-    with pytest.raises(InputError, match="below --steps"):
+    with pytest.raises(InputError, match="^face_opt_steps .* starts after the last of"):
         generate_options(steps=3, face_opt=True, face_opt_steps="5:6")
     with pytest.raises(InputError, match="must not be negative"):
         generate_options(face_opt=True, face_opt_margin=-1)

@@ -86,8 +86,8 @@ def pose_face_boxes(poses: Path, num_frames: int, width: int, height: int, mode:
     68 face points of the drawn poses, in the skeleton PNGs' pixels, fitted like the pose frames."""
     poses = Path(poses)
     if not (poses / KEYPOINTS_FILE).is_file():
-        raise InputError(f"--face-opt needs face boxes: {poses / KEYPOINTS_FILE} does not exist",
-                         "use a pose folder written by `animator extract-pose`, or pass --face-masks DIR")
+        raise InputError(f"face_opt needs face boxes: {poses / KEYPOINTS_FILE} does not exist",
+                         "use a pose folder written by `animator extract-pose`, or give face_masks", option="face_opt")
     frames = list_frames(poses)
     canvas_h, canvas_w = load_image(frames[0]).shape[:2]
     track = load_keypoints(poses / KEYPOINTS_FILE)
@@ -106,8 +106,8 @@ def mask_face_boxes(masks: Path, num_frames: int, width: int, height: int, mode:
     intensity, fitted like the pose frames; an empty mask gives None."""
     paths = list_frames(Path(masks)) if Path(masks).is_dir() else []
     if len(paths) != num_frames:
-        raise InputError(f"--face-masks {masks} has {len(paths)} masks for {num_frames} pose frames",
-                         "give one frame_<i>.png mask per pose frame")
+        raise InputError(f"face_masks {masks} has {len(paths)} masks for {num_frames} pose frames",
+                         "give one frame_<i>.png mask per pose frame", option="face_masks")
     boxes: list[Box | None] = []
     for path in paths:
         mask = load_image(path).max(axis=2) > 127

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from animator_cli.distributed import Ranks
-from animator_cli.errors import InputError
+from animator_cli.errors import InputError, option_error
 from animator_cli.face import FaceIdentity
 from animator_cli.hjb.arcface import load_arcface
 from animator_cli.hjb.boxes import fit_box, mask_face_boxes, pose_face_boxes, template_box
@@ -30,13 +30,13 @@ def build_refiner(reference: np.ndarray, reference_size: tuple[int, int], identi
     """
     height, width = reference.shape[:2]
     if not identity.found:
-        raise InputError("--face-opt needs a face in the reference image, and none was found",
-                         "use a reference photo with a visible face, or drop --face-opt")
+        raise InputError("face_opt needs a face in the reference image, and none was found",
+                         "use a reference photo with a visible face, or turn face_opt off", option="face_opt")
     face = tuple(float(v) for v in identity.box) if masks is not None else template_box(identity.landmarks)
     box = None if face is None else fit_box(face, reference_size, width, height, fit)
     if box is None:
-        raise InputError(f"the reference face is outside the {width}×{height} output after --fit {fit.value}",
-                         "use --fit contain, or drop --face-opt")
+        raise option_error("fit", fit.value, f"puts the reference face outside the {width}×{height} output",
+                           "use fit contain, or turn face_opt off")
     if masks is not None:
         boxes = mask_face_boxes(masks, num_frames, width, height, fit)
     else:

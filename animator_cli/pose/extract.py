@@ -12,6 +12,7 @@ of the stage cache keyed by the input files' contents and the options, so a reru
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 
 from animator_cli.cache import StageCache
-from animator_cli.errors import InputError
+from animator_cli.errors import InputError, option_error
 from animator_cli.fileio import atomic_dir, check_output_path
 from animator_cli.pose import credible
 from animator_cli.pose.align import ALIGN_MODES, Alignment, align_track
@@ -125,9 +126,11 @@ def _write_preview(path: Path, source: Path, tracked: PoseTrack, drawn: PoseTrac
             writer.write(np.ascontiguousarray(view))
 
 
-def _build(folder: Path, source: Path, reference: Path | None, align: str, backend_name: str, smooth: bool,
+def _build(folder: Path, *, source: Path, reference: Path | None, align: str, backend_name: str, smooth: bool,
            max_frames: int | None, preview: bool, fps: float | None, weights: WeightsHome, device: str | None,
            progress: Progress | None) -> None:
+    """Detect, fill, smooth, align and draw the poses of ``source`` into ``folder`` (a temporary one, renamed into
+    place by the caller)."""
     size, rate, expected = _source_info(source, fps)
     total = min(expected, max_frames) if max_frames else expected
     backend = open_backend(backend_name, weights, device)
@@ -179,7 +182,7 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
     if fps is not None:
         check_fps(fps)
     if max_frames is not None and max_frames < 1:
-        raise InputError(f"--max-frames {max_frames} must be at least 1")
+        raise option_error("max_frames", max_frames, "must be at least 1")
     if reference is not None:
         if not Path(reference).is_file():
             raise InputError(f"reference image {reference} does not exist")
@@ -189,15 +192,16 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
         raise InputError(f"unknown alignment '{align}'", f"choose from {', '.join(ALIGN_MODES)}")
     weights = weights or WeightsHome.resolve()
     resolved = resolve_backend(backend, weights)
-    build_args = (source, Path(reference) if reference else None, align, resolved, smooth, max_frames, preview, fps,
-                  weights, device, progress)
+    build = functools.partial(_build, source=source, reference=Path(reference) if reference else None, align=align,
+                              backend_name=resolved, smooth=smooth, max_frames=max_frames, preview=preview, fps=fps,
+                              weights=weights, device=device, progress=progress)
     if out_dir is not None:
         out_dir = Path(out_dir)
         check_output_path(out_dir, [source, reference], folder=True)
         if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not is_pose_output(out_dir))):
             raise InputError(f"{out_dir} exists and is not a pose folder", "choose a new or empty -o folder")
         with atomic_dir(out_dir) as tmp, stage(STAGE):
-            _build(tmp, *build_args)
+            build(tmp)
         return out_dir
     params = {"align": align if reference else "none", "backend": resolved, "smooth": smooth,
               "max_frames": max_frames, "preview": preview, "fps": fps, "person": credible.RULE}
@@ -206,5 +210,5 @@ def extract_pose(source: Path, out_dir: Path | None = None, reference: Path | No
         log.info("pose: reusing %s", entry.path)
         return entry.path
     with entry.writing(replace=force) as tmp, stage(STAGE):
-        _build(tmp, *build_args)
+        build(tmp)
     return entry.path
