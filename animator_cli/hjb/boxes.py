@@ -26,12 +26,11 @@ import numpy as np
 from animator_cli.errors import InputError
 from animator_cli.hjb.arcface import Box
 from animator_cli.hjb.iresnet import INPUT_SIZE
-from animator_cli.pose import load_keypoints
-from animator_cli.pose.keypoints import FACE, KEYPOINT_THRESHOLD
+from animator_cli.pose import pose_folder_faces
+from animator_cli.pose.keypoints import KEYPOINT_THRESHOLD
 from animator_cli.sampling.fit import Fit, fit_geometry
 from animator_cli.video import list_frames, load_image
 
-KEYPOINTS_FILE = "keypoints.npz"
 # iBUG-68 indices averaged into ArcFace's five points, in insightface's order (image-left eye first): the eye
 # contours' centres, the nose tip, the mouth corners.
 FIVE_FROM_68 = (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,))
@@ -82,22 +81,13 @@ def fit_box(box: FloatBox, size: tuple[int, int], width: int, height: int, mode:
 
 
 def pose_face_boxes(poses: Path, num_frames: int, width: int, height: int, mode: Fit) -> list[Box | None]:
-    """Per-frame template boxes from a pose folder's ``keypoints.npz`` (written by `animator extract-pose`): the
-    68 face points of the drawn poses, in the skeleton PNGs' pixels, fitted like the pose frames."""
-    poses = Path(poses)
-    if not (poses / KEYPOINTS_FILE).is_file():
-        raise InputError(f"face_opt needs face boxes: {poses / KEYPOINTS_FILE} does not exist",
-                         "use a pose folder written by `animator extract-pose`, or give face_masks", option="face_opt")
-    frames = list_frames(poses)
-    canvas_h, canvas_w = load_image(frames[0]).shape[:2]
-    track = load_keypoints(poses / KEYPOINTS_FILE)
-    if len(track.points) != num_frames:
-        raise InputError(f"{poses / KEYPOINTS_FILE} has {len(track.points)} frames but the folder has "
-                         f"{num_frames} poses", "rerun `animator extract-pose`")
+    """Per-frame template boxes from the face points of a pose folder's drawn poses (`animator extract-pose`),
+    in the skeleton PNGs' pixels, fitted like the pose frames."""
+    canvas, points, scores = pose_folder_faces(Path(poses), num_frames)
     boxes: list[Box | None] = []
-    for face, scores in zip(track.points[:, FACE], track.scores[:, FACE], strict=True):
-        box = template_box(*five_points(face * (canvas_w, canvas_h), scores))
-        boxes.append(None if box is None else fit_box(box, (canvas_w, canvas_h), width, height, mode))
+    for face, face_scores in zip(points, scores, strict=True):
+        box = template_box(*five_points(face, face_scores))
+        boxes.append(None if box is None else fit_box(box, canvas, width, height, mode))
     return boxes
 
 

@@ -29,7 +29,7 @@ from animator_cli.pose import credible
 from animator_cli.pose.align import ALIGN_MODES, Alignment, align_track
 from animator_cli.pose.backend import PoseBackend, open_backend, resolve_backend
 from animator_cli.pose.draw import draw_pose, overlay
-from animator_cli.pose.keypoints import Pose, PoseTrack, save_keypoints
+from animator_cli.pose.keypoints import KEYPOINTS_FILE, Pose, PoseTrack, save_keypoints
 from animator_cli.pose.smooth import one_euro
 from animator_cli.pose.track import MainPersonTracker, fill_gaps, largest
 from animator_cli.progress import stage
@@ -151,7 +151,7 @@ def _build(folder: Path, *, source: Path, reference: Path | None, align: str, ba
     else:
         drawn, alignment = track, Alignment("none")
     _write_skeletons(folder, drawn)
-    save_keypoints(folder / "keypoints.npz", drawn, track)
+    save_keypoints(folder / KEYPOINTS_FILE, drawn, track)
     meta = {
         "source": str(source), "reference": str(reference) if reference else None, "fps": rate,
         "frame_count": len(track), "source_size": list(track.size), "canvas_size": list(drawn.size),

@@ -21,6 +21,8 @@ import numpy as np
 
 from animator_cli.errors import InputError
 
+KEYPOINTS_FILE = "keypoints.npz"  # in every pose folder: the detected and the drawn poses
+
 NUM_POINTS = 134
 BODY = slice(0, 18)
 FEET = slice(18, 24)
@@ -166,3 +168,21 @@ def face_boxes(path: Path, width: int, height: int, min_score: float = KEYPOINT_
                min(width, int(np.ceil(x1 + dx))), min(height, int(np.ceil(y1 + dy))))
         boxes.append(box if box[2] > box[0] and box[3] > box[1] else None)
     return boxes
+
+
+def pose_folder_faces(folder: Path, num_frames: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """The faces of a pose folder written by `animator extract-pose`: the (w, h) of its skeleton images, and per
+    frame the 68 face points of the drawn poses in those images' pixels (F, 68, 2) with their scores (F, 68).
+    ``num_frames``: the frames the folder holds (a keypoints file of another length is an error)."""
+    from animator_cli.video import list_frames, load_image
+
+    path = Path(folder) / KEYPOINTS_FILE
+    if not path.is_file():
+        raise InputError(f"face_opt needs face boxes: {path} does not exist",
+                         "use a pose folder written by `animator extract-pose`, or give face_masks", option="face_opt")
+    track = load_keypoints(path)
+    if len(track.points) != num_frames:
+        raise InputError(f"{path} has {len(track.points)} frames but the folder has {num_frames} poses",
+                         "rerun `animator extract-pose`")
+    height, width = load_image(list_frames(Path(folder))[0]).shape[:2]
+    return (width, height), track.points[:, FACE] * (width, height), track.scores[:, FACE]
