@@ -71,7 +71,9 @@ class PoseSource(Protocol):
     def __getitem__(self, index: slice) -> np.ndarray: ...
 
 
-POSE_FEATURE_BUDGET = 512 * 2**20  # bytes of PoseNet features computed up front; longer videos: per window
+# Bytes of PoseNet features computed once up front (about 50 frames at 512×512 in fp16 on the real model); longer
+# videos compute them per window at every step (~1 % of the UNet's work), so memory stays flat with the length.
+POSE_FEATURE_BUDGET = 128 * 2**20
 
 
 class Refiner(Protocol):
