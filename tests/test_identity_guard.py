@@ -6,8 +6,6 @@ they check what is re-rendered, kept and recorded, not that identity improves.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
