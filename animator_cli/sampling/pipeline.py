@@ -170,12 +170,19 @@ class AnimationPipeline:
         video = self.sample(reference, poses, identity, options, generator, progress, refine)
         if not self.ranks.is_main:  # rank 0 decodes
             return None
+        return self.decode(video.latents, options.decode_chunk, sink)
+
+    @_in_attention_backend
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk: int, sink: FrameSink | None = None) -> np.ndarray | None:
+        """The frames (F, H, W, 3) uint8 of latents (1, F, 4, h, w), or None when ``sink`` takes them chunk by
+        chunk as they are decoded."""
         with stage("decoding"):
-            frames = self._decode(video.latents, options.decode_chunk)
+            frames = self._decode(latents, chunk)
             if sink is None:
                 return np.concatenate(list(frames))
-            for chunk in frames:
-                sink(chunk)
+            for part in frames:
+                sink(part)
             return None
 
     @_in_attention_backend
