@@ -202,3 +202,163 @@ def test_auto_threshold_is_the_median_minus_the_margin():
     from animator_cli.guard.identity import AUTO_MARGIN, auto_threshold
 
     assert auto_threshold(np.array([0.5, np.nan, 0.7, 0.6])) == pytest.approx(0.6 - AUTO_MARGIN)
+
+
+def test_mechanism_hjb_is_the_first_lever_when_the_poses_give_face_boxes(cli, tiny_home, astronaut_path, scripted,
+                                                                          tmp_path):
+    from test_golden_latents import _moving_face
+
+    poses = _moving_face(tmp_path / "poses", 28)  # keypoints.npz: face boxes for HJB; windows 0-15 and 12-27
+    scripted([0.1, 0.1])
+    result = cli("--weights", tiny_home.root, "--device", "cpu", "--json", "generate", astronaut_path, poses,
+                 "-o", tmp_path / "out.mp4", "--width", 64, "--height", 64, "--steps", 2, "--identity-guard", 0.5)
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    attempts = json.loads(result.stdout)["identity_guard"]["windows"][1]["attempts"]
+    assert [(a["action"], a["hjb"], a["id_scale"]) for a in attempts] == [("hjb", True, 1.0), ("id_scale", True, 1.5)]
+
+
+# --- options, cache key, faults --------------------------------------------------------------------------------------
+
+def test_the_cache_key_holds_the_repairs_only_when_they_are_on():
+    from dataclasses import asdict
+
+    from animator_cli.generate import cache_options
+
+    plain = cache_options(generate_options())
+    assert "identity_guard" not in plain and "drift_lock" not in plain
+    assert plain == {k: v for k, v in asdict(generate_options()).items() if k not in ("identity_guard", "drift_lock")}
+    guarded = cache_options(generate_options(identity_guard=0.4, guard_retries=3, drift_lock=True))
+    assert guarded["identity_guard"] == {"threshold": 0.4, "retries": 3} and guarded["drift_lock"] is True
+    assert cache_options(generate_options(identity_guard=True))["identity_guard"]["threshold"] is None
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("x", "--identity-guard 'x' is not a threshold"), ("1.5", "--identity-guard 1.5 is not a cosine"),
+])
+def test_cli_rejects_a_bad_threshold(cli, value, message, tmp_path, astronaut_path):
+    result = cli("generate", astronaut_path, tmp_path, "-o", tmp_path / "o.mp4", f"--identity-guard={value}")
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_a_bare_identity_guard_flag_means_the_video_s_own_threshold():
+    from animator_cli.cli.app import _fill_optional_values
+
+    assert _fill_optional_values(["generate", "--identity-guard", "--drift-lock"]) == [
+        "generate", "--identity-guard", "auto", "--drift-lock"]
+    assert _fill_optional_values(["generate", "--identity-guard", "-0.2"]) == ["generate", "--identity-guard", "-0.2"]
+    assert _fill_optional_values(["generate", "--identity-guard"]) == ["generate", "--identity-guard", "auto"]
+
+
+def test_no_face_in_the_reference_skips_the_guard_or_stops_it_under_strict(tiny_home, tmp_path, caplog):
+    from animator_cli.cache import StageCache
+    from animator_cli.errors import InputError
+    from animator_cli.generate import render
+    from animator_cli.video import write_frame
+
+    write_frame(tmp_path, 0, np.zeros((128, 128, 3), np.uint8))  # black: the tiny detector finds no face
+    poses = _skeletons(tmp_path / "poses", 3)
+    options = generate_options(width=64, height=64, steps=1, allow_no_face=True, identity_guard=True)
+    common = dict(weights=tiny_home, cache=StageCache(tmp_path / "cache"))
+    with pytest.raises(InputError, match="identity_guard needs a face in the reference"):
+        render(tmp_path / "frame_0.png", poses, options, Runtime(device="cpu"), check="strict", **common)
+    rendered = render(tmp_path / "frame_0.png", poses, options, Runtime(device="cpu"), **common)
+    assert [r.message for r in caplog.records].count(
+        "identity guard skipped: no face in the reference image to compare the frames with") == 1
+    assert rendered.result.identity_guard is None and rendered.options.identity_guard is None
+
+
+def test_an_interrupted_guard_leaves_no_output_and_no_cache_entry(cli, tiny_home, astronaut_path, tmp_path,
+                                                                  monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("animator_cli.check.timeline.IdentityScorer", interrupt)
+    poses = _skeletons(tmp_path / "poses", 20)
+    result = cli("--weights", tiny_home.root, "--device", "cpu", "generate", astronaut_path, poses,
+                 "-o", tmp_path / "out.mp4", "--width", 64, "--height", 64, "--steps", 1, "--identity-guard")
+    assert result.exit_code == 130
+    assert not (tmp_path / "out.mp4").exists()
+    entries = list((tmp_path / "stage-cache" / "generate").glob("*"))
+    assert not [e for e in entries if (e / "video.mp4").exists()]
+
+
+def test_batch_and_api_take_the_guard_by_name(tiny_home, tmp_path, astronaut_path, scripted):
+    import yaml
+
+    from animator_cli import Animator
+    from animator_cli.batch import run_batch
+    from animator_cli.cache import StageCache
+
+    poses = _skeletons(tmp_path / "poses", 28)
+    scripted([0.9])
+    video = Animator(tiny_home.root, device="cpu", cache=tmp_path / "api").generate(
+        astronaut_path, poses, width=64, height=64, steps=1, identity_guard=THRESHOLD, guard_retries=1)
+    assert video.result.identity_guard["repaired"] == 1
+    scripted([0.9])
+    (tmp_path / "jobs.yaml").write_text(yaml.safe_dump({"jobs": [
+        {"reference": str(astronaut_path), "poses": "poses", "output": "b.mp4", "width": 64, "height": 64,
+         "steps": 1, "identity-guard": THRESHOLD, "drift-lock": True}]}))
+    [outcome] = run_batch(tmp_path / "jobs.yaml", Runtime(device="cpu"), weights=tiny_home,
+                          cache=StageCache(tmp_path / "batch"))
+    assert outcome.ok, outcome.error
+    assert outcome.result.identity_guard["repaired"] == 1 and len(outcome.result.drift_lock) == 2
+
+
+# --- drift lock ------------------------------------------------------------------------------------------------------
+
+def _drifted_video() -> tuple[np.ndarray, np.ndarray, list[list[int]], np.ndarray]:
+    """40 frames 64×64 of a fixed textured background with a person-sized block that moves, their poses (a stick
+    figure inside the block) and windows; then a copy where window 2 drifted: +24 red, −16 blue, its own frames in
+    full and the shared ones by the window's overlap share, as a sampler's blend would spread it."""
+    from animator_cli.sampling.repair import overlap_share
+    from animator_cli.sampling.windows import window_indices
+
+    rng = np.random.default_rng(0)
+    background = rng.integers(40, 200, (64, 64, 3)).astype(np.uint8)
+    frames, poses = np.repeat(background[None], FRAMES, 0), np.zeros((FRAMES, 64, 64, 3), np.uint8)
+    for f in range(FRAMES):
+        x = 20 + f % 8
+        frames[f, 16:52, x:x + 16] = rng.integers(30, 220, (36, 16, 3))  # room for the drift: no clipping
+        poses[f, 20:48, x + 8] = 255  # the trunk of the drawn skeleton
+        poses[f, 30, x + 2:x + 14] = 255  # the arms
+    windows = window_indices(FRAMES, 16, 4)
+    share = overlap_share(windows, 2).numpy()
+    drifted = frames.astype(np.float64)
+    for slot, frame in enumerate(windows[2]):
+        if frame:
+            drifted[frame] += share[slot] * np.array([24.0, 0.0, -16.0])
+    return frames, np.round(drifted).astype(np.uint8), windows, poses
+
+
+def test_drift_lock_removes_an_injected_colour_shift_and_leaves_frames_without_drift_alone():
+    from animator_cli.guard.drift import drift_lock
+
+    clean, drifted, windows, poses = _drifted_video()
+    locked = drifted.copy()
+    corrections = drift_lock(locked, windows, lambda index: poses[index])
+    assert np.allclose(corrections[2].offset, [-24, 0, 16], atol=0.5)  # the shift, measured outside the person
+    assert np.array_equal(locked[:25], clean[:25])  # frames without drift: the same bytes
+    error = np.abs(locked[25:].astype(int) - clean[25:].astype(int))
+    assert error.max() <= 1  # the shift is gone, up to rounding
+    assert np.abs(drifted[28:].astype(int) - clean[28:].astype(int)).max() >= 16  # it was there
+
+
+def test_drift_lock_changes_nothing_in_a_video_without_drift():
+    from animator_cli.guard.drift import drift_lock
+
+    clean, _, windows, poses = _drifted_video()
+    locked = clean.copy()
+    drift_lock(locked, windows, lambda index: poses[index])
+    assert np.array_equal(locked, clean)
+
+
+def test_the_person_is_left_out_of_the_measure():
+    from animator_cli.guard.drift import person_mask
+
+    pose = np.zeros((64, 64, 3), np.uint8)
+    pose[20:40, 30] = 255
+    mask = person_mask(pose)
+    assert mask[20:40, 30].all() and mask[15, 30] and not mask[0, 0] and not mask[30, 50]
+    assert not person_mask(np.zeros((8, 8, 3), np.uint8)).any()
