@@ -119,7 +119,7 @@ def build_page(session: UiSession, max_upload_mb: int = MAX_UPLOAD_MB) -> gr.Blo
                                      info="The same seed gives the same video.")
                 face_opt = gr.Checkbox(d.face_opt, label="Face optimisation (--face-opt)",
                                        info="Refines the face identity during denoising; slower.")
-                identity_guard = gr.Checkbox(d.identity_guard, label="Identity guard (--identity-guard)",
+                identity_guard = gr.Checkbox(bool(d.identity_guard), label="Identity guard (--identity-guard)",
                                              info="Renders again the windows where the face slipped.")
                 draft = gr.Checkbox(d.draft, label="Draft preview (--draft)", elem_id="draft",
                                     info=f"Short side {SHORT_SIDE} px, {PRESET}: a quick look, not the final quality.")

@@ -74,7 +74,7 @@ class RenderSettings:
     schedule: str = _SAMPLING.schedule
     reuse_features: int = _SAMPLING.reuse_features
     draft: bool = False  # the --draft preview preset (animator_cli.draft)
-    identity_guard: bool = False  # --identity-guard with the video's own threshold
+    identity_guard: bool | None = None  # True: --identity-guard with the video's own threshold (None: off)
     drift_lock: bool = False
 
     def options(self) -> GenerateOptions:
