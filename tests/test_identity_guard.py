@@ -204,19 +204,24 @@ def test_auto_threshold_is_the_median_minus_the_margin():
     assert auto_threshold(np.array([0.5, np.nan, 0.7, 0.6])) == pytest.approx(0.6 - AUTO_MARGIN)
 
 
+@pytest.mark.parametrize(("face_opt", "expected"), [
+    ((), [("hjb", True, 1.0), ("id_scale", True, 1.5)]),  # HJB on the window first
+    (("--face-opt",), [("id_scale", True, 1.5), ("seed", True, 1.5)]),  # the render had HJB: every pass keeps it
+])
 def test_mechanism_hjb_is_the_first_lever_when_the_poses_give_face_boxes(cli, tiny_home, astronaut_path, scripted,
-                                                                          tmp_path):
+                                                                          tmp_path, face_opt, expected):
+    import json
+
     from test_golden_latents import _moving_face
 
     poses = _moving_face(tmp_path / "poses", 28)  # keypoints.npz: face boxes for HJB; windows 0-15 and 12-27
     scripted([0.1, 0.1])
     result = cli("--weights", tiny_home.root, "--device", "cpu", "--json", "generate", astronaut_path, poses,
-                 "-o", tmp_path / "out.mp4", "--width", 64, "--height", 64, "--steps", 2, "--identity-guard", 0.5)
+                 "-o", tmp_path / "out.mp4", "--width", 64, "--height", 64, "--steps", 2, "--identity-guard", 0.5,
+                 *face_opt, "--face-opt-steps", "0:1", "--face-opt-iters", 1)
     assert result.exit_code == 0, result.stderr
-    import json
-
     attempts = json.loads(result.stdout)["identity_guard"]["windows"][1]["attempts"]
-    assert [(a["action"], a["hjb"], a["id_scale"]) for a in attempts] == [("hjb", True, 1.0), ("id_scale", True, 1.5)]
+    assert [(a["action"], a["hjb"], a["id_scale"]) for a in attempts] == expected
 
 
 # --- options, cache key, faults --------------------------------------------------------------------------------------

@@ -65,14 +65,17 @@ class PipelineRepair:
 def run_guard(pipeline: AnimationPipeline, video: SampledVideo, frames: np.ndarray, options: GenerateOptions,
               score: Scorer, refiner: RefinerLoader) -> tuple[GuardRecord, list[UNetWork]]:
     """The identity guard on a sampled video and its decoded ``frames`` (both updated in place); returns its record
-    and the UNet work of its passes. HJB is a lever only when the render did not use it and a refiner builds."""
+    and the UNet work of its passes. HJB is a lever only when the render did not use it (then every pass has it)
+    and a refiner builds."""
     repair = PipelineRepair(pipeline, video, functools.cache(refiner))
     guard = options.identity_guard or GuardOptions()
 
     def plan(window: int) -> list[Attempt]:
-        hjb = options.face_opt is None and repair.refiner() is not None
-        return escalation(guard.retries, hjb=hjb, id_scale=options.sampling.id_scale, seed=options.seed,
-                          window=window)
+        attempts = escalation(guard.retries, hjb=options.face_opt is None and repair.refiner() is not None,
+                              id_scale=options.sampling.id_scale, seed=options.seed, window=window)
+        for attempt in attempts:  # a render with HJB is sampled again with it
+            attempt.hjb |= options.face_opt is not None
+        return attempts
 
     return guard_video(frames, repair, score, guard, plan), repair.work
 
@@ -91,7 +94,7 @@ def repaired_render(pipeline: AnimationPipeline, video: SampledVideo, options: G
 
         score = IdentityScorer(reference, weights=weights, device=device)
         guard, passes = run_guard(pipeline, video, frames, options, score,
-                                  guard_refiner(functools.partial(refiner, FaceOptOptions())))
+                                  guard_refiner(functools.partial(refiner, options.face_opt or FaceOptOptions())))
         work = sum(passes, work)
         record["identity_guard"] = guard.as_dict()
     if options.drift_lock:
