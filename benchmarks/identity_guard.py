@@ -94,8 +94,10 @@ def plot(animator: Animator, reference: Path, poses: Path, base: dict, path: Pat
     fig, ax = plt.subplots(figsize=(10, 3.4), dpi=100)
     for number, window in enumerate(later.windows):
         real = window[1:] if number else window
-        ax.axvspan(min(real) - 0.5, max(real) + 0.5, color=("#d8e6f3", "#eef3d8")[number % 2], zorder=0,
-                   hatch="//" if number in later.repaired else None)
+        repaired = number in later.repaired
+        ax.axvspan(min(real) - 0.5, max(real) + 0.5, facecolor=("#d8e6f3", "#eef3d8")[number % 2], zorder=0,
+                   hatch="//" if repaired else None, edgecolor="#8aa6c1" if repaired else "none",
+                   label="repaired window" if repaired and number == min(later.repaired) else None)
     frames = np.arange(len(later.cosines))
     ax.plot(frames, before.identity.cosines, marker=".", color="#aa4444", label="before the guard")
     ax.plot(frames, later.cosines, marker=".", color="#1f4e79", label="after the guard")

@@ -101,8 +101,9 @@ class IdentityTimeline:
         try:
             for number, window in enumerate(self.windows):
                 real = window[1:] or window
-                ax.axvspan(min(real) - 0.5, max(real) + 0.5, color=("#d8e6f3", "#eef3d8")[number % 2], zorder=0,
-                           hatch="//" if number in self.repaired else None)
+                repaired = number in self.repaired
+                ax.axvspan(min(real) - 0.5, max(real) + 0.5, facecolor=("#d8e6f3", "#eef3d8")[number % 2], zorder=0,
+                           hatch="//" if repaired else None, edgecolor="#8aa6c1" if repaired else "none")
             worst = self.worst_range()
             if worst:
                 ax.axvspan(worst[0] - 0.5, worst[1] + 0.5, color="#f4b6b6", alpha=0.6, zorder=1,
