@@ -280,8 +280,8 @@ def _guard_for(options: GenerateOptions, face: FaceIdentity, check: str, ranks: 
     """``options`` without the identity guard when the reference shows no face (one warning; an InputError under
     ``check`` strict); the repairs run in one process only."""
     if ranks.parallel and (options.identity_guard is not None or options.drift_lock):
-        raise option_error("identity_guard", None, "and drift_lock run in a single process",
-                           "render without --parallel windows / torchrun, or without the repairs")
+        raise option_error("identity_guard" if options.identity_guard is not None else "drift_lock", None,
+                           "runs in a single process", "render without --parallel windows / torchrun, or without it")
     if options.identity_guard is None or face.found:
         return options
     if check == "strict":

@@ -30,6 +30,9 @@ from animator_cli.weights.home import WeightsHome
 log = logging.getLogger("animator")
 
 RefinerLoader = Callable[[], "FaceRefiner | None"]  # the whole video's face refiner, None when it cannot be built
+# The HJB lever refines the faces' neighbourhood only (--face-opt-margin 1): about 1.6× a render's compute instead
+# of 9.7× for whole frames at 512×512 (docs/hjb.md, Cost), so one repaired window stays within the guard's budget.
+HJB_LEVER = FaceOptOptions(margin=1)
 
 
 class PipelineRepair:
@@ -94,7 +97,7 @@ def repaired_render(pipeline: AnimationPipeline, video: SampledVideo, options: G
 
         score = IdentityScorer(reference, weights=weights, device=device)
         guard, passes = run_guard(pipeline, video, frames, options, score,
-                                  guard_refiner(functools.partial(refiner, options.face_opt or FaceOptOptions())))
+                                  guard_refiner(functools.partial(refiner, options.face_opt or HJB_LEVER)))
         work = sum(passes, work)
         record["identity_guard"] = guard.as_dict()
     if options.drift_lock:
