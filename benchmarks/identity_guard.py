@@ -1,7 +1,7 @@
 """What the identity guard costs (issue 21), and the docs' before/after picture.
 
     .venv/bin/python benchmarks/identity_guard.py DIR [--frames 40] [--size 64] [--steps 25] [--runs 3]
-        [--plot docs/identity_guard.png]
+        [--cases clean,hjb,id_scale,face_opt] [--plot docs/identity_guard.png]
 
 Writes a tiny weights home, DIR/poses (FRAMES skeleton frames with keypoints.npz, so HJB is a lever) and renders
 the clip through the Python API (models loaded once, the stage cache off so every call renders), in alternating
@@ -10,9 +10,9 @@ call (render, guard, encoding) and the median of the pairwise ratios:
 
 - clean: ``--identity-guard`` with a threshold no window falls below: the guard only scores (target ≤ 1.15×);
 - one window forced low, fixed by its first attempt: an injected scorer (mechanism; the tiny ArcFace's scores are
-  arbitrary) scores window 1 low in the render and its attempts high; the first lever is HJB on that window
-  (target ≤ 1.6×);
-- the same with ``face_opt`` already on in both renders, so the first lever is the ID scale.
+  arbitrary) scores window 1 low in the render and its attempts high (target ≤ 1.6×); the first lever is HJB on
+  that window (``hjb``), or the ID scale: the same skeletons without face boxes (``id_scale``), or ``face_opt`` on
+  in both renders (``face_opt``).
 
 ``--plot``: a real tiny-home run (the real scorer) with the threshold at the best window's score, so the other
 windows are rendered again; the identity timeline of the video before and after the guard, in one PNG.
@@ -21,6 +21,7 @@ windows are rendered again; the identity timeline of the video before and after 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cases", default="clean,hjb,id_scale,face_opt", help="which cases, comma-separated")
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -142,12 +144,17 @@ def main() -> None:
           f"{args.threads} thread(s), {args.runs} alternating pairs; medians")
     print("| case | without s | with s | ratio (median of pairs) | windows rendered again | kept |")
     print("|---|---|---|---|---|---|")
-    cases = [("clean (nothing below the threshold)", {}, {"identity_guard": -1.0}, None),
-             ("window 1 forced low, first lever HJB", {}, {"identity_guard": 0.6}, ForcedLow),
-             ("window 1 forced low, --face-opt on, first lever ID scale", {"face_opt": True},
-              {"identity_guard": 0.6}, ForcedLow)]
-    for name, extra, guarded, scorer in cases:
-        plain, guard, ratio, record = compare(animator, reference, poses, args.runs, {**base, **extra}, guarded,
+    boxless = args.dir / "poses-no-boxes"  # the same skeletons without keypoints.npz: no HJB lever
+    if not boxless.is_dir():
+        shutil.copytree(poses, boxless, ignore=shutil.ignore_patterns("keypoints.npz"))
+    low = {"identity_guard": 0.6}
+    cases = {"clean": ("clean (nothing below the threshold)", poses, {}, {"identity_guard": -1.0}, None),
+             "hjb": ("window 1 forced low, first lever HJB (face-local)", poses, {}, low, ForcedLow),
+             "id_scale": ("window 1 forced low, no face boxes, first lever ID scale", boxless, {}, low, ForcedLow),
+             "face_opt": ("window 1 forced low, --face-opt on in both, first lever ID scale", poses,
+                          {"face_opt": True}, low, ForcedLow)}
+    for name, folder, extra, guarded, scorer in (cases[key] for key in args.cases.split(",")):
+        plain, guard, ratio, record = compare(animator, reference, folder, args.runs, {**base, **extra}, guarded,
                                               scorer)
         kept = "; ".join(f"{w['window']}: {w['kept']}" for w in record["windows"] if w["attempts"]) or "-"
         print(f"| {name} | {plain:.2f} | {guard:.2f} | {ratio:.2f} | {record['rendered_again']} | {kept} |",
