@@ -214,6 +214,8 @@ class AnimationPipeline:
         h, w = image_latent.shape[-2:]
         noise = periodic_noise((image_latent.shape[1], h, w), num_frames, options.tile, generator, self.dtype)
         latents = noise.to(self.device, torch.float32) * schedule.init_noise_sigma
+        period = noise[0, :options.tile].clone()
+        del noise  # the video-long draw: one period is all a later pass needs
         guidance = torch.linspace(options.min_guidance, options.max_guidance, num_frames, device=self.device)
         guidance = guidance.view(1, num_frames, 1, 1, 1)
         guided = bool((guidance != 1).any())
@@ -221,7 +223,7 @@ class AnimationPipeline:
         # 3. Denoising loop over steps and windows.
         branches = _Branches(image_latent.to(self.device, self.dtype), context.to(self.dtype),
                              time_ids.to(self.device, self.dtype), guided, self.batch_cfg)
-        video = SampledVideo(windows, schedule, branches, pose_features, guidance, options, noise[0, :options.tile])
+        video = SampledVideo(windows, schedule, branches, pose_features, guidance, options, period)
         video.latents = self.denoise(video, latents, windows, pose_features, guidance, options.id_scale, refine,
                                      progress, self.ranks)
         return video
