@@ -289,7 +289,7 @@ def test_an_interrupted_guard_leaves_no_output_and_no_cache_entry(cli, tiny_home
     assert not [e for e in entries if (e / "video.mp4").exists()]
 
 
-def test_batch_and_api_take_the_guard_by_name(tiny_home, tmp_path, astronaut_path, scripted):
+def test_mechanism_batch_and_api_take_the_guard_by_name(tiny_home, tmp_path, astronaut_path, scripted):
     import yaml
 
     from animator_cli import Animator
@@ -367,3 +367,19 @@ def test_the_person_is_left_out_of_the_measure():
     mask = person_mask(pose)
     assert mask[20:40, 30].all() and mask[15, 30] and not mask[0, 0] and not mask[30, 50]
     assert not person_mask(np.zeros((8, 8, 3), np.uint8)).any()
+
+
+def test_report_and_json_record_the_guard_with_the_real_scorer(cli, tiny_home, astronaut_path, tmp_path):
+    import json
+
+    poses = _skeletons(tmp_path / "poses", 28)  # windows 0-15 and 12-27
+    result = cli("--weights", tiny_home.root, "--device", "cpu", "--json", "generate", astronaut_path, poses,
+                 "-o", tmp_path / "out.mp4", "--width", 64, "--height", 64, "--steps", 1, "--identity-guard", 1,
+                 "--guard-retries", 1, "--report", tmp_path / "report")
+    assert result.exit_code == 0, result.stderr
+    guard = json.loads(result.stdout)["identity_guard"]
+    assert guard["threshold"] == 1 and guard["rendered_again"] == 2  # every window is below a cosine of 1
+    assert all(len(w["attempts"]) == 1 and w["kept"] in ("render", "attempt 1 (id_scale)") for w in guard["windows"])
+    assert json.loads((tmp_path / "report" / "guard.json").read_text()) == guard
+    assert (tmp_path / "report" / "identity.png").stat().st_size > 0
+    assert "identity guard: threshold 1.000; 2 of 2 window(s) rendered again" in result.stderr
