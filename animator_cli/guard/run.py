@@ -68,8 +68,8 @@ class PipelineRepair:
 def run_guard(pipeline: AnimationPipeline, video: SampledVideo, frames: np.ndarray, options: GenerateOptions,
               score: Scorer, refiner: RefinerLoader) -> tuple[GuardRecord, list[UNetWork]]:
     """The identity guard on a sampled video and its decoded ``frames`` (both updated in place); returns its record
-    and the UNet work of its passes. HJB is a lever only when the render did not use it (then every pass has it)
-    and a refiner builds."""
+    and the UNet work of its passes. HJB is a lever when the render did not use it and a refiner builds; a render
+    that used it keeps it in every pass."""
     repair = PipelineRepair(pipeline, video, functools.cache(refiner))
     guard = options.identity_guard or GuardOptions()
 
