@@ -117,7 +117,7 @@ class Animator:
                               force=self._force(force), progress=progress, check=check)
         rendered = render(Path(reference), poses, options, self.runtime, weights=self.weights,
                           cache=self.cache, pipeline=self._pipeline, audio_from=driving_audio(Path(driving)),
-                          force=self._force(force), progress=progress)
+                          force=self._force(force), progress=progress, check=check)
         return self._video(rendered, Path(reference), identity)
 
     @staticmethod
@@ -134,6 +134,7 @@ class Animator:
             from animator_cli.check.timeline import identity_timeline
 
             timeline = identity_timeline(rendered.video, reference, weights=self.weights, device=self.runtime.device,
-                                         fps=rendered.result.fps, **timeline_marks(rendered.options))
+                                         fps=rendered.result.fps,
+                                         **timeline_marks(rendered.options, rendered.result))
         return Video(rendered.video, rendered.result.fps, rendered.result.audio_from, rendered.result, timeline,
                      self._scratch)

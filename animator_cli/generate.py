@@ -9,7 +9,9 @@ complete, so an interrupted run leaves no partial mp4.
 Output frame rate: ``fps`` when given, else the pose folder's ``meta.json`` fps (the driving video's rate for
 folders written by `animator extract-pose`), else 25.
 
-``GenerateOptions.face_opt`` turns on the HJB face optimisation (`animator_cli.hjb`, docs/hjb.md).
+``GenerateOptions.face_opt`` turns on the HJB face optimisation (`animator_cli.hjb`, docs/hjb.md);
+``identity_guard`` and ``drift_lock`` the repairs after the render (`animator_cli.guard`), whose record is kept
+beside the cached video (REPAIRS_FILE) and returned in `GenerateResult`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from animator_cli.cache import CacheEntry, StageCache
 from animator_cli.check.report import preflight
 from animator_cli.device import device_type
 from animator_cli.distributed import Ranks
-from animator_cli.errors import InputError, require_file
+from animator_cli.errors import InputError, option_error, require_file
 from animator_cli.face import FaceIdentity, face_stage, load_identity
 from animator_cli.fileio import atomic_path, check_output_path
 from animator_cli.options import DEFAULT_FPS, GenerateOptions, Runtime
@@ -57,6 +59,7 @@ if TYPE_CHECKING:  # torch, diffusers and the models load only when a video is r
 log = logging.getLogger("animator")
 
 VIDEO_FILE = "video.mp4"
+REPAIRS_FILE = "repairs.json"  # the identity guard's and drift lock's record, beside the video in its cache entry
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,13 @@ class GenerateResult:
     unet_calls: int = 0  # the UNet calls this run made (0 when the video came from the cache)
     unet_shallow_calls: int = 0  # of which shallow-branch calls (--reuse-features)
     unet_tflop: float = 0.0  # their compute, counted (animator_cli.sampling.flops)
+    identity_guard: dict[str, Any] | None = None  # `animator_cli.guard.identity.GuardRecord.as_dict`, when on
+    drift_lock: list[dict[str, Any]] | None = None  # each window's colour correction, when on
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        """JSON-ready fields; the repairs' records only when they ran."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()
+                if v is not None or k not in ("identity_guard", "drift_lock")}
 
 
 PipelineLoader = Callable[[], "AnimationPipeline"]
@@ -211,10 +218,11 @@ def render(reference: Path, poses: Path, options: GenerateOptions = GenerateOpti
            runtime: Runtime = Runtime(), *, weights: WeightsHome, cache: StageCache,
            pipeline: PipelineLoader | None = None, audio_from: Path | None = None, frames_dir: Path | None = None,
            face_masks: Path | None = None, force: bool = False, progress: Progress | None = None,
-           ranks: Ranks | None = None, outputs: list[Path] | None = None) -> Rendered:
+           ranks: Ranks | None = None, outputs: list[Path] | None = None, check: str = "warn") -> Rendered:
     """Animate ``reference`` along the skeleton frames in ``poses`` into the stage cache (or find it there): the
     step `generate` and the Python API (`animator_cli.Animator`) share. ``outputs``: paths to be written after it,
-    that ``frames_dir`` must not clash with."""
+    that ``frames_dir`` must not clash with. ``check`` strict: a reference without a face stops an identity-guarded
+    render (InputError) instead of skipping the guard with a warning."""
     reference, poses = Path(reference), Path(poses)
     check_inputs(reference, None, options, runtime, poses=poses, audio_from=audio_from, face_masks=face_masks)
     frame_paths = pose_frames(poses)
@@ -233,13 +241,15 @@ def render(reference: Path, poses: Path, options: GenerateOptions = GenerateOpti
                                                    allow_no_face=options.allow_no_face, device=runtime.device,
                                                    force=force))
     face = load_identity(face_dir)
+    options = _guard_for(options, face, check, ranks)
 
     # The device changes the random draws (CPU and CUDA generators differ) and --vae-on-cpu the VAE's precision.
-    params = {"options": asdict(options), "fps": fps, "dtype": f"torch.{runtime.dtype_name()}",
+    params = {"options": cache_options(options), "fps": fps, "dtype": f"torch.{runtime.dtype_name()}",
               "device": device_type(runtime.device_name()), "vae_on_cpu": runtime.vae_on_cpu,
               **({"fp8": True} if runtime.fp8 else {}),  # lossy; absent otherwise, so earlier entries still hit
               "identity": hashlib.sha256(face.embedding.tobytes()).hexdigest(),
-              "weights": weights_signature(weights, runtime.checkpoint_dir, options.face_opt is not None)}
+              "weights": weights_signature(weights, runtime.checkpoint_dir,
+                                           options.face_opt is not None or options.identity_guard is not None)}
     entry = cache.entry("generate", [reference, poses, *([face_masks] if face_masks else [])], params)
     cached = ranks.on_main(lambda: entry.done and not force and frames_dir is None)
     result = GenerateResult(entry.path / VIDEO_FILE, len(frame_paths), fps, options.width, options.height, cached,
@@ -247,11 +257,38 @@ def render(reference: Path, poses: Path, options: GenerateOptions = GenerateOpti
     if cached:
         log.info("generation cached: %s", entry.path)
     else:
-        work = _render(entry, rgb, source.shape[1::-1], face, poses, frame_paths, fps, options, runtime, weights,
-                       pipeline, frames_dir, face_masks, progress, force, ranks)
+        work = _render(entry, rgb, source.shape[1::-1], face, reference, poses, frame_paths, fps, options, runtime,
+                       weights, pipeline, frames_dir, face_masks, progress, force, ranks)
         log.info("UNet work: %d calls (%d shallow), %.4g TFLOP", work.calls, work.shallow_calls, work.tflop)
         result = replace(result, unet_calls=work.calls, unet_shallow_calls=work.shallow_calls, unet_tflop=work.tflop)
+    if ranks.is_main and (entry.path / REPAIRS_FILE).is_file():
+        result = replace(result, **json.loads((entry.path / REPAIRS_FILE).read_text()))
     return Rendered(entry.path / VIDEO_FILE, result, options)
+
+
+def cache_options(options: GenerateOptions) -> dict[str, Any]:
+    """The options as the cache key holds them: the repairs' settings only when they are on, so the key of every
+    render without them is what it was before they existed."""
+    values = asdict(options)
+    for name in ("identity_guard", "drift_lock"):
+        if not values[name]:
+            del values[name]
+    return values
+
+
+def _guard_for(options: GenerateOptions, face: FaceIdentity, check: str, ranks: Ranks) -> GenerateOptions:
+    """``options`` without the identity guard when the reference shows no face (one warning; an InputError under
+    ``check`` strict); the repairs run in one process only."""
+    if ranks.parallel and (options.identity_guard is not None or options.drift_lock):
+        raise option_error("identity_guard" if options.identity_guard is not None else "drift_lock", None,
+                           "runs in a single process", "render without --parallel windows / torchrun, or without it")
+    if options.identity_guard is None or face.found:
+        return options
+    if check == "strict":
+        raise option_error("identity_guard", None, "needs a face in the reference image, and none was found",
+                           "use a reference photo with a visible face, or drop the identity guard")
+    log.warning("identity guard skipped: no face in the reference image to compare the frames with")
+    return replace(options, identity_guard=None)
 
 
 def generate(reference: Path, poses: Path, output: Path, options: GenerateOptions = GenerateOptions(),
@@ -259,7 +296,7 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
              pipeline: PipelineLoader | None = None, audio_from: Path | None = None,
              frames_dir: Path | None = None, face_masks: Path | None = None, force: bool = False,
              progress: Progress | None = None, report: Path | None = None,
-             ranks: Ranks | None = None) -> GenerateResult:
+             ranks: Ranks | None = None, check: str = "warn") -> GenerateResult:
     """Animate ``reference`` along the skeleton frames in ``poses`` and write an H.264 mp4 to ``output``.
 
     ``audio_from`` muxes that video's audio; ``frames_dir`` also writes each frame as `frame_<i>.png` (this
@@ -274,7 +311,7 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
     ranks = ranks or Ranks()
     rendered = render(reference, poses, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
                       audio_from=audio_from, frames_dir=frames_dir, face_masks=face_masks, force=force,
-                      progress=progress, ranks=ranks, outputs=[output])
+                      progress=progress, ranks=ranks, outputs=[output], check=check)
     result = replace(rendered.result, output=output)
     if not ranks.is_main:  # rank 0 writes the output
         return result
@@ -283,44 +320,54 @@ def generate(reference: Path, poses: Path, output: Path, options: GenerateOption
         from animator_cli.check.timeline import write_identity_report
 
         write_identity_report(report, output, reference, weights=weights, device=runtime.device, fps=result.fps,
-                              **timeline_marks(options))
+                              guard=result.identity_guard, **timeline_marks(options, result))
     return result
 
 
-def timeline_marks(options: GenerateOptions) -> dict[str, Any]:
-    """What the identity timeline marks on its plot: the windows' tiling and HJB's steps."""
+def timeline_marks(options: GenerateOptions, result: GenerateResult | None = None) -> dict[str, Any]:
+    """What the identity timeline marks on its plot: the windows' tiling, HJB's steps, the repaired windows."""
+    guard = result.identity_guard if result is not None else None
     return {"tile": options.sampling.tile, "overlap": options.sampling.overlap,
-            "hjb_steps": (options.face_opt.start, options.face_opt.end) if options.face_opt else None}
+            "hjb_steps": (options.face_opt.start, options.face_opt.end) if options.face_opt else None,
+            "repaired": tuple(w["window"] for w in guard["windows"] if w["kept"] != "render") if guard else ()}
 
 
-def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], face: FaceIdentity, poses: Path,
-            frame_paths: list[Path], fps: float, options: GenerateOptions, runtime: Runtime, weights: WeightsHome,
-            pipeline: PipelineLoader | None, frames_dir: Path | None, face_masks: Path | None,
-            progress: Progress | None, force: bool, ranks: Ranks) -> UNetWork:
+def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], face: FaceIdentity,
+            reference: Path, poses: Path, frame_paths: list[Path], fps: float, options: GenerateOptions,
+            runtime: Runtime, weights: WeightsHome, pipeline: PipelineLoader | None, frames_dir: Path | None,
+            face_masks: Path | None, progress: Progress | None, force: bool, ranks: Ranks) -> UNetWork:
     """Render the video into the cache ``entry`` (and ``frames_dir``); the only part that needs torch. ``force``
     replaces an entry that another process finished meanwhile (it is kept otherwise). Poses are read and frames
     encoded chunk by chunk as the pipeline needs and decodes them, so memory does not grow with the length. Returns
-    the UNet work of the render (every rank's)."""
+    the UNet work of the render (every rank's) and of the identity guard's passes."""
     import torch
 
     from animator_cli.hjb import build_refiner
     from animator_cli.sampling.pose_frames import FittedPoses
 
     animation = (pipeline or lazy_pipeline(weights, runtime, ranks))()
-    refine = None if options.face_opt is None else build_refiner(
-        rgb, source_size, face, poses, len(frame_paths), options.face_opt, fit=options.fit,
+    refiner = functools.partial(
+        build_refiner, rgb, source_size, face, poses, len(frame_paths), fit=options.fit,
         steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks,
         ranks=ranks)
+    refine = None if options.face_opt is None else refiner(options.face_opt)
     skeletons = FittedPoses(frame_paths, options.width, options.height, options.fit)
     generator = torch.Generator(device=animation.device).manual_seed(options.seed)
-    run = functools.partial(animation, rgb, skeletons, face.embedding, options.sampling, generator, progress,
-                            refine=refine)
+    args = (rgb, skeletons, face.embedding, options.sampling, generator, progress)
     if not ranks.is_main:  # rank 0 decodes and writes the video
-        run()
+        animation(*args, refine=refine)
         return animation.work
     with entry.writing(replace=force) as tmp, frame_output(tmp / VIDEO_FILE, fps, options.crf, frames_dir) as sink:
-        run(sink=sink)
-    return animation.work
+        if options.identity_guard is None and not options.drift_lock:
+            animation(*args, refine=refine, sink=sink)
+            return animation.work
+        from animator_cli.guard.run import repaired_render
+
+        work, record = repaired_render(animation, animation.sample(*args, refine=refine), options, sink,
+                                       reference=reference, skeletons=skeletons, weights=weights,
+                                       device=runtime.device, refiner=refiner)
+        (tmp / REPAIRS_FILE).write_text(json.dumps(record, indent=1))
+    return work
 
 
 def animate(reference: Path, driving: Path, output: Path, options: GenerateOptions = GenerateOptions(),
@@ -341,7 +388,8 @@ def animate(reference: Path, driving: Path, output: Path, options: GenerateOptio
                           pose_backend=pose_backend, max_frames=max_frames, force=force, progress=progress,
                           check=check, ranks=ranks)
     return generate(reference, poses, output, options, runtime, weights=weights, cache=cache, pipeline=pipeline,
-                    audio_from=driving_audio(driving), force=force, progress=progress, report=report, ranks=ranks)
+                    audio_from=driving_audio(driving), force=force, progress=progress, report=report, ranks=ranks,
+                    check=check)
 
 
 def driving_poses(reference: Path, driving: Path, runtime: Runtime, *, weights: WeightsHome, cache: StageCache,

@@ -37,6 +37,7 @@ ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")  # --attent
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")  # --compile-mode (torch.compile mode)
 SCHEDULES = ("karras", "ays")  # --schedule: animator_cli.sampling.schedule.SCHEDULE_BUILDERS
 MAX_FPS = 1000.0
+MAX_GUARD_RETRIES = 5
 
 
 class Fit(str, enum.Enum):
@@ -110,8 +111,39 @@ def parse_steps(steps: str | tuple[int, int]) -> tuple[int, int]:
     return start, end
 
 
+@dataclass(frozen=True)
+class GuardOptions:
+    """The identity guard (`animator_cli.guard`): windows whose median identity cosine is below ``threshold``
+    (None: the video's own median minus `animator_cli.guard.identity.AUTO_MARGIN`) are rendered again, at most
+    ``retries`` times each."""
+
+    threshold: float | None = None
+    retries: int = 2
+
+    def validate(self) -> None:
+        if self.threshold is not None and not -1 <= _finite("identity_guard", self.threshold) <= 1:
+            raise option_error("identity_guard", self.threshold, "is not a cosine between -1 and 1")
+        if not isinstance(self.retries, int) or not 1 <= self.retries <= MAX_GUARD_RETRIES:
+            raise option_error("guard_retries", self.retries, f"must be a whole number from 1 to {MAX_GUARD_RETRIES}")
+
+
+def parse_guard(value: float | str | bool | None, retries: int) -> GuardOptions | None:
+    """``identity_guard`` as given (None/False: off; True or "auto": the video's own threshold; a number: that
+    threshold) → GuardOptions."""
+    if value is None or value is False:
+        return None
+    if value is True or value == "auto":
+        return GuardOptions(None, retries)
+    try:
+        return GuardOptions(float(value), retries)
+    except (TypeError, ValueError):
+        raise option_error("identity_guard", repr(value), "is not a threshold",
+                           "give a cosine between -1 and 1, or auto") from None
+
+
 _SAMPLING = SamplingOptions()
 _FACE_OPT = FaceOptOptions()
+_GUARD = GuardOptions()
 
 
 @dataclass(frozen=True)
@@ -128,6 +160,8 @@ class GenerateOptions:
     legacy_rgb_id: bool = False
     allow_no_face: bool = False
     face_opt: FaceOptOptions | None = None  # HJB face optimisation (animator_cli.hjb), off when None
+    identity_guard: GuardOptions | None = None  # windows rendered again where identity slips; off when None
+    drift_lock: bool = False  # colours of every window matched to the first's (animator_cli.guard.drift)
 
     def validate(self) -> None:
         """Reject every out-of-range or non-finite value here, before any file is read or model loaded."""
@@ -171,6 +205,8 @@ class GenerateOptions:
             if self.face_opt.start >= s.steps:
                 raise option_error("face_opt_steps", f"{self.face_opt.start}:{self.face_opt.end}",
                                    f"starts after the last of {s.steps} steps", "use a START below steps")
+        if self.identity_guard is not None:
+            self.identity_guard.validate()
 
 
 def _finite(name: str, value: object, allow_inf: bool = False) -> float:
@@ -254,10 +290,12 @@ def generate_options(*, resolution: str = "512x512", width: int | None = None, h
                      face_opt_steps: str | tuple[int, int] = f"{_FACE_OPT.start}:{_FACE_OPT.end}",
                      face_opt_lr: float = _FACE_OPT.lr, face_opt_margin: int | None = None,
                      schedule: str = _SAMPLING.schedule, reuse_features: int = _SAMPLING.reuse_features,
-                     draft: bool = False) -> GenerateOptions:
+                     draft: bool = False, identity_guard: float | str | bool | None = None,
+                     guard_retries: int = _GUARD.retries, drift_lock: bool = False) -> GenerateOptions:
     """GenerateOptions from options named as the CLI's flags (``min_guidance`` for ``--min-guidance``), validated.
     ``guidance`` is the last frame's scale, ``min_guidance`` the first's (default: ``guidance``); ``draft``: the
-    preview preset of `animator_cli.draft` (smaller, fewer and cheaper steps, no HJB)."""
+    preview preset of `animator_cli.draft` (smaller, fewer and cheaper steps, no HJB); ``identity_guard``: a
+    threshold, True or "auto" (see `parse_guard`)."""
     if draft:
         steps, schedule, reuse_features = draft_sampling(
             steps, schedule, reuse_features, face_opt,
@@ -277,7 +315,8 @@ def generate_options(*, resolution: str = "512x512", width: int | None = None, h
                               allow_no_face=allow_no_face,
                               face_opt=FaceOptOptions(face_opt_iters, *parse_steps(face_opt_steps), face_opt_lr,
                                                       face_opt_margin)
-                              if face_opt else None)
+                              if face_opt else None,
+                              identity_guard=parse_guard(identity_guard, guard_retries), drift_lock=bool(drift_lock))
     options.validate()
     if draft:  # sized down from the requested size, once that is known to be valid
         width, height = draft_size(options.width, options.height)

@@ -3,12 +3,14 @@
 Per frame, the cosine between the ArcFace embedding of the largest face and the reference's (the CSIM of
 `animator evaluate`, same detector and embedding: evaluation/csim.py), NaN where no face is found. Written as a CSV
 (frame, time, cosine, window) and a PNG plot with the sampler's temporal windows shaded and, when the video was
-rendered with --face-opt, the HJB steps named; the summary names the worst WORST_SECONDS-long stretch.
+rendered with --face-opt, the HJB steps named, and with --identity-guard the windows it repaired hatched (its
+record goes beside them as guard.json); the summary names the worst WORST_SECONDS-long stretch.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from animator_cli.video import iter_frames, load_image
 from animator_cli.weights.home import WeightsHome
 
 CSV_FILE = "identity.csv"
+GUARD_FILE = "guard.json"
 PLOT_FILE = "identity.png"
 WORST_SECONDS = 1.0
 
@@ -33,6 +36,7 @@ class IdentityTimeline:
     fps: float
     windows: tuple[tuple[int, ...], ...] = ()  # the sampler's temporal windows (frame indices), if known
     hjb_steps: tuple[int, int] | None = None  # refined denoising steps START, END (inclusive), if --face-opt
+    repaired: tuple[int, ...] = ()  # the windows the identity guard rendered again and replaced
 
     @property
     def missing(self) -> int:
@@ -97,7 +101,9 @@ class IdentityTimeline:
         try:
             for number, window in enumerate(self.windows):
                 real = window[1:] or window
-                ax.axvspan(min(real) - 0.5, max(real) + 0.5, color=("#d8e6f3", "#eef3d8")[number % 2], zorder=0)
+                repaired = number in self.repaired
+                ax.axvspan(min(real) - 0.5, max(real) + 0.5, facecolor=("#d8e6f3", "#eef3d8")[number % 2], zorder=0,
+                           hatch="//" if repaired else None, edgecolor="#8aa6c1" if repaired else "none")
             worst = self.worst_range()
             if worst:
                 ax.axvspan(worst[0] - 0.5, worst[1] + 0.5, color="#f4b6b6", alpha=0.6, zorder=1,
@@ -109,6 +115,8 @@ class IdentityTimeline:
             title = f"identity timeline: {len(self.windows)} window(s) shaded"
             if self.hjb_steps:
                 title += f"; HJB face optimisation at denoising steps {self.hjb_steps[0]}-{self.hjb_steps[1]}"
+            if self.repaired:
+                title += f"; identity guard repaired window(s) {', '.join(map(str, self.repaired))} (hatched)"
             ax.set(title=title, xlabel="frame", ylabel="cosine", ylim=(min(-0.05, np.nanmin(
                 np.r_[self.cosines, 0.0])), 1.0), xlim=(-0.5, max(len(frames), 1) - 0.5))
             ax.legend(loc="lower left", fontsize=8)
@@ -125,17 +133,38 @@ class IdentityTimeline:
         return [self.write_csv(Path(folder) / CSV_FILE), self.write_plot(Path(folder) / PLOT_FILE)]
 
 
+class IdentityScorer:
+    """Per-frame cosine of the largest face's ArcFace embedding with ``reference``'s face, NaN where no face is
+    found: the timeline's measure, also the identity guard's (`animator_cli.guard`), so both score alike. The
+    analyzer is loaded once per weights home and kept (`animator_cli.face.load_analyzer`)."""
+
+    def __init__(self, reference: Path, *, weights: WeightsHome, device: str | None = None) -> None:
+        from animator_cli.evaluation.csim import CsimScorer
+        from animator_cli.face import load_analyzer
+
+        self.scorer = CsimScorer(load_analyzer(weights, device), load_image(Path(reference)))
+
+    def frame(self, frame: np.ndarray) -> float:
+        from animator_cli.evaluation.csim import cosine
+
+        embedding = self.scorer.embedding(frame)
+        return math.nan if embedding is None else cosine(embedding, self.scorer.reference)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """The cosines (n,) float64 of frames (n, H, W, 3) uint8 RGB."""
+        return np.array([self.frame(frame) for frame in frames], np.float64)
+
+
 def identity_timeline(video: Path, reference: Path, *, weights: WeightsHome, device: str | None = None,
                       fps: float | None = None, tile: int | None = None, overlap: int | None = None,
-                      hjb_steps: tuple[int, int] | None = None,
+                      hjb_steps: tuple[int, int] | None = None, repaired: tuple[int, ...] = (),
                       progress: Callable[[int], None] | None = None) -> IdentityTimeline:
     """The per-frame identity of ``video`` (file or frame folder) against ``reference``'s face.
 
-    ``tile``/``overlap``: the sampler's windowing, to mark the windows (defaults: the sampler's); ``fps``: of a
+    ``tile``/``overlap``: the sampler's windowing, to mark the windows (defaults: the sampler's), ``repaired`` the
+    windows the identity guard replaced; ``fps``: of a
     frame folder (default the video's, else 25). The reference must show a face (InputError otherwise).
     """
-    from animator_cli.evaluation.csim import CsimScorer, cosine
-    from animator_cli.face import load_analyzer
     from animator_cli.options import SamplingOptions
     from animator_cli.sampling.windows import window_indices
     from animator_cli.video import probe
@@ -144,26 +173,31 @@ def identity_timeline(video: Path, reference: Path, *, weights: WeightsHome, dev
     if not video.exists():
         raise InputError(f"video {video} does not exist")
     defaults = SamplingOptions()
-    scorer = CsimScorer(load_analyzer(weights, device), load_image(Path(reference)))
+    scorer = IdentityScorer(Path(reference), weights=weights, device=device)
     values = []
     for index, frame in enumerate(iter_frames(video)):
-        embedding = scorer.embedding(frame)
-        values.append(math.nan if embedding is None else cosine(embedding, scorer.reference))
+        values.append(scorer.frame(frame))
         if progress:
             progress(index + 1)
     if not values:
         raise InputError(f"{video} has no frames")
     rate = fps or (probe(video).fps if video.is_file() else 25.0)
     windows = window_indices(len(values), tile or defaults.tile, overlap or defaults.overlap)
-    return IdentityTimeline(np.array(values, np.float64), rate, tuple(tuple(w) for w in windows), hjb_steps)
+    return IdentityTimeline(np.array(values, np.float64), rate, tuple(tuple(w) for w in windows), hjb_steps,
+                            tuple(repaired))
 
 
 def write_identity_report(folder: Path, video: Path, reference: Path, *, weights: WeightsHome,
                           device: str | None = None, fps: float | None = None, tile: int | None = None,
-                          overlap: int | None = None, hjb_steps: tuple[int, int] | None = None) -> IdentityTimeline:
-    """`--report DIR` of generate/animate: the rendered video's timeline written to ``folder``, summary logged."""
+                          overlap: int | None = None, hjb_steps: tuple[int, int] | None = None,
+                          repaired: tuple[int, ...] = (), guard: dict | None = None) -> IdentityTimeline:
+    """`--report DIR` of generate/animate: the rendered video's timeline written to ``folder`` (with the identity
+    guard's record ``guard`` as guard.json), summary logged."""
     timeline = identity_timeline(video, reference, weights=weights, device=device, fps=fps, tile=tile,
-                                 overlap=overlap, hjb_steps=hjb_steps)
+                                 overlap=overlap, hjb_steps=hjb_steps, repaired=repaired)
     timeline.write(folder)
+    if guard is not None:
+        with atomic_path(Path(folder) / GUARD_FILE) as tmp:
+            tmp.write_text(json.dumps(guard, indent=1))
     logging.getLogger("animator").info("%s (%s)", timeline.summary(), Path(folder) / PLOT_FILE)
     return timeline

@@ -128,6 +128,33 @@ def _hoist_global_flags(group: typer.core.TyperGroup, argv: list[str]) -> list[s
     return argv[:position] + moved + rest
 
 
+# Options whose value may be left out (`--identity-guard` or `--identity-guard 0.3`), with the value that stands in:
+# typer's parser has no optional values, so a bare one gets this value inserted before parsing.
+OPTIONAL_VALUES = {"--identity-guard": "auto"}
+
+
+def _fill_optional_values(argv: list[str]) -> list[str]:
+    """``argv`` with each bare option of OPTIONAL_VALUES (not followed by a number or its own value) given its
+    stand-in value; nothing after `--` is touched."""
+    filled: list[str] = []
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            return filled + argv[index:]
+        filled.append(arg)
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if arg in OPTIONAL_VALUES and not (following == OPTIONAL_VALUES[arg] or _is_number(following)):
+            filled.append(OPTIONAL_VALUES[arg])
+    return filled
+
+
+def _is_number(text: str | None) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _value_options(group: typer.core.TyperGroup, args: list[str]) -> set[str]:
     """The option names that take a value in the (sub)commands that ``args`` names."""
     names: set[str] = set()
@@ -156,6 +183,7 @@ def run(argv: list[str] | None = None) -> int:
         _register_commands(argv)
         command = typer.main.get_command(app)
         tidy_help(command)
+        argv = _fill_optional_values(argv)
         result = command.main(args=_hoist_global_flags(command, argv), prog_name="animator", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:

@@ -32,8 +32,10 @@ from animator_cli.draft import PRESET, SHORT_SIDE, draft_output, full_output
 from animator_cli.errors import InputError
 from animator_cli.options import (
     DEFAULT_SEED,
+    MAX_GUARD_RETRIES,
     FaceOptOptions,
     Fit,
+    GuardOptions,
     Runtime,
     SamplingOptions,
     generate_options,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 # The stages (torch, diffusers) are imported inside the commands, so --help and bad options answer at once.
 _S = SamplingOptions()
 _F = FaceOptOptions()
+_G = GuardOptions()
 
 Output = Annotated[Path, typer.Option("-o", "--output", help="Output .mp4.", rich_help_panel=OUTPUT)]
 Resolution = Annotated[ResolutionChoice, typer.Option(
@@ -102,6 +105,16 @@ FaceOptLr = Annotated[float, typer.Option(
 FaceOptMargin = Annotated[int | None, typer.Option(
     "--face-opt-margin", min=0, help="Decode only the faces' region plus N latent cells (8 px) instead of whole "
     "frames: several times faster, approximate.", rich_help_panel=IDENTITY)]
+IdentityGuard = Annotated[str | None, typer.Option(
+    "--identity-guard", metavar="[THRESHOLD]", help="After the render, render again the windows whose median identity "
+    "cosine is below THRESHOLD (bare: the video's own median − 0.1), escalating HJB, --id-scale, seed; the best "
+    "attempt is kept (docs/hjb.md).", rich_help_panel=IDENTITY)]
+GuardRetries = Annotated[int, typer.Option(
+    "--guard-retries", min=1, max=MAX_GUARD_RETRIES, help="With --identity-guard: attempts per window at most.",
+    rich_help_panel=IDENTITY)]
+DriftLock = Annotated[bool, typer.Option(
+    "--drift-lock", help="Match every window's colours outside the person to the first window's (long videos).",
+    rich_help_panel=OUTPUT)]
 Dtype = Annotated[DtypeChoice | None, typer.Option(
     "--dtype", help="Model precision (default: fp16 on GPU, fp32 on CPU).", rich_help_panel=MEMORY)]
 Offload = Annotated[bool, typer.Option(
@@ -200,7 +213,8 @@ def generate(
     id_scale: IdScale = _S.id_scale, legacy_rgb_id: LegacyRgb = False, allow_no_face: AllowNoFace = False,
     face_opt: FaceOpt = False, face_opt_iters: FaceOptIters = _F.iters,
     face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
-    face_opt_margin: FaceOptMargin = None,
+    face_opt_margin: FaceOptMargin = None, identity_guard: IdentityGuard = None,
+    guard_retries: GuardRetries = _G.retries, drift_lock: DriftLock = False,
     face_masks: Annotated[Path | None, typer.Option(
         "--face-masks", help="With --face-opt: folder of frame_<i>.png face masks instead of the pose keypoints.",
         rich_help_panel=IDENTITY)] = None,
@@ -218,7 +232,8 @@ def generate(
         fps=fps, id_scale=id_scale, crf=crf, fit=fit, decode_chunk=decode_chunk, legacy_rgb_id=legacy_rgb_id,
         allow_no_face=allow_no_face, face_opt=face_opt, face_opt_iters=face_opt_iters, face_opt_steps=face_opt_steps,
         face_opt_lr=face_opt_lr, face_opt_margin=face_opt_margin, schedule=schedule.value,
-        reuse_features=reuse_features, draft=draft)
+        reuse_features=reuse_features, draft=draft, identity_guard=identity_guard, guard_retries=guard_retries,
+        drift_lock=drift_lock)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
                             window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
     from animator_cli.generate import generate as generate_stage
@@ -255,7 +270,8 @@ def animate(
     id_scale: IdScale = _S.id_scale, legacy_rgb_id: LegacyRgb = False, allow_no_face: AllowNoFace = False,
     face_opt: FaceOpt = False, face_opt_iters: FaceOptIters = _F.iters,
     face_opt_steps: FaceOptSteps = f"{_F.start}:{_F.end}", face_opt_lr: FaceOptLr = _F.lr,
-    face_opt_margin: FaceOptMargin = None,
+    face_opt_margin: FaceOptMargin = None, identity_guard: IdentityGuard = None,
+    guard_retries: GuardRetries = _G.retries, drift_lock: DriftLock = False,
     dtype: Dtype = None, offload: Offload = False, vae_on_cpu: VaeOnCpu = False, split_cfg: SplitCfg = False,
     compiled: CompileOpt = False, window_batch: WindowBatch = 1, decode_chunk: DecodeChunk = _S.decode_chunk,
     compile_mode: CompileMode = CompileModeChoice["default"], attention: Attention = AttentionChoice["auto"],
@@ -270,7 +286,8 @@ def animate(
         fps=fps, id_scale=id_scale, crf=crf, fit=fit, decode_chunk=decode_chunk, legacy_rgb_id=legacy_rgb_id,
         allow_no_face=allow_no_face, face_opt=face_opt, face_opt_iters=face_opt_iters, face_opt_steps=face_opt_steps,
         face_opt_lr=face_opt_lr, face_opt_margin=face_opt_margin, schedule=schedule.value,
-        reuse_features=reuse_features, draft=draft)
+        reuse_features=reuse_features, draft=draft, identity_guard=identity_guard, guard_retries=guard_retries,
+        drift_lock=drift_lock)
     runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
                             window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
     from animator_cli.generate import animate as animate_stage

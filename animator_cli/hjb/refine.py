@@ -75,17 +75,29 @@ class FaceRefiner:
         options.validate()
         self.ranks = ranks or Ranks()  # the pipeline's: the processes that render the video together
         self.arcface = arcface.eval().requires_grad_(False)  # `load_arcface`'s shared copy, left where it is
-        self.boxes, self.options, self.num_steps, self.chunk = boxes, options, num_steps, chunk
-        self.chunks = [slice(first, min(first + chunk, len(boxes))) for first in range(0, len(boxes), chunk)]
-        decoded = [(s.stop - s.start) if any(box is not None for box in boxes[s]) else 0 for s in self.chunks]
-        self.owned = set(self.ranks.take(range(len(self.chunks)), decoded))  # balanced by the frames decoded
+        self.options, self.num_steps, self.chunk = options, num_steps, chunk
+        self._set_boxes(boxes)
         with torch.no_grad():
             param = next(arcface.parameters())
             self.reference = arcface(reference_crop[None].to(param.device, param.dtype)).float()
-        self.faces = sum(box is not None for box in boxes)
-        self.records: list[StepRecord] = []
         if not self.faces:
             log.warning("--face-opt: no frame has a visible face box; the video is not refined")
+
+    def _set_boxes(self, boxes: list[Box | None]) -> None:
+        """Refine the frames ``boxes`` describe: their chunks, this rank's share of them, no records yet."""
+        self.boxes, chunk = boxes, self.chunk
+        self.chunks = [slice(first, min(first + chunk, len(boxes))) for first in range(0, len(boxes), chunk)]
+        decoded = [(s.stop - s.start) if any(box is not None for box in boxes[s]) else 0 for s in self.chunks]
+        self.owned = set(self.ranks.take(range(len(self.chunks)), decoded))  # balanced by the frames decoded
+        self.faces = sum(box is not None for box in boxes)
+        self.records: list[StepRecord] = []
+
+    def for_frames(self, frames: list[int]) -> FaceRefiner:
+        """This refiner for a pass over ``frames`` only, numbered 0..n−1 there (the identity guard's one-window
+        re-render): same network, reference and options, those frames' boxes."""
+        part = copy.copy(self)
+        part._set_boxes([self.boxes[frame] for frame in frames])
+        return part
 
     def active(self, step: int) -> bool:
         return self.faces > 0 and self.options.start <= step <= self.options.end

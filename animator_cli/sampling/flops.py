@@ -53,6 +53,10 @@ class UNetWork:
     def tflop(self) -> float:
         return self.flops / 1e12
 
+    def __add__(self, other: UNetWork) -> UNetWork:
+        return UNetWork(self.full_calls + other.full_calls, self.shallow_calls + other.shallow_calls,
+                        self.flops + other.flops)
+
     def summed(self, ranks: Ranks, device: torch.device) -> UNetWork:
         """The work of every rank of a window-parallel run (each counted its own windows); one collective."""
         if not ranks.parallel:

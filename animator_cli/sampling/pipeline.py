@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -55,7 +56,7 @@ from animator_cli.sampling.conditioning import (
 from animator_cli.sampling.feature_reuse import UNetCaller
 from animator_cli.sampling.flops import UNetWork
 from animator_cli.sampling.pose_features import PoseFeatures
-from animator_cli.sampling.schedule import make_schedule
+from animator_cli.sampling.schedule import KarrasSchedule, make_schedule
 from animator_cli.sampling.windows import blend_weights, group_windows, periodic_noise, window_indices
 
 # Takes each chunk of decoded frames (n, H, W, 3) uint8, in order, as soon as it is decoded.
@@ -82,6 +83,28 @@ class Refiner(Protocol):
     def active(self, step: int) -> bool: ...
 
     def __call__(self, vae: torch.nn.Module, denoised: torch.Tensor, step: int) -> torch.Tensor: ...
+
+
+class FeatureSource(Protocol):
+    """PoseNet features of a window's frames (`PoseFeatures`, or a view of one window's, `sampling.repair`)."""
+
+    def window(self, frames: list[int], index: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class SampledVideo:
+    """A video's final latents (1, F, 4, h, w) fp32 and what denoising it shared over its windows, kept so that one
+    window can be sampled again without encoding anything again (`animator_cli.sampling.repair`). ``noise`` is the
+    initial unit noise of one period (tile frames; frame f starts from ``noise[f % tile]``)."""
+
+    windows: list[list[int]]
+    schedule: KarrasSchedule
+    branches: _Branches
+    pose_features: PoseFeatures
+    guidance: torch.Tensor  # (1, F, 1, 1, 1)
+    options: SamplingOptions
+    noise: torch.Tensor  # (period, 4, h, w) in the model dtype, as drawn
+    latents: torch.Tensor | None = None
 
 
 def _in_attention_backend(method: Callable) -> Callable:
@@ -146,6 +169,31 @@ class AnimationPipeline:
         ArcFace ``identity``; returns F×H×W×3 uint8 frames, or None when ``sink`` takes them chunk by chunk.
         ``refine`` (the HJB face optimisation, `animator_cli.hjb.FaceRefiner`) replaces x̂0 at the steps where it
         is active."""
+        video = self.sample(reference, poses, identity, options, generator, progress, refine)
+        if not self.ranks.is_main:  # rank 0 decodes
+            return None
+        return self.decode(video.latents, options.decode_chunk, sink)
+
+    @_in_attention_backend
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk: int, sink: FrameSink | None = None) -> np.ndarray | None:
+        """The frames (F, H, W, 3) uint8 of latents (1, F, 4, h, w), or None when ``sink`` takes them chunk by
+        chunk as they are decoded."""
+        with stage("decoding"):
+            frames = self._decode(latents, chunk)
+            if sink is None:
+                return np.concatenate(list(frames))
+            for part in frames:
+                sink(part)
+            return None
+
+    @_in_attention_backend
+    @torch.no_grad()
+    def sample(self, reference: np.ndarray, poses: PoseSource, identity: np.ndarray, options: SamplingOptions,
+               generator: torch.Generator, progress: Progress | None = None,
+               refine: Refiner | None = None) -> SampledVideo:
+        """The denoised latents of `__call__`'s video, not decoded, with what a later pass over one of its windows
+        needs (`animator_cli.sampling.repair`): the conditioning, the initial noise and the windows."""
         models, num_frames, size = self.models, len(poses), poses[:1].shape[1:]
         if size != reference.shape or reference.shape[0] % 64 or reference.shape[1] % 64:
             raise InputError(f"pose frames {size} and reference {reference.shape} must share one "
@@ -166,17 +214,34 @@ class AnimationPipeline:
         # 2. Schedule and initial noise.
         schedule = make_schedule(models.scheduler, options.steps, options.schedule)
         h, w = image_latent.shape[-2:]
-        latents = periodic_noise((image_latent.shape[1], h, w), num_frames, options.tile, generator, self.dtype)
-        latents = latents.to(self.device, torch.float32) * schedule.init_noise_sigma
+        noise = periodic_noise((image_latent.shape[1], h, w), num_frames, options.tile, generator, self.dtype)
+        latents = noise.to(self.device, torch.float32) * schedule.init_noise_sigma
+        period = noise[0, :options.tile].clone()
+        del noise  # the video-long draw: one period is all a later pass needs
         guidance = torch.linspace(options.min_guidance, options.max_guidance, num_frames, device=self.device)
         guidance = guidance.view(1, num_frames, 1, 1, 1)
         guided = bool((guidance != 1).any())
 
         # 3. Denoising loop over steps and windows.
-        models.unet.set_id_scale(options.id_scale)
         branches = _Branches(image_latent.to(self.device, self.dtype), context.to(self.dtype),
                              time_ids.to(self.device, self.dtype), guided, self.batch_cfg)
-        tiles = _Tiles(windows, num_frames, self.device, self.ranks)
+        video = SampledVideo(windows, schedule, branches, pose_features, guidance, options, period)
+        video.latents = self.denoise(video, latents, windows, pose_features, guidance, options.id_scale, refine,
+                                     progress, self.ranks)
+        return video
+
+    @_in_attention_backend
+    @torch.no_grad()
+    def denoise(self, video: SampledVideo, latents: torch.Tensor, windows: list[list[int]],
+                pose_features: FeatureSource, guidance: torch.Tensor, id_scale: float, refine: Refiner | None = None,
+                progress: Progress | None = None, ranks: Ranks | None = None,
+                hold: Callable[[torch.Tensor, int], None] | None = None) -> torch.Tensor:
+        """Run ``video``'s schedule on ``latents`` (1, n, 4, h, w) fp32 (updated in place and returned), whose
+        ``windows`` index them, with these PoseNet features and guidance scales (n frames each). ``hold`` may
+        overwrite frames of the latents before each step (a re-sampled window's fixed neighbours)."""
+        models, options, schedule = self.models, video.options, video.schedule
+        models.unet.set_id_scale(id_scale)
+        tiles = _Tiles(windows, latents.shape[1], self.device, ranks)
         batcher = _WindowBatcher(tiles, self.window_batch, self.device)
         timesteps = schedule.timesteps.to(self.device)  # no host→device copy per UNet call
         # With the face refiner the VAE stays on the device for the whole loop (one move under --offload).
@@ -185,29 +250,35 @@ class AnimationPipeline:
         with self._running(models.unet) as unet, decoder as vae, stage("denoising"), \
                 UNetCaller(unet, options.reuse_features, keep) as calls:
             for step, timestep in enumerate(timesteps):
+                if hold is not None:
+                    hold(latents, step)
                 x_in = functools.partial(schedule.scale_input, step=step)
                 with batcher.measuring(step):
                     cond, uncond = self._blend(calls.at(step), latents, x_in, timestep, batcher.groups, tiles,
-                                               pose_features, branches)
-                v = guide(cond, uncond, guidance) if guided else cond
+                                               pose_features, video.branches)
+                v = guide(cond, uncond, guidance) if video.branches.guided else cond
                 if refine is not None and refine.active(step):
                     latents = schedule.step(latents, v, step, functools.partial(refine, vae, step=step))
                 else:
                     latents = schedule.step(latents, v, step)
                 if progress is not None:
                     progress(step + 1, len(schedule))
-        self.work = calls.work.summed(self.ranks, self.device)
+        self.work = calls.work.summed(ranks or Ranks(), self.device)
+        return latents
 
-        # 4. Decode.
-        if not self.ranks.is_main:  # rank 0 decodes
-            return None
-        with stage("decoding"):
-            frames = self._decode(latents, options.decode_chunk)
-            if sink is None:
-                return np.concatenate(list(frames))
-            for chunk in frames:
-                sink(chunk)
-            return None
+    @_in_attention_backend
+    @torch.no_grad()
+    def decode_frames(self, latents: torch.Tensor, frames: list[int], chunk: int) -> np.ndarray:
+        """uint8 pixels (len(frames), H, W, 3) of ``frames`` (sorted) of the latents (1, F, 4, h, w), decoded in the
+        chunks `_decode` uses (the decoder mixes the frames of a chunk): a repaired window's frames without
+        decoding the video again."""
+        starts = sorted({frame - frame % chunk for frame in frames})
+        decoded = {}
+        with self._running(self.models.vae) as vae:
+            for start in starts:
+                pixels = _pixels(vae, latents[0, start:start + chunk])
+                decoded.update({start + i: frame for i, frame in enumerate(pixels)})
+        return np.stack([decoded[frame] for frame in frames])
 
     def _pose_features(self, poses: PoseSource, chunk: int, size: tuple[int, int]) -> PoseFeatures:
         """PoseNet output (320 channels, h, w) per window, computed in chunks of ``chunk`` frames: all up front
@@ -223,7 +294,7 @@ class AnimationPipeline:
         return PoseFeatures(compute, len(poses), chunk, keep_all=len(poses) * per_frame <= self.pose_feature_budget)
 
     def _blend(self, unet: UNetCaller, latents: torch.Tensor, scale_input: Callable[[torch.Tensor], torch.Tensor],
-               timestep: torch.Tensor, groups: list[_Group], tiles: _Tiles, pose_features: PoseFeatures,
+               timestep: torch.Tensor, groups: list[_Group], tiles: _Tiles, pose_features: FeatureSource,
                branches: _Branches) -> tuple[torch.Tensor, torch.Tensor]:
         """Window-blended (cond, uncond) v-predictions, each (1, F, 4, h, w) fp32; one UNet call per group of this
         rank's windows, whose frames are added into ``total`` in window order (over every rank's windows). Each
@@ -241,12 +312,16 @@ class AnimationPipeline:
         """uint8 frames (n, H, W, 3) from latents (1, F, 4, h, w), ``chunk`` frames per VAE call, each call's
         frames yielded as soon as they are decoded."""
         with self._running(self.models.vae) as vae:
-            param = next(vae.parameters())
-            scaled = latents[0] / vae.config.scaling_factor
-            for i in range(0, len(scaled), chunk):
-                part = scaled[i:i + chunk].to(param.device, param.dtype)
-                pixels = vae.decode(part, num_frames=len(part)).sample
-                yield ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+            for i in range(0, latents.shape[1], chunk):
+                yield _pixels(vae, latents[0, i:i + chunk])
+
+
+def _pixels(vae: torch.nn.Module, latents: torch.Tensor) -> np.ndarray:
+    """uint8 frames (n, H, W, 3) of latents (n, 4, h, w), in one VAE call."""
+    param = next(vae.parameters())
+    part = (latents / vae.config.scaling_factor).to(param.device, param.dtype)
+    pixels = vae.decode(part, num_frames=len(part)).sample
+    return ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def guide(cond: torch.Tensor, uncond: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:

@@ -119,6 +119,8 @@ def build_page(session: UiSession, max_upload_mb: int = MAX_UPLOAD_MB) -> gr.Blo
                                      info="The same seed gives the same video.")
                 face_opt = gr.Checkbox(d.face_opt, label="Face optimisation (--face-opt)",
                                        info="Refines the face identity during denoising; slower.")
+                identity_guard = gr.Checkbox(bool(d.identity_guard), label="Identity guard (--identity-guard)",
+                                             info="Renders again the windows where the face slipped.")
                 draft = gr.Checkbox(d.draft, label="Draft preview (--draft)", elem_id="draft",
                                     info=f"Short side {SHORT_SIDE} px, {PRESET}: a quick look, not the final quality.")
                 with gr.Accordion("Advanced", open=False, elem_id="advanced"):
@@ -148,6 +150,8 @@ def build_page(session: UiSession, max_upload_mb: int = MAX_UPLOAD_MB) -> gr.Blo
                         offload = gr.Checkbox(d.offload, label="Offload idle models to the CPU")
                         vae_on_cpu = gr.Checkbox(d.vae_on_cpu, label="VAE on the CPU")
                         split_cfg = gr.Checkbox(d.split_cfg, label="Split guidance into two UNet calls")
+                        drift_lock = gr.Checkbox(d.drift_lock, label="Drift lock (--drift-lock)",
+                                                 info="Every window keeps the first window's colours.")
                 generate = gr.Button("Generate", variant="primary", size="lg", interactive=not blocked,
                                      elem_id="generate")
             with gr.Column(scale=4):
@@ -162,7 +166,8 @@ def build_page(session: UiSession, max_upload_mb: int = MAX_UPLOAD_MB) -> gr.Blo
                  "face_opt": face_opt, "align": align, "pose_backend": pose_backend, "check": check_mode,
                  "max_frames": max_frames, "dtype": dtype, "offload": offload, "vae_on_cpu": vae_on_cpu,
                  "split_cfg": split_cfg, "tile": tile, "decode_chunk": decode_chunk, "schedule": schedule,
-                 "reuse_features": reuse_features, "draft": draft}
+                 "reuse_features": reuse_features, "draft": draft, "identity_guard": identity_guard,
+                 "drift_lock": drift_lock}
         inputs = {source, reference, driving, pose_files, *named.values()}  # a set: the handler gets a dict
 
         def unpack(values: dict[Any, Any]) -> tuple[str, str | None, str | None, list[str] | None, RenderSettings]:

@@ -74,12 +74,14 @@ class RenderSettings:
     schedule: str = _SAMPLING.schedule
     reuse_features: int = _SAMPLING.reuse_features
     draft: bool = False  # the --draft preview preset (animator_cli.draft)
+    identity_guard: bool | None = None  # True: --identity-guard with the video's own threshold (None: off)
+    drift_lock: bool = False
 
     def options(self) -> GenerateOptions:
         return generate_options(resolution=self.resolution, width=self.width, height=self.height, seed=self.seed,
                                 steps=self.steps, tile=self.tile, decode_chunk=self.decode_chunk,
                                 face_opt=self.face_opt, schedule=self.schedule, reuse_features=self.reuse_features,
-                                draft=self.draft)
+                                draft=self.draft, identity_guard=self.identity_guard, drift_lock=self.drift_lock)
 
     def runtime(self, device: str | None) -> Runtime:
         return runtime_options(device=device, dtype=self.dtype, offload=self.offload, vae_on_cpu=self.vae_on_cpu,

@@ -1,0 +1,385 @@
+"""Identity guard: one window sampled again without seams (`sampling.repair`), and the guard loop around it.
+
+Tests named ``mechanism`` drive the guard with an injected scorer (the tiny home's ArcFace scores are arbitrary):
+they check what is re-rendered, kept and recorded, not that identity improves.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_generate import _skeletons
+
+from animator_cli.generate import load_pipeline, pose_frames
+from animator_cli.options import Runtime, generate_options
+from animator_cli.sampling.fit import fit_image
+from animator_cli.sampling.pose_frames import FittedPoses
+from animator_cli.sampling.repair import WindowPass, held_slots, resample_window
+from animator_cli.video import load_image
+
+FRAMES = 40  # windows 0-15, 12-27 (real frames 13-27), 24-39 (real frames 25-39) with frame 0 in each
+SEAM_TOLERANCE = 0.02  # max |Δ| of an overlap frame's latent (latents of magnitude ~1-3), see sampling/repair.py
+
+
+@pytest.fixture(scope="module")
+def sampled(tiny_home, astronaut_path, tmp_path_factory):
+    """The tiny pipeline and a 40-frame, 64×64, 4-step video sampled with it."""
+    pipeline = load_pipeline(tiny_home, Runtime(device="cpu"))
+    options = generate_options(width=64, height=64, steps=4)
+    poses = _skeletons(tmp_path_factory.mktemp("guard") / "poses", FRAMES)
+    reference = fit_image(load_image(astronaut_path), 64, 64, options.fit)
+    skeletons = FittedPoses(pose_frames(poses), 64, 64, options.fit)
+    video = pipeline.sample(reference, skeletons, np.ones(512, np.float32), options.sampling,
+                            torch.Generator().manual_seed(1))
+    return pipeline, video
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+def test_a_resampled_window_leaves_other_frames_alone_and_its_overlaps_close(sampled, seed):
+    pipeline, video = sampled
+    before = video.latents.clone()
+    window = video.windows[1]
+    new = resample_window(pipeline, video, 1, WindowPass(id_scale=1.0, seed=seed))
+    assert torch.equal(video.latents, before)  # the video itself is not changed by a pass
+    change = (new - before[:, window]).abs().amax(dim=(0, 2, 3, 4))
+    held = held_slots(video.windows, 1)
+    assert [window[slot] for slot in held] == [0, 13, 14, 15, 25, 26, 27]
+    assert change[0] == 0  # frame 0, every window's anchor
+    assert change[held[1:]].max() <= SEAM_TOLERANCE  # overlap frames end close to the neighbours' final ones
+    free = [slot for slot in range(len(window)) if slot not in held]
+    assert change[free].min() > 5 * SEAM_TOLERANCE  # the window's own frames were sampled again
+
+
+def test_decode_frames_gives_the_full_decode_s_pixels(sampled):
+    pipeline, video = sampled
+    whole = np.concatenate(list(pipeline._decode(video.latents, 4)))
+    frames = [5, 13, 14, 30]
+    assert np.array_equal(pipeline.decode_frames(video.latents, frames, 4), whole[frames])
+
+
+# --- the guard loop ------------------------------------------------------------------------------------------------
+
+class Scripted:
+    """Mechanism scorer: the render scores HIGH except window 1's own frames (16-24), LOW; every later call (one
+    attempt's frames) scores the next value of ``attempts``."""
+
+    def __init__(self, attempts: list[float]) -> None:
+        self.attempts, self.calls = list(attempts), 0
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == 1:
+            cosines = np.full(len(frames), HIGH)
+            cosines[16:25] = LOW
+            return cosines
+        return np.full(len(frames), self.attempts.pop(0))
+
+
+HIGH, LOW, THRESHOLD = 0.8, 0.2, 0.6
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Install a `Scripted` scorer in place of the timeline's ArcFace scorer; returns a function setting its
+    attempt scores."""
+    holder = {}
+
+    def install(attempts: list[float]) -> Scripted:
+        holder["scorer"] = Scripted(attempts)
+        return holder["scorer"]
+
+    monkeypatch.setattr("animator_cli.check.timeline.IdentityScorer", lambda *a, **k: holder["scorer"])
+    return install
+
+
+def _cli_frames(cli, home, reference, poses, folder: Path, *options) -> tuple[dict, list[np.ndarray]]:
+    """Run `animator --json generate` with --frames-dir; its JSON result and the PNG frames (lossless)."""
+    import json
+
+    result = cli("--weights", home.root, "--device", "cpu", "--json", "generate", reference, poses,
+                 "-o", folder / "out.mp4", "--width", 64, "--height", 64, "--steps", 2, "--seed", 3,
+                 "--frames-dir", folder / "frames", *options)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout), [load_image(folder / "frames" / f"frame_{i}.png") for i in range(FRAMES)]
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_home, astronaut_path, tmp_path_factory):
+    """The pose folder and the frames of the same render without the guard."""
+    from animator_cli.cli.app import run
+
+    folder = tmp_path_factory.mktemp("plain")
+    poses = _skeletons(folder / "poses", FRAMES)
+    code = run([str(a) for a in ("--weights", tiny_home.root, "--device", "cpu", "--cache-dir", folder / "cache",
+                                 "generate", astronaut_path, poses, "-o", folder / "out.mp4", "--width", 64,
+                                 "--height", 64, "--steps", 2, "--seed", 3, "--frames-dir", folder / "frames")])
+    assert code == 0
+    return poses, [load_image(folder / "frames" / f"frame_{i}.png") for i in range(FRAMES)]
+
+
+def test_mechanism_only_the_low_window_is_rendered_again_and_every_other_frame_is_bit_identical(
+        cli, tiny_home, astronaut_path, plain, scripted, tmp_path):
+    poses, before = plain
+    scorer = scripted([0.5, 0.3])  # attempt 1 beats the render but stays below the threshold; attempt 2 is worse
+    record, after = _cli_frames(cli, tiny_home, astronaut_path, poses, tmp_path, "--identity-guard", THRESHOLD)
+    guard = record["identity_guard"]
+    assert [len(w["attempts"]) for w in guard["windows"]] == [0, 2, 0]  # K = 2 attempts, window 1 only
+    assert guard["windows"][1]["kept"] == "attempt 1 (id_scale)"  # the tiny pose folder has no face boxes: no HJB
+    assert [a["score"] for a in guard["windows"][1]["attempts"]] == [0.5, 0.3]
+    assert guard["rendered_again"] == guard["repaired"] == 1 and scorer.calls == 3
+    assert record["unet_calls"] == 6 + 2 * 2  # 3 windows × 2 steps, then 2 one-window passes of 2 steps
+    outside = [f for f in range(FRAMES) if not 13 <= f <= 27]
+    assert all(np.array_equal(after[f], before[f]) for f in outside)
+    assert not any(np.array_equal(after[f], before[f]) for f in range(16, 25))  # the window's own frames changed
+
+
+def test_mechanism_a_worse_attempt_is_never_kept(cli, tiny_home, astronaut_path, plain, scripted, tmp_path):
+    poses, before = plain
+    scripted([0.1, 0.15])  # both below the render's 0.2
+    record, after = _cli_frames(cli, tiny_home, astronaut_path, poses, tmp_path, "--identity-guard", THRESHOLD)
+    window = record["identity_guard"]["windows"][1]
+    assert window["kept"] == "render" and len(window["attempts"]) == 2
+    assert record["identity_guard"]["repaired"] == 0
+    assert all(np.array_equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+class _FakeVideo:
+    """Mechanism stand-in for `PipelineRepair`: records which windows were sampled again."""
+
+    windows = [[0, *range(1, 16)], [0, *range(13, 28)], [0, *range(25, 40)]]
+
+    def __init__(self) -> None:
+        self.resampled: list[int] = []
+        self.committed: list[int] = []
+
+    def resample(self, index, attempt):
+        self.resampled.append(index)
+        return index
+
+    def pixels(self, index, latents):
+        return np.full((len(self.windows[index]) - 1, 2, 2, 3), len(self.resampled), np.uint8)
+
+    def commit(self, index, latents):
+        self.committed.append(index)
+
+
+@pytest.mark.parametrize(("retries", "attempts", "tried", "kept"), [
+    (3, [0.3, 0.4, 0.45], 3, 2),  # never reaches the threshold: K attempts, the best kept
+    (3, [0.3, 0.7, 0.9], 2, 1),  # stops at the first attempt that reaches it
+    (1, [0.1], 1, None),  # K = 1; worse than the render: nothing kept
+])
+def test_mechanism_at_most_k_attempts_and_the_best_kept(retries, attempts, tried, kept):
+    from animator_cli.guard.identity import escalation, guard_video
+    from animator_cli.options import GuardOptions
+
+    video, frames = _FakeVideo(), np.zeros((FRAMES, 2, 2, 3), np.uint8)
+    plan = functools.partial(escalation, retries, hjb=True, id_scale=1.0, seed=3)
+    record = guard_video(frames, video, Scripted(attempts), GuardOptions(THRESHOLD, retries),
+                         lambda window: plan(window=window))
+    assert video.resampled == [1] * tried and len(record.windows[1].attempts) == tried
+    assert record.windows[1].kept == kept
+    assert video.committed == ([] if kept is None else [1])
+    assert (frames[13:28] == (0 if kept is None else kept + 1)).all() and not frames[:13].any()
+
+
+def test_escalation_adds_one_lever_per_attempt():
+    from animator_cli.guard.identity import ID_SCALE_STEP, escalation
+
+    attempts = escalation(4, hjb=True, id_scale=1.0, seed=3, window=1)
+    assert [a.action for a in attempts] == ["hjb", "id_scale", "seed", "seed"]
+    assert [a.hjb for a in attempts] == [True] * 4
+    assert [a.id_scale for a in attempts] == [1.0] + [ID_SCALE_STEP] * 3
+    assert attempts[0].seed is attempts[1].seed is None and attempts[2].seed != attempts[3].seed
+    without_hjb = escalation(2, hjb=False, id_scale=2.0, seed=3, window=0)
+    assert [(a.action, a.hjb, a.id_scale) for a in without_hjb] == [("id_scale", False, 3.0), ("seed", False, 3.0)]
+
+
+def test_auto_threshold_is_the_median_minus_the_margin():
+    from animator_cli.guard.identity import AUTO_MARGIN, auto_threshold
+
+    assert auto_threshold(np.array([0.5, np.nan, 0.7, 0.6])) == pytest.approx(0.6 - AUTO_MARGIN)
+
+
+@pytest.mark.parametrize(("face_opt", "expected"), [
+    ((), [("hjb", True, 1.0), ("id_scale", True, 1.5)]),  # HJB on the window first
+    (("--face-opt",), [("id_scale", True, 1.5), ("seed", True, 1.5)]),  # the render had HJB: every pass keeps it
+])
+def test_mechanism_hjb_is_the_first_lever_when_the_poses_give_face_boxes(cli, tiny_home, astronaut_path, scripted,
+                                                                          tmp_path, face_opt, expected):
+    import json
+
+    from test_golden_latents import _moving_face
+
+    poses = _moving_face(tmp_path / "poses", 28)  # keypoints.npz: face boxes for HJB; windows 0-15 and 12-27
+    scripted([0.1, 0.1])
+    result = cli("--weights", tiny_home.root, "--device", "cpu", "--json", "generate", astronaut_path, poses,
+                 "-o", tmp_path / "out.mp4", "--width", 64, "--height", 64, "--steps", 2, "--identity-guard", 0.5,
+                 *face_opt, "--face-opt-steps", "0:1", "--face-opt-iters", 1)
+    assert result.exit_code == 0, result.stderr
+    attempts = json.loads(result.stdout)["identity_guard"]["windows"][1]["attempts"]
+    assert [(a["action"], a["hjb"], a["id_scale"]) for a in attempts] == expected
+
+
+# --- options, cache key, faults --------------------------------------------------------------------------------------
+
+def test_the_cache_key_holds_the_repairs_only_when_they_are_on():
+    from dataclasses import asdict
+
+    from animator_cli.generate import cache_options
+
+    plain = cache_options(generate_options())
+    assert "identity_guard" not in plain and "drift_lock" not in plain
+    assert plain == {k: v for k, v in asdict(generate_options()).items() if k not in ("identity_guard", "drift_lock")}
+    guarded = cache_options(generate_options(identity_guard=0.4, guard_retries=3, drift_lock=True))
+    assert guarded["identity_guard"] == {"threshold": 0.4, "retries": 3} and guarded["drift_lock"] is True
+    assert cache_options(generate_options(identity_guard=True))["identity_guard"]["threshold"] is None
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("x", "--identity-guard 'x' is not a threshold"), ("1.5", "--identity-guard 1.5 is not a cosine"),
+])
+def test_cli_rejects_a_bad_threshold(cli, value, message, tmp_path, astronaut_path):
+    result = cli("generate", astronaut_path, tmp_path, "-o", tmp_path / "o.mp4", f"--identity-guard={value}")
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_a_bare_identity_guard_flag_means_the_video_s_own_threshold():
+    from animator_cli.cli.app import _fill_optional_values
+
+    assert _fill_optional_values(["generate", "--identity-guard", "--drift-lock"]) == [
+        "generate", "--identity-guard", "auto", "--drift-lock"]
+    assert _fill_optional_values(["generate", "--identity-guard", "-0.2"]) == ["generate", "--identity-guard", "-0.2"]
+    assert _fill_optional_values(["generate", "--identity-guard"]) == ["generate", "--identity-guard", "auto"]
+
+
+def test_no_face_in_the_reference_skips_the_guard_or_stops_it_under_strict(tiny_home, tmp_path, caplog):
+    from animator_cli.cache import StageCache
+    from animator_cli.errors import InputError
+    from animator_cli.generate import render
+    from animator_cli.video import write_frame
+
+    write_frame(tmp_path, 0, np.zeros((128, 128, 3), np.uint8))  # black: the tiny detector finds no face
+    poses = _skeletons(tmp_path / "poses", 3)
+    options = generate_options(width=64, height=64, steps=1, allow_no_face=True, identity_guard=True)
+    common = dict(weights=tiny_home, cache=StageCache(tmp_path / "cache"))
+    with pytest.raises(InputError, match="identity_guard needs a face in the reference"):
+        render(tmp_path / "frame_0.png", poses, options, Runtime(device="cpu"), check="strict", **common)
+    rendered = render(tmp_path / "frame_0.png", poses, options, Runtime(device="cpu"), **common)
+    assert [r.message for r in caplog.records].count(
+        "identity guard skipped: no face in the reference image to compare the frames with") == 1
+    assert rendered.result.identity_guard is None and rendered.options.identity_guard is None
+
+
+def test_an_interrupted_guard_leaves_no_output_and_no_cache_entry(cli, tiny_home, astronaut_path, tmp_path,
+                                                                  monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("animator_cli.check.timeline.IdentityScorer", interrupt)
+    poses = _skeletons(tmp_path / "poses", 20)
+    result = cli("--weights", tiny_home.root, "--device", "cpu", "generate", astronaut_path, poses,
+                 "-o", tmp_path / "out.mp4", "--width", 64, "--height", 64, "--steps", 1, "--identity-guard")
+    assert result.exit_code == 130
+    assert not (tmp_path / "out.mp4").exists()
+    entries = list((tmp_path / "stage-cache" / "generate").glob("*"))
+    assert not [e for e in entries if (e / "video.mp4").exists()]
+
+
+def test_mechanism_batch_and_api_take_the_guard_by_name(tiny_home, tmp_path, astronaut_path, scripted):
+    import yaml
+
+    from animator_cli import Animator
+    from animator_cli.batch import run_batch
+    from animator_cli.cache import StageCache
+
+    poses = _skeletons(tmp_path / "poses", 28)
+    scripted([0.9])
+    video = Animator(tiny_home.root, device="cpu", cache=tmp_path / "api").generate(
+        astronaut_path, poses, width=64, height=64, steps=1, identity_guard=THRESHOLD, guard_retries=1)
+    assert video.result.identity_guard["repaired"] == 1
+    scripted([0.9])
+    (tmp_path / "jobs.yaml").write_text(yaml.safe_dump({"jobs": [
+        {"reference": str(astronaut_path), "poses": "poses", "output": "b.mp4", "width": 64, "height": 64,
+         "steps": 1, "identity-guard": THRESHOLD, "drift-lock": True}]}))
+    [outcome] = run_batch(tmp_path / "jobs.yaml", Runtime(device="cpu"), weights=tiny_home,
+                          cache=StageCache(tmp_path / "batch"))
+    assert outcome.ok, outcome.error
+    assert outcome.result.identity_guard["repaired"] == 1 and len(outcome.result.drift_lock) == 2
+
+
+# --- drift lock ------------------------------------------------------------------------------------------------------
+
+def _drifted_video() -> tuple[np.ndarray, np.ndarray, list[list[int]], np.ndarray]:
+    """40 frames 64×64 of a fixed textured background with a person-sized block that moves, their poses (a stick
+    figure inside the block) and windows; then a copy where window 2 drifted: +24 red, −16 blue, its own frames in
+    full and the shared ones by the window's overlap share, as a sampler's blend would spread it."""
+    from animator_cli.sampling.repair import overlap_share
+    from animator_cli.sampling.windows import window_indices
+
+    rng = np.random.default_rng(0)
+    background = rng.integers(40, 200, (64, 64, 3)).astype(np.uint8)
+    frames, poses = np.repeat(background[None], FRAMES, 0), np.zeros((FRAMES, 64, 64, 3), np.uint8)
+    for f in range(FRAMES):
+        x = 20 + f % 8
+        frames[f, 16:52, x:x + 16] = rng.integers(30, 220, (36, 16, 3))  # room for the drift: no clipping
+        poses[f, 20:48, x + 8] = 255  # the trunk of the drawn skeleton
+        poses[f, 30, x + 2:x + 14] = 255  # the arms
+    windows = window_indices(FRAMES, 16, 4)
+    share = overlap_share(windows, 2).numpy()
+    drifted = frames.astype(np.float64)
+    for slot, frame in enumerate(windows[2]):
+        if frame:
+            drifted[frame] += share[slot] * np.array([24.0, 0.0, -16.0])
+    return frames, np.round(drifted).astype(np.uint8), windows, poses
+
+
+def test_drift_lock_removes_an_injected_colour_shift_and_leaves_frames_without_drift_alone():
+    from animator_cli.guard.drift import drift_lock
+
+    clean, drifted, windows, poses = _drifted_video()
+    locked = drifted.copy()
+    corrections = drift_lock(locked, windows, lambda index: poses[index])
+    assert np.allclose(corrections[2].offset, [-24, 0, 16], atol=0.5)  # the shift, measured outside the person
+    assert np.array_equal(locked[:25], clean[:25])  # frames without drift: the same bytes
+    error = np.abs(locked[25:].astype(int) - clean[25:].astype(int))
+    assert error.max() <= 1  # the shift is gone, up to rounding
+    assert np.abs(drifted[28:].astype(int) - clean[28:].astype(int)).max() >= 16  # it was there
+
+
+def test_drift_lock_changes_nothing_in_a_video_without_drift():
+    from animator_cli.guard.drift import drift_lock
+
+    clean, _, windows, poses = _drifted_video()
+    locked = clean.copy()
+    drift_lock(locked, windows, lambda index: poses[index])
+    assert np.array_equal(locked, clean)
+
+
+def test_the_person_is_left_out_of_the_measure():
+    from animator_cli.guard.drift import person_mask
+
+    pose = np.zeros((64, 64, 3), np.uint8)
+    pose[20:40, 30] = 255
+    mask = person_mask(pose)
+    assert mask[20:40, 30].all() and mask[15, 30] and not mask[0, 0] and not mask[30, 50]
+    assert not person_mask(np.zeros((8, 8, 3), np.uint8)).any()
+
+
+def test_report_and_json_record_the_guard_with_the_real_scorer(cli, tiny_home, astronaut_path, tmp_path):
+    import json
+
+    poses = _skeletons(tmp_path / "poses", 28)  # windows 0-15 and 12-27
+    result = cli("--weights", tiny_home.root, "--device", "cpu", "--json", "generate", astronaut_path, poses,
+                 "-o", tmp_path / "out.mp4", "--width", 64, "--height", 64, "--steps", 1, "--identity-guard", 1,
+                 "--guard-retries", 1, "--report", tmp_path / "report")
+    assert result.exit_code == 0, result.stderr
+    guard = json.loads(result.stdout)["identity_guard"]
+    assert guard["threshold"] == 1 and guard["rendered_again"] == 2  # every window is below a cosine of 1
+    assert all(len(w["attempts"]) == 1 and w["kept"] in ("render", "attempt 1 (id_scale)") for w in guard["windows"])
+    assert json.loads((tmp_path / "report" / "guard.json").read_text()) == guard
+    assert (tmp_path / "report" / "identity.png").stat().st_size > 0
+    assert "identity guard: threshold 1.000; 2 of 2 window(s) rendered again" in result.stderr
