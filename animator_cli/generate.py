@@ -257,8 +257,10 @@ def render(reference: Path, poses: Path, options: GenerateOptions = GenerateOpti
     if cached:
         log.info("generation cached: %s", entry.path)
     else:
-        work = _render(entry, rgb, source.shape[1::-1], face, reference, poses, frame_paths, fps, options, runtime,
-                       weights, pipeline, frames_dir, face_masks, progress, force, ranks)
+        work = _render(entry, rgb=rgb, source_size=source.shape[1::-1], face=face, reference=reference, poses=poses,
+                       frame_paths=frame_paths, fps=fps, options=options, runtime=runtime, weights=weights,
+                       pipeline=pipeline, frames_dir=frames_dir, face_masks=face_masks, progress=progress,
+                       force=force, ranks=ranks)
         log.info("UNet work: %d calls (%d shallow), %.4g TFLOP", work.calls, work.shallow_calls, work.tflop)
         result = replace(result, unet_calls=work.calls, unet_shallow_calls=work.shallow_calls, unet_tflop=work.tflop)
     if ranks.is_main and (entry.path / REPAIRS_FILE).is_file():
@@ -332,7 +334,7 @@ def timeline_marks(options: GenerateOptions, result: GenerateResult | None = Non
             "repaired": tuple(w["window"] for w in guard["windows"] if w["kept"] != "render") if guard else ()}
 
 
-def _render(entry: CacheEntry, rgb: np.ndarray, source_size: tuple[int, int], face: FaceIdentity,
+def _render(entry: CacheEntry, *, rgb: np.ndarray, source_size: tuple[int, int], face: FaceIdentity,
             reference: Path, poses: Path, frame_paths: list[Path], fps: float, options: GenerateOptions,
             runtime: Runtime, weights: WeightsHome, pipeline: PipelineLoader | None, frames_dir: Path | None,
             face_masks: Path | None, progress: Progress | None, force: bool, ranks: Ranks) -> UNetWork:
