@@ -30,15 +30,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from animator_cli.cache import StageCache
-from animator_cli.device import cuda_available
-from animator_cli.distributed import Ranks
+from animator_cli.distributed import Ranks, local_device
 from animator_cli.errors import AnimatorError, InputError, classify
 from animator_cli.fileio import check_output_path
 from animator_cli.generate import GenerateResult, animate, generate, lazy_pipeline, needed_weights
@@ -75,13 +74,6 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not 0 <= index < count:
         raise InputError(f"invalid --shard {text!r}", "I must be between 0 and N-1")
     return index, count
-
-
-def shard_runtime(runtime: Runtime) -> Runtime:
-    """Under torchrun/accelerate each process takes its own GPU (``cuda:$LOCAL_RANK``) unless told otherwise."""
-    if runtime.device is None and "LOCAL_RANK" in os.environ and cuda_available():
-        return replace(runtime, device=f"cuda:{int(os.environ['LOCAL_RANK'])}")
-    return runtime
 
 
 def read_jobs(path: Path) -> list[dict[str, Any]]:
@@ -174,7 +166,7 @@ def run_batch(jobs_file: Path, runtime: Runtime, *, weights: WeightsHome, cache:
     weights stop the batch before its first job (a WeightsError listing all of them)."""
     jobs = read_jobs(jobs_file)
     check_distinct_outputs(jobs)
-    runtime = shard_runtime(runtime)
+    runtime = local_device(runtime)  # under torchrun each process takes its own GPU
     weights.require_components(needed_weights(runtime))
     ranks = ranks or Ranks()
     pipeline = lazy_pipeline(weights, runtime, ranks)

@@ -202,6 +202,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def local_device(runtime: Runtime) -> Runtime:
+    """``runtime`` on this process's own GPU, ``cuda:$LOCAL_RANK``, when a launcher started it, a GPU is there and
+    the user named no device or just ``cuda``; unchanged otherwise. The one rule for every multi-process run
+    (jobs shared out by `animator batch`, or windows shared by `session`)."""
+    from animator_cli.device import cuda_available
+
+    if runtime.device in (None, "cuda") and "LOCAL_RANK" in os.environ and cuda_available():
+        return dataclasses.replace(runtime, device=f"cuda:{int(os.environ['LOCAL_RANK'])}")
+    return runtime
+
+
 def world_size() -> int:
     """How many processes the launcher started (1 without torchrun / accelerate launch)."""
     return int(os.environ.get("WORLD_SIZE", 1))
@@ -226,9 +237,7 @@ def session(runtime: Runtime) -> Iterator[tuple[Runtime, Ranks]]:
     import torch
     import torch.distributed as dist
 
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if runtime.device in (None, "cuda") and torch.cuda.is_available():
-        runtime = dataclasses.replace(runtime, device=f"cuda:{local_rank}")
+    runtime = local_device(runtime)
     device = runtime.torch_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -220,3 +220,20 @@ def test_a_rank_out_of_memory_ends_the_job_with_its_code(tiny_home, astronaut_pa
     assert len([line for line in rank1.stderr.splitlines() if "error" in line]) == 1
     assert "out of memory" in rank1.stderr
     assert not list((tmp_path / "run").glob("*.mp4"))
+
+
+@pytest.mark.parametrize(("device", "local_rank", "gpu", "expected"), [
+    (None, "1", True, "cuda:1"), ("cuda", "1", True, "cuda:1"), ("cuda:0", "1", True, "cuda:0"),
+    ("cpu", "1", True, "cpu"), (None, "1", False, None), (None, None, True, None)])
+def test_one_rule_puts_each_launched_process_on_its_gpu(monkeypatch, device, local_rank, gpu, expected):
+    """`animator batch` (jobs per process) and window-parallel sessions take ``cuda:$LOCAL_RANK`` by the same rule:
+    only under a launcher, only with a GPU, only when the user named no device or just ``cuda``."""
+    from animator_cli.distributed import local_device
+    from animator_cli.options import Runtime
+
+    if local_rank is None:
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setattr("animator_cli.device.cuda_available", lambda: gpu)
+    assert local_device(Runtime(device=device)).device == (expected if expected else device)
