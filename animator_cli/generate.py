@@ -351,7 +351,7 @@ def _render(entry: CacheEntry, *, rgb: np.ndarray, source_size: tuple[int, int],
     refiner = functools.partial(
         build_refiner, rgb, source_size, face, poses, len(frame_paths), fit=options.fit,
         steps=options.sampling.steps, chunk=options.sampling.decode_chunk, weights=weights, masks=face_masks,
-        ranks=ranks)
+        ranks=ranks, device="cpu" if runtime.vae_on_cpu else animation.device)  # where the VAE decodes for HJB
     refine = None if options.face_opt is None else refiner(options.face_opt)
     skeletons = FittedPoses(frame_paths, options.width, options.height, options.fit)
     generator = torch.Generator(device=animation.device).manual_seed(options.seed)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -35,6 +36,7 @@ from animator_cli.options import (
     MAX_GUARD_RETRIES,
     FaceOptOptions,
     Fit,
+    GenerateOptions,
     GuardOptions,
     Runtime,
     SamplingOptions,
@@ -159,15 +161,23 @@ Check = Annotated[CheckMode, typer.Option(
     rich_help_panel=POSE)]
 
 
-def build_runtime(dtype: DtypeChoice | None = None, offload: bool = False, vae_on_cpu: bool = False,
-                  split_cfg: bool = False, checkpoint: Path | None = None, compiled: bool = False,
-                  window_batch: int = 1, compile_mode: CompileModeChoice | None = None,
-                  attention: AttentionChoice | None = None, fp8: bool = False) -> Runtime:
-    """The Runtime of the command's memory and speed options (by name, through `runtime_options`)."""
-    return runtime_options(device=settings.device, dtype=dtype.value if dtype else None, offload=offload,
-                           vae_on_cpu=vae_on_cpu, split_cfg=split_cfg, checkpoint=checkpoint, compile=compiled,
-                           window_batch=window_batch, compile_mode=compile_mode.value if compile_mode else "default",
-                           attention=attention.value if attention else "auto", fp8=fp8)
+def command_values(function: Callable[..., Any], values: dict[str, Any], **renamed: str) -> dict[str, Any]:
+    """The command's parameter ``values`` that ``function`` (`generate_options`, `runtime_options`) takes, by name
+    (``renamed``: function name → parameter name where they differ), choices as their plain values; so every
+    command passes every option the same way and a new option needs no line here."""
+    names = inspect.signature(function).parameters
+    picked = {name: values[renamed.get(name, name)] for name in names if renamed.get(name, name) in values}
+    return {name: value.value if isinstance(value, enum.Enum) else value for name, value in picked.items()}
+
+
+def command_options(values: dict[str, Any]) -> GenerateOptions:
+    """What generate or animate was asked to render (their parameters: ``locals()`` at their first line)."""
+    return generate_options(**command_values(generate_options, values))
+
+
+def command_runtime(values: dict[str, Any]) -> Runtime:
+    """Where and how generate, animate or batch run the models (their parameters, as for `command_options`)."""
+    return runtime_options(**command_values(runtime_options, values, compile="compiled"), device=settings.device)
 
 
 def draft_note(result: GenerateResult) -> None:
@@ -226,16 +236,7 @@ def generate(
     draft: Draft = False,
 ) -> None:
     """Animate REFERENCE along the skeleton frames in POSES; writes an H.264 mp4."""
-    options = generate_options(
-        resolution=resolution.value, width=width, height=height, seed=seed, steps=steps, guidance=guidance,
-        min_guidance=min_guidance, tile=tile, overlap=overlap, noise_aug=noise_aug, motion_bucket=motion_bucket,
-        fps=fps, id_scale=id_scale, crf=crf, fit=fit, decode_chunk=decode_chunk, legacy_rgb_id=legacy_rgb_id,
-        allow_no_face=allow_no_face, face_opt=face_opt, face_opt_iters=face_opt_iters, face_opt_steps=face_opt_steps,
-        face_opt_lr=face_opt_lr, face_opt_margin=face_opt_margin, schedule=schedule.value,
-        reuse_features=reuse_features, draft=draft, identity_guard=identity_guard, guard_retries=guard_retries,
-        drift_lock=drift_lock)
-    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
-                            window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
+    options, runtime = command_options(locals()), command_runtime(locals())
     from animator_cli.generate import generate as generate_stage
 
     with rank_session(runtime) as (runtime, ranks), stage_display("generate", ranks.is_main) as progress:
@@ -280,16 +281,7 @@ def animate(
     reuse_features: ReuseFeatures = 1, draft: Draft = False,
 ) -> None:
     """Extract poses from DRIVING (aligned to REFERENCE), then generate; the driving audio is kept."""
-    options = generate_options(
-        resolution=resolution.value, width=width, height=height, seed=seed, steps=steps, guidance=guidance,
-        min_guidance=min_guidance, tile=tile, overlap=overlap, noise_aug=noise_aug, motion_bucket=motion_bucket,
-        fps=fps, id_scale=id_scale, crf=crf, fit=fit, decode_chunk=decode_chunk, legacy_rgb_id=legacy_rgb_id,
-        allow_no_face=allow_no_face, face_opt=face_opt, face_opt_iters=face_opt_iters, face_opt_steps=face_opt_steps,
-        face_opt_lr=face_opt_lr, face_opt_margin=face_opt_margin, schedule=schedule.value,
-        reuse_features=reuse_features, draft=draft, identity_guard=identity_guard, guard_retries=guard_retries,
-        drift_lock=drift_lock)
-    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
-                            window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
+    options, runtime = command_options(locals()), command_runtime(locals())
     from animator_cli.generate import animate as animate_stage
 
     with rank_session(runtime) as (runtime, ranks), stage_display("animate", ranks.is_main) as progress:
@@ -333,8 +325,7 @@ def batch(
           - {reference: alice.png, driving: dance.mp4, output: out/alice.mp4}
           - {reference: bob.jpg, poses: poses/wave, output: out/bob.mp4, seed: 7}
     """
-    runtime = build_runtime(dtype, offload, vae_on_cpu, split_cfg, checkpoint, compiled=compiled,
-                            window_batch=window_batch, compile_mode=compile_mode, attention=attention, fp8=fp8)
+    runtime = command_runtime(locals())
     windows = parallel is Parallel.WINDOWS
     if windows and shard is not None:
         raise InputError("--shard shares out jobs; --parallel windows runs every job on every process")

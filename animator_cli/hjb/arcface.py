@@ -7,6 +7,7 @@ needs, so no extra download is required (the reference shipped the same network 
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 
@@ -24,17 +25,24 @@ from animator_cli.weights.home import WeightsHome
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end exclusive
 
 
-def load_arcface(weights: WeightsHome) -> IResNet:
-    """The frozen glintr100 iresnet (eval mode, no parameter requires grad), on the CPU in fp32.
+def load_arcface(weights: WeightsHome, device: str | torch.device = "cpu") -> IResNet:
+    """The frozen glintr100 iresnet (eval mode, no parameter requires grad) in fp32 on ``device``.
 
-    One copy per file version is kept, so `animator batch` runs many `--face-opt` jobs on one network.
+    One copy per file version and device is kept, so `animator batch` runs many `--face-opt` jobs on one network
+    and no render moves another's.
     """
     torch_file, onnx_file = weights.arcface_files()
     for source in (torch_file, onnx_file):
         if source.is_file():
-            return _load(source, source.stat().st_mtime_ns)
+            return _on_device(source, source.stat().st_mtime_ns, str(torch.device(device)))
     raise WeightsError(f"--face-opt needs ArcFace weights: neither {torch_file} nor {onnx_file} exists",
                        f"run `{FIX}`, or copy the release's {TORCH_FILE} into {torch_file.parent}")
+
+
+@functools.lru_cache(maxsize=4)
+def _on_device(source: Path, mtime_ns: int, device: str) -> IResNet:
+    network = _load(source, mtime_ns)
+    return network if device == "cpu" else copy.deepcopy(network).to(device)
 
 
 @functools.lru_cache(maxsize=2)

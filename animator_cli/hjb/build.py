@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,17 +17,21 @@ from animator_cli.options import FaceOptOptions
 from animator_cli.sampling.fit import Fit
 from animator_cli.weights.home import WeightsHome
 
+if TYPE_CHECKING:
+    import torch
+
 
 def build_refiner(reference: np.ndarray, reference_size: tuple[int, int], identity: FaceIdentity, poses: Path,
                   num_frames: int, options: FaceOptOptions, *, fit: Fit, steps: int, chunk: int,
-                  weights: WeightsHome, masks: Path | None = None, ranks: Ranks | None = None) -> FaceRefiner:
+                  weights: WeightsHome, masks: Path | None = None, ranks: Ranks | None = None,
+                  device: str | torch.device = "cpu") -> FaceRefiner:
     """The refiner for ``reference`` (already fitted to the output size; ``reference_size`` = (w, h) of the
     original, in which the face stage's ``identity.box`` is given) animated along the pose folder ``poses``.
 
     Frame boxes come from ``masks`` (a folder of frame_<i>.png) when given, else from the pose folder's
     keypoints.npz; both go through the same fit as the frames they describe. The reference is framed by the same
     convention as the frames (`boxes`): its detector box with masks, else the ArcFace template box of its five
-    keypoints.
+    keypoints. ``device``: where the VAE decodes during the refinement (ArcFace runs there).
     """
     height, width = reference.shape[:2]
     if not identity.found:
@@ -41,5 +46,5 @@ def build_refiner(reference: np.ndarray, reference_size: tuple[int, int], identi
         boxes = mask_face_boxes(masks, num_frames, width, height, fit)
     else:
         boxes = pose_face_boxes(poses, num_frames, width, height, fit)
-    return FaceRefiner(load_arcface(weights), reference_face_crop(reference, box), boxes, options, steps, chunk,
+    return FaceRefiner(load_arcface(weights, device), reference_face_crop(reference, box), boxes, options, steps, chunk,
                        ranks)

@@ -110,7 +110,7 @@ class FaceRefiner:
         of the chunks (balanced by the frames decoded) and the shares, zero elsewhere, are summed."""
         record = StepRecord(step, self.learning_rate(step), [0.0] * self.options.iters)
         device = next(vae.parameters()).device
-        if next(self.arcface.parameters()).device != device:  # a copy of our own on the VAE's device
+        if next(self.arcface.parameters()).device != device:  # built for another device: a copy of our own
             self.arcface = copy.deepcopy(self.arcface).to(device)
         refined = self.refine_owned(vae, denoised, record)
         if self.ranks.parallel:  # each frame from the rank that owns its chunk, zero elsewhere, summed exactly

@@ -38,10 +38,13 @@ class _WindowFeatures:
 
     def __init__(self, video: SampledVideo, frames: list[int]) -> None:
         self.features, self.frames = video.pose_features, frames
+        self.indices: dict[tuple[int, ...], torch.Tensor] = {}  # made once, not at every step
 
     def window(self, frames: list[int], index: torch.Tensor) -> torch.Tensor:
         real = [self.frames[i] for i in frames]
-        return self.features.window(real, torch.tensor(real, device=index.device))
+        if tuple(real) not in self.indices:
+            self.indices[tuple(real)] = torch.tensor(real, device=index.device)
+        return self.features.window(real, self.indices[tuple(real)])
 
 
 def held_slots(windows: list[list[int]], index: int) -> list[int]:
@@ -83,9 +86,10 @@ def resample_window(pipeline: AnimationPipeline, video: SampledVideo, index: int
     epsilon = window_noise(video, index, how.seed, device)
     held = torch.tensor(held_slots(video.windows, index), device=device)
     sigmas = video.schedule.sigmas.to(device)
+    final_held, epsilon_held = final[:, held], epsilon[:, held]  # the same at every step
 
     def hold(latents: torch.Tensor, step: int) -> None:
-        latents[:, held] = final[:, held] + sigmas[step] * epsilon[:, held]
+        latents[:, held] = final_held + sigmas[step] * epsilon_held
 
     latents = epsilon * video.schedule.init_noise_sigma
     new = pipeline.denoise(video, latents, [list(range(len(frames)))], _WindowFeatures(video, frames),
