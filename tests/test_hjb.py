@@ -605,3 +605,28 @@ def test_refiner_only_touches_the_chunks_it_owns(pipeline, arcface, reference_cr
         losses += record.losses
     assert (merged - expected).abs().max() <= 1e-5
     np.testing.assert_allclose(losses, whole.records[0].losses, rtol=1e-5)
+
+
+class _SummedLater(Ranks):
+    """Two ranks in one process: `all_reduce` is left to the test, which sums the ranks' outputs itself."""
+
+    def all_reduce(self, tensor: torch.Tensor) -> None:
+        pass
+
+
+def test_a_refiner_for_a_span_refines_those_frames_only(pipeline, arcface, reference_crop):
+    """`for_frames(frames, span)` (the identity guard's window pass): frames outside the span keep their values
+    exactly, the span is refined as a refiner of its own frames would refine it (chunks counted from its start),
+    and with two ranks the frames outside it come from rank 0 alone."""
+    vae, latents = pipeline.models.vae, _latents(8, seed=5)
+    video = FaceRefiner(arcface, reference_crop, [FACE_BOX] * 10, FaceOptOptions(iters=2), 25, 2)
+    part = video.for_frames(list(range(2, 10)), range(3, 7))
+    refined = part(vae, latents, 0)
+    assert [(c.start, c.stop) for c in part.chunks] == [(3, 5), (5, 7)] and part.faces == 4
+    assert torch.equal(refined[:, :3], latents[:, :3]) and torch.equal(refined[:, 7:], latents[:, 7:])
+    alone = FaceRefiner(arcface, reference_crop, [FACE_BOX] * 4, FaceOptOptions(iters=2), 25, 2)
+    assert (refined[:, 3:7] - alone(vae, latents[:, 3:7], 0)).abs().max() <= 1e-6
+    summed = sum(FaceRefiner(arcface, reference_crop, [FACE_BOX] * 10, FaceOptOptions(iters=2), 25, 2,
+                             ranks=_SummedLater(rank, 2)).for_frames(list(range(2, 10)), range(3, 7))(vae, latents, 0)
+                 for rank in (0, 1))
+    assert (summed - refined).abs().max() <= 1e-6

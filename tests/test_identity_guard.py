@@ -209,19 +209,33 @@ def test_auto_threshold_is_the_median_minus_the_margin():
     (("--face-opt",), [("id_scale", True, 1.5), ("seed", True, 1.5)]),  # the render had HJB: every pass keeps it
 ])
 def test_mechanism_hjb_is_the_first_lever_when_the_poses_give_face_boxes(cli, tiny_home, astronaut_path, scripted,
-                                                                          tmp_path, face_opt, expected):
+                                                                          tmp_path, face_opt, expected, monkeypatch):
+    """HJB is the first lever where face boxes exist (every lever's, after a render with it); a pass refines the
+    window's own frames only (16-27: slots 4-15 of window 1), never those held to the neighbours (0, 13-15)."""
     import json
 
     from test_golden_latents import _moving_face
 
+    from animator_cli.hjb import FaceRefiner
+
     poses = _moving_face(tmp_path / "poses", 28)  # keypoints.npz: face boxes for HJB; windows 0-15 and 12-27
     scripted([0.1, 0.1])
+    refined: list[tuple[int, int, int]] = []  # (frames in the pass, first, stop) of every refined group
+    refine_group = FaceRefiner._refine_group
+
+    def recording(self, vae, latents, frames, *rest):
+        refined.append((len(self.boxes), frames.start, frames.stop))
+        return refine_group(self, vae, latents, frames, *rest)
+
+    monkeypatch.setattr(FaceRefiner, "_refine_group", recording)
     result = cli("--weights", tiny_home.root, "--device", "cpu", "--json", "generate", astronaut_path, poses,
                  "-o", tmp_path / "out.mp4", "--width", 64, "--height", 64, "--steps", 2, "--identity-guard", 0.5,
                  *face_opt, "--face-opt-steps", "0:1", "--face-opt-iters", 1)
     assert result.exit_code == 0, result.stderr
     attempts = json.loads(result.stdout)["identity_guard"]["windows"][1]["attempts"]
     assert [(a["action"], a["hjb"], a["id_scale"]) for a in attempts] == expected
+    in_passes = {(first, stop) for frames, first, stop in refined if frames == 16}  # the render has 28 frames
+    assert in_passes == {(4, 8), (8, 12), (12, 16)}  # chunks of 4 from slot 4, the first of the window's own
 
 
 # --- options, cache key, faults --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from animator_cli.hjb import FaceRefiner
 from animator_cli.options import FaceOptOptions, GenerateOptions, GuardOptions
 from animator_cli.sampling.flops import UNetWork
 from animator_cli.sampling.pipeline import AnimationPipeline, FrameSink, PoseSource, SampledVideo
-from animator_cli.sampling.repair import WindowPass, resample_window
+from animator_cli.sampling.repair import WindowPass, free_slots, resample_window
 from animator_cli.weights.home import WeightsHome
 
 log = logging.getLogger("animator")
@@ -46,7 +46,7 @@ class PipelineRepair:
 
     def resample(self, index: int, attempt: Attempt) -> torch.Tensor:
         refiner = self.refiner() if attempt.hjb else None
-        refine = refiner.for_frames(self.windows[index]) if refiner is not None else None
+        refine = None if refiner is None else refiner.for_frames(self.windows[index], free_slots(self.windows, index))
         latents = resample_window(self.pipeline, self.video, index, WindowPass(attempt.id_scale, attempt.seed, refine))
         self.work.append(self.pipeline.work)
         return latents

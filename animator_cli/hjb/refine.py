@@ -83,20 +83,23 @@ class FaceRefiner:
         if not self.faces:
             log.warning("--face-opt: no frame has a visible face box; the video is not refined")
 
-    def _set_boxes(self, boxes: list[Box | None]) -> None:
-        """Refine the frames ``boxes`` describe: their chunks, this rank's share of them, no records yet."""
+    def _set_boxes(self, boxes: list[Box | None], span: range | None = None) -> None:
+        """Refine the frames ``boxes`` describe, those in ``span`` only (default: all): their chunks from the
+        span's first frame, this rank's share of them, no records yet."""
+        span = range(len(boxes)) if span is None else span
         self.boxes, chunk = boxes, self.chunk
-        self.chunks = [slice(first, min(first + chunk, len(boxes))) for first in range(0, len(boxes), chunk)]
+        self.chunks = [slice(first, min(first + chunk, span.stop)) for first in range(span.start, span.stop, chunk)]
         decoded = [(s.stop - s.start) if any(box is not None for box in boxes[s]) else 0 for s in self.chunks]
         self.owned = set(self.ranks.take(range(len(self.chunks)), decoded))  # balanced by the frames decoded
-        self.faces = sum(box is not None for box in boxes)
+        self.faces = sum(box is not None for box in boxes[span.start:span.stop])
         self.records: list[StepRecord] = []
 
-    def for_frames(self, frames: list[int]) -> FaceRefiner:
+    def for_frames(self, frames: list[int], span: range | None = None) -> FaceRefiner:
         """This refiner for a pass over ``frames`` only, numbered 0..n−1 there (the identity guard's one-window
-        re-render): same network, reference and options, those frames' boxes."""
+        re-render): same network, reference and options, those frames' boxes; only the frames in ``span`` (of
+        that numbering; default: all) are refined."""
         part = copy.copy(self)
-        part._set_boxes([self.boxes[frame] for frame in frames])
+        part._set_boxes([self.boxes[frame] for frame in frames], span)
         return part
 
     def active(self, step: int) -> bool:
@@ -114,8 +117,11 @@ class FaceRefiner:
             self.arcface = copy.deepcopy(self.arcface).to(device)
         refined = self.refine_owned(vae, denoised, record)
         if self.ranks.parallel:  # each frame from the rank that owns its chunk, zero elsewhere, summed exactly
-            for index in set(range(len(self.chunks))) - self.owned:
-                refined[:, self.chunks[index]] = 0
+            frames = range(refined.shape[1])
+            mine = {f for index in self.owned for f in frames[self.chunks[index]]}
+            if self.ranks.is_main:  # frames outside every chunk (not refined) come from rank 0
+                mine |= set(frames) - {f for chunk in self.chunks for f in frames[chunk]}
+            refined[:, [f for f in frames if f not in mine]] = 0
             self.ranks.all_reduce(refined)
         self.records.append(record)
         return refined

@@ -53,6 +53,15 @@ def held_slots(windows: list[list[int]], index: int) -> list[int]:
     return [slot for slot, frame in enumerate(windows[index]) if frame == 0 or frame in others]
 
 
+def free_slots(windows: list[list[int]], index: int) -> range:
+    """The slots of window ``index`` that no other window covers: the frames a pass may change (one run, as
+    windows are runs of frames after frame 0). HJB refines these only: the held slots are set from the
+    neighbours at every step, so refining them would be work thrown away."""
+    held = set(held_slots(windows, index))
+    free = [slot for slot in range(len(windows[index])) if slot not in held]
+    return range(free[0], free[-1] + 1) if free else range(0)
+
+
 def overlap_share(windows: list[list[int]], index: int) -> torch.Tensor:
     """Per slot of window ``index``: its blending weight over the frame's weight sum over every window (1 where
     no other window covers the frame), the share a new result of the window gets there."""
