@@ -40,17 +40,18 @@ from animator_cli.weights.tiny import make_tiny  # noqa: E402
 
 
 class ForcedLow:
-    """Mechanism scorer: the render scores 0.8 but window 1's own frames (16-24) 0.2; attempts score 0.9."""
+    """Mechanism scorer: the render (its first ``frames`` frames, scored in the decoder's chunks) scores 0.8 but
+    window 1's own frames (16-24) 0.2; attempts score 0.9."""
 
-    def __init__(self) -> None:
-        self.calls = 0
+    def __init__(self, frames: int) -> None:
+        self.frames, self.seen = frames, 0
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        cosines = np.full(len(frames), 0.8 if self.calls == 1 else 0.9)
-        if self.calls == 1:
-            cosines[16:25] = 0.2
-        return cosines
+        if self.seen >= self.frames:
+            return np.full(len(frames), 0.9)
+        numbers = np.arange(self.seen, self.seen + len(frames))
+        self.seen += len(frames)
+        return np.where((numbers >= 16) & (numbers <= 24), 0.2, 0.8)
 
 
 def timed(call) -> float:
@@ -60,14 +61,14 @@ def timed(call) -> float:
 
 
 def compare(animator: Animator, reference: Path, poses: Path, runs: int, base: dict, guarded: dict,
-            scorer=None) -> tuple[float, float, float, dict]:
+            scorer=None, frames: int = 40) -> tuple[float, float, float, dict]:
     """Median seconds without and with the guard, the median pairwise ratio, and the last guarded record."""
     plain, guard, ratios, record = [], [], [], {}
     original = timeline.IdentityScorer
     for _ in range(runs):
         plain.append(timed(lambda: animator.generate(reference, poses, **base)))
         if scorer is not None:
-            timeline.IdentityScorer = lambda *a, **k: scorer()
+            timeline.IdentityScorer = lambda *a, **k: scorer(frames)
         try:
             guard.append(timed(lambda: record.update(animator.generate(reference, poses, **base, **guarded)
                                                      .result.identity_guard)))
@@ -155,7 +156,7 @@ def main() -> None:
                           {"face_opt": True}, low, ForcedLow)}
     for name, folder, extra, guarded, scorer in (cases[key] for key in args.cases.split(",")):
         plain, guard, ratio, record = compare(animator, reference, folder, args.runs, {**base, **extra}, guarded,
-                                              scorer)
+                                              scorer, args.frames)
         kept = "; ".join(f"{w['window']}: {w['kept']}" for w in record["windows"] if w["attempts"]) or "-"
         print(f"| {name} | {plain:.2f} | {guard:.2f} | {ratio:.2f} | {record['rendered_again']} | {kept} |",
               flush=True)

@@ -64,18 +64,19 @@ def test_decode_frames_gives_the_full_decode_s_pixels(sampled):
 # --- the guard loop ------------------------------------------------------------------------------------------------
 
 class Scripted:
-    """Mechanism scorer: the render scores HIGH except window 1's own frames (16-24), LOW; every later call (one
-    attempt's frames) scores the next value of ``attempts``."""
+    """Mechanism scorer: the render (its first ``frames`` frames scored, in the decoder's chunks) scores HIGH
+    except window 1's own frames (16-24), LOW; every later call (one attempt's frames) scores the next value of
+    ``attempts``."""
 
-    def __init__(self, attempts: list[float]) -> None:
-        self.attempts, self.calls = list(attempts), 0
+    def __init__(self, attempts: list[float], frames: int = FRAMES) -> None:
+        self.attempts, self.frames, self.seen, self.attempt_calls = list(attempts), frames, 0, 0
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        if self.calls == 1:
-            cosines = np.full(len(frames), HIGH)
-            cosines[16:25] = LOW
-            return cosines
+        if self.seen < self.frames:
+            numbers = np.arange(self.seen, self.seen + len(frames))
+            self.seen += len(frames)
+            return np.where((numbers >= 16) & (numbers <= 24), LOW, HIGH)
+        self.attempt_calls += 1
         return np.full(len(frames), self.attempts.pop(0))
 
 
@@ -88,8 +89,8 @@ def scripted(monkeypatch):
     attempt scores."""
     holder = {}
 
-    def install(attempts: list[float]) -> Scripted:
-        holder["scorer"] = Scripted(attempts)
+    def install(attempts: list[float], frames: int = FRAMES) -> Scripted:
+        holder["scorer"] = Scripted(attempts, frames)
         return holder["scorer"]
 
     monkeypatch.setattr("animator_cli.check.timeline.IdentityScorer", lambda *a, **k: holder["scorer"])
@@ -121,8 +122,18 @@ def plain(tiny_home, astronaut_path, tmp_path_factory):
     return poses, [load_image(folder / "frames" / f"frame_{i}.png") for i in range(FRAMES)]
 
 
+@pytest.fixture(params=["held", "decoded again"])
+def frames_kept(request, monkeypatch):
+    """Both ways a render keeps its frames for the repairs: held decoded, or (a budget of 0 bytes, as for a long
+    video) decoded again for the encoder."""
+    if request.param == "decoded again":
+        monkeypatch.setattr("animator_cli.guard.run.HELD_FRAMES_BUDGET", 0)
+    return request.param
+
+
 def test_mechanism_only_the_low_window_is_rendered_again_and_every_other_frame_is_bit_identical(
-        cli, tiny_home, astronaut_path, plain, scripted, tmp_path):
+        cli, tiny_home, astronaut_path, plain, scripted, tmp_path, frames_kept):
+    """Frame 12 shares a decoder call with the changed frames 13-15 and still keeps its bytes."""
     poses, before = plain
     scorer = scripted([0.5, 0.3])  # attempt 1 beats the render but stays below the threshold; attempt 2 is worse
     record, after = _cli_frames(cli, tiny_home, astronaut_path, poses, tmp_path, "--identity-guard", THRESHOLD)
@@ -130,11 +141,39 @@ def test_mechanism_only_the_low_window_is_rendered_again_and_every_other_frame_i
     assert [len(w["attempts"]) for w in guard["windows"]] == [0, 2, 0]  # K = 2 attempts, window 1 only
     assert guard["windows"][1]["kept"] == "attempt 1 (id_scale)"  # the tiny pose folder has no face boxes: no HJB
     assert [a["score"] for a in guard["windows"][1]["attempts"]] == [0.5, 0.3]
-    assert guard["rendered_again"] == guard["repaired"] == 1 and scorer.calls == 3
+    assert guard["rendered_again"] == guard["repaired"] == 1 and scorer.attempt_calls == 2
     assert record["unet_calls"] == 6 + 2 * 2  # 3 windows × 2 steps, then 2 one-window passes of 2 steps
     outside = [f for f in range(FRAMES) if not 13 <= f <= 27]
     assert all(np.array_equal(after[f], before[f]) for f in outside)
     assert not any(np.array_equal(after[f], before[f]) for f in range(16, 25))  # the window's own frames changed
+
+
+def test_long_videos_are_decoded_again_with_the_same_bytes_and_nothing_held(cli, tiny_home, astronaut_path, plain,
+                                                                           scripted, tmp_path, monkeypatch):
+    """Past HELD_FRAMES_BUDGET the repairs hold no decoded frame but the ones a repair must keep (frame 12, whose
+    decoder call it shares), and the guard with the drift lock gives the bytes of the held path."""
+    from animator_cli.guard.run import DecodedFrames
+
+    poses, _ = plain
+    kept: dict[str, list] = {}
+    emit = DecodedFrames.emit
+
+    def counting(self, out):
+        kept["held"], kept["pinned"] = self.held, sorted(self.pinned)
+        return emit(self, out)
+
+    monkeypatch.setattr(DecodedFrames, "emit", counting)
+    outputs = []
+    for budget, folder in ((1 << 30, tmp_path / "held"), (0, tmp_path / "again")):
+        monkeypatch.setattr("animator_cli.guard.run.HELD_FRAMES_BUDGET", budget)
+        scripted([0.9])
+        record, frames = _cli_frames(cli, tiny_home, astronaut_path, poses, folder, "--identity-guard", THRESHOLD,
+                                     "--drift-lock")
+        assert record["identity_guard"]["repaired"] == 1 and len(record["drift_lock"]) == 3
+        outputs.append((record["drift_lock"], frames))
+    assert kept == {"held": None, "pinned": [12]}
+    assert outputs[0][0] == outputs[1][0]  # the same corrections
+    assert all(np.array_equal(a, b) for a, b in zip(outputs[0][1], outputs[1][1], strict=True))
 
 
 def test_mechanism_a_worse_attempt_is_never_kept(cli, tiny_home, astronaut_path, plain, scripted, tmp_path):
@@ -155,6 +194,7 @@ class _FakeVideo:
     def __init__(self) -> None:
         self.resampled: list[int] = []
         self.committed: list[int] = []
+        self.frames = np.zeros((FRAMES, 2, 2, 3), np.uint8)
 
     def resample(self, index, attempt):
         self.resampled.append(index)
@@ -163,8 +203,9 @@ class _FakeVideo:
     def pixels(self, index, latents):
         return np.full((len(self.windows[index]) - 1, 2, 2, 3), len(self.resampled), np.uint8)
 
-    def commit(self, index, latents):
+    def commit(self, index, latents, pixels):
         self.committed.append(index)
+        self.frames[self.windows[index][1:]] = pixels
 
 
 @pytest.mark.parametrize(("retries", "attempts", "tried", "kept"), [
@@ -176,14 +217,14 @@ def test_mechanism_at_most_k_attempts_and_the_best_kept(retries, attempts, tried
     from animator_cli.guard.identity import escalation, guard_video
     from animator_cli.options import GuardOptions
 
-    video, frames = _FakeVideo(), np.zeros((FRAMES, 2, 2, 3), np.uint8)
+    video, score = _FakeVideo(), Scripted(attempts)
     plan = functools.partial(escalation, retries, hjb=True, id_scale=1.0, seed=3)
-    record = guard_video(frames, video, Scripted(attempts), GuardOptions(THRESHOLD, retries),
+    record = guard_video(score(video.frames), video, score, GuardOptions(THRESHOLD, retries),
                          lambda window: plan(window=window))
     assert video.resampled == [1] * tried and len(record.windows[1].attempts) == tried
     assert record.windows[1].kept == kept
     assert video.committed == ([] if kept is None else [1])
-    assert (frames[13:28] == (0 if kept is None else kept + 1)).all() and not frames[:13].any()
+    assert (video.frames[13:28] == (0 if kept is None else kept + 1)).all() and not video.frames[:13].any()
 
 
 def test_escalation_adds_one_lever_per_attempt():
@@ -219,7 +260,7 @@ def test_mechanism_hjb_is_the_first_lever_when_the_poses_give_face_boxes(cli, ti
     from animator_cli.hjb import FaceRefiner
 
     poses = _moving_face(tmp_path / "poses", 28)  # keypoints.npz: face boxes for HJB; windows 0-15 and 12-27
-    scripted([0.1, 0.1])
+    scripted([0.1, 0.1], frames=28)
     refined: list[tuple[int, int, int]] = []  # (frames in the pass, first, stop) of every refined group
     refine_group = FaceRefiner._refine_group
 
@@ -311,11 +352,11 @@ def test_mechanism_batch_and_api_take_the_guard_by_name(tiny_home, tmp_path, ast
     from animator_cli.cache import StageCache
 
     poses = _skeletons(tmp_path / "poses", 28)
-    scripted([0.9])
+    scripted([0.9], frames=28)
     video = Animator(tiny_home.root, device="cpu", cache=tmp_path / "api").generate(
         astronaut_path, poses, width=64, height=64, steps=1, identity_guard=THRESHOLD, guard_retries=1)
     assert video.result.identity_guard["repaired"] == 1
-    scripted([0.9])
+    scripted([0.9], frames=28)
     (tmp_path / "jobs.yaml").write_text(yaml.safe_dump({"jobs": [
         {"reference": str(astronaut_path), "poses": "poses", "output": "b.mp4", "width": 64, "height": 64,
          "steps": 1, "identity-guard": THRESHOLD, "drift-lock": True}]}))

@@ -17,7 +17,7 @@ would otherwise read as drift).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,15 +55,39 @@ def person_mask(pose: np.ndarray) -> np.ndarray:
     return mask
 
 
-def background_stats(frames: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation (3,) of ``frames`` (n, H, W, 3) outside the person (the whole frame
-    where the person covers all of it)."""
-    pixels = []
-    for frame, pose in zip(frames, poses, strict=True):
-        outside = ~person_mask(pose)
-        pixels.append(frame[outside] if outside.any() else frame.reshape(-1, 3))
-    values = np.concatenate(pixels).astype(np.float64)
-    return values.mean(axis=0), values.std(axis=0)
+class BackgroundMeasure:
+    """Per frame, the pixel count, sum and sum of squares per channel outside the person: gathered chunk by chunk
+    as the frames are decoded (a frame measured again replaces its sums), so a long video is never held whole.
+    The sums are of integers, exact in float64 up to 2^53, so a window's statistics do not depend on the order
+    its frames were measured in."""
+
+    def __init__(self, num_frames: int) -> None:
+        self.count = np.zeros(num_frames)
+        self.sums = np.zeros((num_frames, 3))
+        self.squares = np.zeros((num_frames, 3))
+
+    def add(self, frames: Sequence[int], pixels: np.ndarray, poses: np.ndarray) -> None:
+        """Measure ``pixels`` (n, H, W, 3) uint8, the video's ``frames``, whose pose frames are ``poses``."""
+        for frame, image, pose in zip(frames, pixels, poses, strict=True):
+            outside = ~person_mask(pose)
+            values = (image[outside] if outside.any() else image.reshape(-1, 3)).astype(np.float64)
+            self.count[frame], self.sums[frame], self.squares[frame] = len(values), values.sum(0), (values**2).sum(0)
+
+    def stats(self, frames: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and standard deviation (3,) of ``frames`` outside the person, over all their pixels."""
+        count = self.count[frames].sum()
+        mean = self.sums[frames].sum(0) / count
+        return mean, np.sqrt(np.maximum(self.squares[frames].sum(0) / count - mean**2, 0.0))
+
+    def corrections(self, windows: list[list[int]]) -> list[Correction]:
+        """Each window's correction towards window 0's background colours (window 0's is the identity)."""
+        mean_a, std_a = self.stats(own_frames(windows, 0))
+        corrections = [Correction.identity()]
+        for index in range(1, len(windows)):
+            mean, std = self.stats(own_frames(windows, index))
+            gain = np.where(std > 1e-6, std_a / np.maximum(std, 1e-6), 1.0)
+            corrections.append(Correction(gain, mean_a - gain * mean))
+        return corrections
 
 
 def own_frames(windows: list[list[int]], index: int) -> list[int]:
@@ -71,19 +95,6 @@ def own_frames(windows: list[list[int]], index: int) -> list[int]:
     others = {frame for number, window in enumerate(windows) if number != index for frame in window}
     own = [frame for frame in windows[index] if frame not in others]
     return own or [frame for frame in windows[index] if frame != 0] or windows[index]
-
-
-def window_corrections(frames: np.ndarray, windows: list[list[int]], poses: PoseReader) -> list[Correction]:
-    """Each window's correction towards window 0's background colours (window 0's is the identity)."""
-    anchor_frames = own_frames(windows, 0)
-    mean_a, std_a = background_stats(frames[anchor_frames], poses(anchor_frames))
-    corrections = [Correction.identity()]
-    for index in range(1, len(windows)):
-        measured = own_frames(windows, index)
-        mean, std = background_stats(frames[measured], poses(measured))
-        gain = np.where(std > 1e-6, std_a / np.maximum(std, 1e-6), 1.0)
-        corrections.append(Correction(gain, mean_a - gain * mean))
-    return corrections
 
 
 def frame_corrections(corrections: list[Correction], windows: list[list[int]], num_frames: int) -> list[Correction]:
@@ -100,13 +111,22 @@ def frame_corrections(corrections: list[Correction], windows: list[list[int]], n
     return [Correction(g / w, o / w) for g, o, w in zip(gains, offsets, weights[:, None], strict=True)]
 
 
-def drift_lock(frames: np.ndarray, windows: list[list[int]], poses: PoseReader) -> list[Correction]:
-    """Match every window's background colours to window 0's in ``frames`` (F, H, W, 3) uint8, in place; returns
-    each window's correction."""
-    corrections = window_corrections(frames, windows, poses)
-    for frame, correction in enumerate(frame_corrections(corrections, windows, len(frames))):
+def correct(pixels: np.ndarray, corrections: list[Correction]) -> None:
+    """Apply per-frame ``corrections`` to ``pixels`` (n, H, W, 3) uint8 in place; a frame whose correction is the
+    identity keeps its exact bytes."""
+    for image, correction in zip(pixels, corrections, strict=True):
         if np.array_equal(correction.gain, np.ones(3)) and not correction.offset.any():
             continue
-        fixed = frames[frame].astype(np.float64) * correction.gain + correction.offset
-        frames[frame] = np.clip(np.round(fixed), 0, 255).astype(np.uint8)
+        image[:] = np.clip(np.round(image.astype(np.float64) * correction.gain + correction.offset), 0, 255)
+
+
+def drift_lock(frames: np.ndarray, windows: list[list[int]], poses: PoseReader) -> list[Correction]:
+    """Match every window's background colours to window 0's in ``frames`` (F, H, W, 3) uint8, held whole, in
+    place; returns each window's correction. (A render streams its frames through `BackgroundMeasure` and
+    `correct` instead: `animator_cli.guard.run`.)"""
+    every = list(range(len(frames)))
+    measure = BackgroundMeasure(len(frames))
+    measure.add(every, frames, poses(every))
+    corrections = measure.corrections(windows)
+    correct(frames, frame_corrections(corrections, windows, len(frames)))
     return corrections

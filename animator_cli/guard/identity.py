@@ -103,8 +103,8 @@ class Repairable(Protocol):
     def pixels(self, index: int, latents: Any) -> np.ndarray:
         """The pixels of the window's frames but frame 0 (which a repair never changes) for those latents."""
 
-    def commit(self, index: int, latents: Any) -> None:
-        """Make those latents the window's."""
+    def commit(self, index: int, latents: Any, pixels: np.ndarray) -> None:
+        """Make those latents the window's, and ``pixels`` (`pixels`' for them) its frames'."""
 
 
 def real_frames(windows: list[list[int]], index: int) -> list[int]:
@@ -138,14 +138,13 @@ def escalation(retries: int, *, hjb: bool, id_scale: float, seed: int, window: i
     return attempts
 
 
-def guard_video(frames: np.ndarray, video: Repairable, score: Scorer, options: GuardOptions,
-                plan: Callable[[int], list[Attempt]]) -> GuardRecord:
-    """Score ``frames`` (F, H, W, 3), render the windows below the threshold again as ``plan(window)`` says and
-    keep the best; ``frames`` and ``video`` are updated in place with what was kept."""
-    started = time.perf_counter()
-    cosines = score(frames)
+def guard_video(cosines: np.ndarray, video: Repairable, score: Scorer, options: GuardOptions,
+                plan: Callable[[int], list[Attempt]], scoring_s: float = 0.0) -> GuardRecord:
+    """Render the windows whose score in ``cosines`` (F,), the render's frames scored by ``score`` in
+    ``scoring_s`` seconds, is below the threshold again as ``plan(window)`` says, and keep the best attempt:
+    ``video`` and ``cosines`` are updated in place with what was kept."""
     record = GuardRecord(auto_threshold(cosines) if options.threshold is None else options.threshold, [],
-                         scoring_s=time.perf_counter() - started)
+                         scoring_s=scoring_s)
     for index, window in enumerate(video.windows):
         scored = real_frames(video.windows, index)
         item = WindowRecord(index, min(scored), max(scored), window_score(cosines, scored))
@@ -168,9 +167,8 @@ def guard_video(frames: np.ndarray, video: Repairable, score: Scorer, options: G
             if best_score >= record.threshold:
                 break
         if best is not None:
-            latents, pixels, cosines = best
-            video.commit(index, latents)
-            frames[changed] = pixels
+            latents, pixels, cosines[:] = best
+            video.commit(index, latents, pixels)
         record.repair_s += time.perf_counter() - started
         log.info("identity guard: window %d (frames %d-%d) scored %.3f < %.3f; %d attempt(s), kept the %s",
                  index, item.first, item.last, item.score, record.threshold, len(item.attempts), item.kept_name)

@@ -1,15 +1,19 @@
 """The identity guard and the drift lock in a render: the pipeline's windows as `identity.Repairable`, and the
 step between sampling and encoding that runs them.
 
-With either on, the video's frames are held in memory (F×H×W×3 bytes) until the guard and the lock are done, then
-encoded; without them the render streams as before. The models stay loaded between the render and its repairs:
-a video that needs no repair costs the scoring only.
+The frames are decoded chunk by chunk and scored (guard) and measured (lock) as they come; the repairs then change
+latents, and the frames go to the encoder with the lock's corrections. A video whose frames fit
+HELD_FRAMES_BUDGET is held decoded in between; a longer one is decoded again for the encoder, so memory does not
+grow with its length (the latents aside), and gives the same bytes: a repair changes its window's frames only, and
+the frames it does not change but shares a decoder call with keep the pixels they had (`DecodedFrames`). The
+models stay loaded between the render and its repairs: a video that needs no repair costs the scoring only.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ import numpy as np
 import torch
 
 from animator_cli.errors import InputError
-from animator_cli.guard.drift import drift_lock
+from animator_cli.guard.drift import BackgroundMeasure, correct, frame_corrections
 from animator_cli.guard.identity import Attempt, GuardRecord, Scorer, escalation, guard_video
 from animator_cli.hjb import FaceRefiner
 from animator_cli.options import FaceOptOptions, GenerateOptions, GuardOptions
@@ -33,14 +37,79 @@ RefinerLoader = Callable[[], "FaceRefiner | None"]  # the whole video's face ref
 # The HJB lever refines the faces' neighbourhood only (--face-opt-margin 1): about 1.6× a render's compute instead
 # of 9.7× for whole frames at 512×512 (docs/hjb.md, Cost), so one repaired window stays within the guard's budget.
 HJB_LEVER = FaceOptOptions(margin=1)
+HELD_FRAMES_BUDGET = 1 << 30  # bytes of decoded frames held between the render and the encoder (beyond: decoded again)
+ChunkSink = Callable[[int, np.ndarray], None]  # (first frame, uint8 pixels (n, H, W, 3)) of one decoder call
+
+
+class DecodedFrames:
+    """A sampled video's frames between the render and the encoder, decoded in the pipeline's chunks: held when
+    they fit HELD_FRAMES_BUDGET, else decoded again when they go out. Decoding again gives the first decode's
+    bytes except where a repair changed latents; `replace` keeps, for frames a repair leaves alone but that share
+    a decoder call with its frames (the decoder mixes a call's frames), the pixels they had."""
+
+    def __init__(self, pipeline: AnimationPipeline, video: SampledVideo, chunk: int) -> None:
+        self.pipeline, self.video, self.chunk = pipeline, video, chunk
+        _, count, _, height, width = video.latents.shape
+        held = count * height * width * 3 * 64 <= HELD_FRAMES_BUDGET  # 8×8 pixels of 3 bytes per latent cell
+        self.held: list[np.ndarray] | None = [] if held else None  # the decoder calls' frames
+        self.pinned: dict[int, np.ndarray] = {}  # decoded again: frames whose pixels must not come from the decoder
+
+    def decode(self, look: ChunkSink) -> None:
+        """Decode the video once, showing each call's frames to ``look`` (and holding them when they fit)."""
+        first = 0
+
+        def take(pixels: np.ndarray) -> None:
+            nonlocal first
+            look(first, pixels)
+            if self.held is not None:
+                self.held.append(pixels)
+            first += len(pixels)
+
+        self.pipeline.decode(self.video.latents, self.chunk, sink=take)
+
+    def replace(self, frames: list[int], pixels: np.ndarray) -> None:
+        """Make ``pixels`` the frames' (a repair about to commit their latents; call before it does)."""
+        if self.held is not None:
+            for frame, image in zip(frames, pixels, strict=True):
+                self.held[frame // self.chunk][frame % self.chunk] = image
+            return
+        changed = set(frames)
+        calls = {frame - frame % self.chunk for frame in frames}
+        count = self.video.latents.shape[1]
+        neighbours = [f for start in sorted(calls) for f in range(start, min(start + self.chunk, count))
+                      if f not in changed and f not in self.pinned]
+        if neighbours:  # decoded now, with the latents they were decoded with so far
+            self.pinned.update(zip(neighbours, self.pipeline.decode_frames(self.video.latents, neighbours,
+                                                                            self.chunk), strict=True))
+        for frame in changed:
+            self.pinned.pop(frame, None)
+
+    def emit(self, out: ChunkSink) -> None:
+        """Every decoder call's frames, in order, as they are final."""
+        if self.held is not None:
+            for index, pixels in enumerate(self.held):
+                out(index * self.chunk, pixels)
+            return
+        first = 0
+
+        def take(pixels: np.ndarray) -> None:
+            nonlocal first
+            for frame in range(first, first + len(pixels)):
+                if frame in self.pinned:
+                    pixels[frame - first] = self.pinned[frame]
+            out(first, pixels)
+            first += len(pixels)
+
+        self.pipeline.decode(self.video.latents, self.chunk, sink=take)
 
 
 class PipelineRepair:
     """A sampled video's windows, sampled again by its pipeline (`sampling.repair`); ``refiner`` gives the face
-    refiner the HJB lever restricts to one window."""
+    refiner the HJB lever restricts to one window; a kept attempt's pixels go to ``frames`` and ``kept``."""
 
-    def __init__(self, pipeline: AnimationPipeline, video: SampledVideo, refiner: RefinerLoader) -> None:
-        self.pipeline, self.video, self.refiner = pipeline, video, refiner
+    def __init__(self, pipeline: AnimationPipeline, video: SampledVideo, refiner: RefinerLoader,
+                 frames: DecodedFrames, kept: Callable[[list[int], np.ndarray], None]) -> None:
+        self.pipeline, self.video, self.refiner, self.frames, self.kept = pipeline, video, refiner, frames, kept
         self.windows = video.windows
         self.work: list[UNetWork] = []  # the UNet work of every pass
 
@@ -56,21 +125,25 @@ class PipelineRepair:
         kept = self.video.latents[:, window].clone()
         self.video.latents[:, window] = latents  # decoded in place, then put back: no copy of the whole video
         try:
-            return self.pipeline.decode_frames(self.video.latents, [f for f in window if f != 0],
-                                               self.video.options.decode_chunk)
+            return self.pipeline.decode_frames(self.video.latents, self.changed(index), self.frames.chunk)
         finally:
             self.video.latents[:, window] = kept
 
-    def commit(self, index: int, latents: torch.Tensor) -> None:
+    def commit(self, index: int, latents: torch.Tensor, pixels: np.ndarray) -> None:
+        self.frames.replace(self.changed(index), pixels)
+        self.kept(self.changed(index), pixels)
         self.video.latents[:, self.windows[index]] = latents
 
+    def changed(self, index: int) -> list[int]:
+        """The frames a repair of window ``index`` changes: all of its frames but frame 0."""
+        return [frame for frame in self.windows[index] if frame != 0]
 
-def run_guard(pipeline: AnimationPipeline, video: SampledVideo, frames: np.ndarray, options: GenerateOptions,
-              score: Scorer, refiner: RefinerLoader) -> tuple[GuardRecord, list[UNetWork]]:
-    """The identity guard on a sampled video and its decoded ``frames`` (both updated in place); returns its record
-    and the UNet work of its passes. HJB is a lever when the render did not use it and a refiner builds; a render
-    that used it keeps it in every pass."""
-    repair = PipelineRepair(pipeline, video, functools.cache(refiner))
+
+def run_guard(repair: PipelineRepair, cosines: np.ndarray, scoring_s: float, options: GenerateOptions,
+              score: Scorer) -> GuardRecord:
+    """The identity guard on a sampled video whose frames scored ``cosines`` (updated in place with what was kept).
+    HJB is a lever when the render did not use it and a refiner builds; a render that used it keeps it in every
+    pass."""
     guard = options.identity_guard or GuardOptions()
 
     def plan(window: int) -> list[Attempt]:
@@ -80,32 +153,61 @@ def run_guard(pipeline: AnimationPipeline, video: SampledVideo, frames: np.ndarr
             attempt.hjb |= options.face_opt is not None
         return attempts
 
-    return guard_video(frames, repair, score, guard, plan), repair.work
+    return guard_video(cosines, repair, score, guard, plan, scoring_s)
 
 
 def repaired_render(pipeline: AnimationPipeline, video: SampledVideo, options: GenerateOptions, sink: FrameSink, *,
                     reference: Path, skeletons: PoseSource, weights: WeightsHome, device: str | None,
                     refiner: Callable[[FaceOptOptions], FaceRefiner]) -> tuple[UNetWork, dict[str, Any]]:
     """Decode the sampled ``video``, run the identity guard and the drift lock that ``options`` turn on, and hand
-    the frames to ``sink``; returns the UNet work of the render and the guard's passes, and the repairs' record
-    (`GenerateResult` fields). ``refiner(face_opt)`` builds the whole video's face refiner (the HJB lever)."""
-    work = pipeline.work
-    frames = pipeline.decode(video.latents, options.sampling.decode_chunk)
-    record: dict[str, Any] = {}
+    the frames to ``sink`` chunk by chunk; returns the UNet work of the render and the guard's passes, and the
+    repairs' record (`GenerateResult` fields). ``refiner(face_opt)`` builds the whole video's face refiner (the
+    HJB lever)."""
+    frames = DecodedFrames(pipeline, video, options.sampling.decode_chunk)
+    count = video.latents.shape[1]
+    measure = BackgroundMeasure(count) if options.drift_lock else None
+    score: Scorer | None = None
     if options.identity_guard is not None:
         from animator_cli.check.timeline import IdentityScorer
 
         score = IdentityScorer(reference, weights=weights, device=device)
-        guard, passes = run_guard(pipeline, video, frames, options, score,
-                                  guard_refiner(functools.partial(refiner, options.face_opt or HJB_LEVER)))
-        work = sum(passes, work)
+    scores: list[np.ndarray] = []
+    scoring_s = 0.0
+
+    def measured(index: list[int], pixels: np.ndarray) -> None:
+        if measure is not None:
+            measure.add(index, pixels, np.stack([skeletons[f:f + 1][0] for f in index]))
+
+    def look(first: int, pixels: np.ndarray) -> None:
+        nonlocal scoring_s
+        if score is not None:
+            started = time.perf_counter()
+            scores.append(score(pixels))
+            scoring_s += time.perf_counter() - started
+        measured(list(range(first, first + len(pixels))), pixels)
+
+    frames.decode(look)
+    work, record = pipeline.work, {}
+    if score is not None:
+        repair = PipelineRepair(pipeline, video, functools.cache(guard_refiner(
+            functools.partial(refiner, options.face_opt or HJB_LEVER))), frames, measured)
+        guard = run_guard(repair, np.concatenate(scores), scoring_s, options, score)
+        work = sum(repair.work, work)
         record["identity_guard"] = guard.as_dict()
-    if options.drift_lock:
-        corrections = drift_lock(frames, video.windows, lambda index: np.stack([skeletons[f:f + 1][0] for f in index]))
+    per_frame = None
+    if measure is not None:
+        corrections = measure.corrections(video.windows)
+        per_frame = frame_corrections(corrections, video.windows, count)
         record["drift_lock"] = [{"window": index, "gain": c.gain.tolist(), "offset": c.offset.tolist()}
                                 for index, c in enumerate(corrections)]
         log.info("drift lock: %d window(s) matched to the first's colours", len(corrections) - 1)
-    sink(frames)
+
+    def out(first: int, pixels: np.ndarray) -> None:
+        if per_frame is not None:
+            correct(pixels, per_frame[first:first + len(pixels)])
+        sink(pixels)
+
+    frames.emit(out)
     return work, record
 
 
