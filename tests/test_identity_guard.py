@@ -150,8 +150,9 @@ def test_mechanism_only_the_low_window_is_rendered_again_and_every_other_frame_i
 
 def test_long_videos_are_decoded_again_with_the_same_bytes_and_nothing_held(cli, tiny_home, astronaut_path, plain,
                                                                            scripted, tmp_path, monkeypatch):
-    """Past HELD_FRAMES_BUDGET the repairs hold no decoded frame but the ones a repair must keep (frame 12, whose
-    decoder call it shares), and the guard with the drift lock gives the bytes of the held path."""
+    """Past HELD_FRAMES_BUDGET the repairs hold no decoded frame, only the latents the repair replaced, and the
+    guard with the drift lock gives the bytes of the held path (frame 12 shares a decoder call with the repaired
+    frames 13-15)."""
     from animator_cli.guard.run import DecodedFrames
 
     poses, _ = plain
@@ -159,7 +160,7 @@ def test_long_videos_are_decoded_again_with_the_same_bytes_and_nothing_held(cli,
     emit = DecodedFrames.emit
 
     def counting(self, out):
-        kept["held"], kept["pinned"] = self.held, sorted(self.pinned)
+        kept["held"], kept["replaced"] = self.held, [sorted(done) for done in self.replaced]
         return emit(self, out)
 
     monkeypatch.setattr(DecodedFrames, "emit", counting)
@@ -171,9 +172,94 @@ def test_long_videos_are_decoded_again_with_the_same_bytes_and_nothing_held(cli,
                                      "--drift-lock")
         assert record["identity_guard"]["repaired"] == 1 and len(record["drift_lock"]) == 3
         outputs.append((record["drift_lock"], frames))
-    assert kept == {"held": None, "pinned": [12]}
+    assert kept == {"held": None, "replaced": [list(range(13, 28))]}
     assert outputs[0][0] == outputs[1][0]  # the same corrections
     assert all(np.array_equal(a, b) for a, b in zip(outputs[0][1], outputs[1][1], strict=True))
+
+
+class _MixingDecoder:
+    """Mechanism stand-in for the pipeline's decoding: each call's frames depend on all the call's latents (as the
+    VAE's temporal layers make them), 2×2 latent cells → 16×16 pixels."""
+
+    def __init__(self) -> None:
+        from animator_cli.sampling.flops import UNetWork
+
+        self.work = UNetWork()
+
+    def decode_calls(self, calls):
+        for latents in calls:
+            mixed = latents[:, :3] + 0.7 * latents[:, :3].mean(0, keepdim=True)
+            pixels = (mixed.repeat_interleave(8, -1).repeat_interleave(8, -2) * 60 + 128).round().clamp(0, 255)
+            yield pixels.byte().permute(0, 2, 3, 1).numpy().copy()
+
+    def decode(self, latents, chunk, sink):
+        for pixels in self.decode_calls(latents[0, i:i + chunk] for i in range(0, latents.shape[1], chunk)):
+            sink(pixels)
+
+    def decode_frames(self, latents, frames, chunk):
+        starts = sorted({frame - frame % chunk for frame in frames})
+        decoded = {start + i: image for start in starts
+                   for i, image in enumerate(next(self.decode_calls([latents[0, start:start + chunk]])))}
+        return np.stack([decoded[frame] for frame in frames])
+
+
+@pytest.mark.parametrize(("frames", "tile", "overlap", "chunk", "low"), [
+    (40, 16, 4, 4, (1,)),
+    (40, 16, 4, 3, (0, 1, 2)),  # every window, a chunk that does not divide the stride
+    (53, 16, 4, 7, (0, 2, 3, 4)),  # a short last call
+    (29, 8, 2, 16, (0, 1, 2, 3, 4)),  # calls spanning several windows
+    (40, 8, 3, 5, (1, 2, 3, 5, 6, 7)),  # frames in three windows
+])
+def test_mechanism_decoded_again_equals_held_whatever_is_repaired(monkeypatch, frames, tile, overlap, chunk, low):
+    """Repairs in sequence, windows sharing frames and decoder calls: decoding again gives the held path's bytes
+    and drift corrections, holding no frame."""
+    import types
+
+    from animator_cli.guard import run
+    from animator_cli.options import GenerateOptions, GuardOptions, SamplingOptions
+    from animator_cli.sampling.windows import window_indices
+
+    windows = window_indices(frames, tile, overlap)
+    low_frames = {frame for index in low for frame in windows[index] if frame}
+
+    class Scorer:
+        def __init__(self) -> None:
+            self.seen, self.rng = 0, np.random.default_rng(0)
+
+        def __call__(self, pixels):
+            if self.seen < frames:
+                numbers = range(self.seen, self.seen + len(pixels))
+                self.seen += len(pixels)
+                return np.array([0.1 if n in low_frames else 0.9 for n in numbers])
+            return self.rng.uniform(0.2, 0.7, len(pixels))
+
+    def resample(pipeline, video, index, how):  # new latents for the window, frame 0 kept
+        noise = torch.randn(1, len(windows[index]), 4, 2, 2, generator=torch.Generator().manual_seed(index))
+        new = video.latents[:, windows[index]] + noise
+        new[:, 0] = video.latents[:, 0]
+        return new
+
+    class Poses:
+        def __getitem__(self, part):
+            return np.stack([np.pad(np.full((4, 4, 3), 200, np.uint8), ((2 + f % 5, 10 - f % 5), (5, 7), (0, 0)))
+                             for f in range(part.start, part.stop)])
+
+    monkeypatch.setattr(run, "resample_window", resample)
+    options = GenerateOptions(sampling=SamplingOptions(tile=tile, overlap=overlap, decode_chunk=chunk),
+                              identity_guard=GuardOptions(0.5, 2), drift_lock=True)
+    outputs = []
+    for budget in (1 << 30, 0):
+        monkeypatch.setattr(run, "HELD_FRAMES_BUDGET", budget)
+        monkeypatch.setattr("animator_cli.check.timeline.IdentityScorer", lambda *a, **k: Scorer())
+        latents = torch.randn(1, frames, 4, 2, 2, generator=torch.Generator().manual_seed(1))
+        video = types.SimpleNamespace(latents=latents, windows=windows)
+        decoder, out = _MixingDecoder(), []
+        _, record = run.repaired_render(decoder, video, options, out.append, reference=None, skeletons=Poses(),
+                                        weights=None, device=None, refiner=lambda face_opt: None)
+        outputs.append((np.concatenate(out), record["drift_lock"], record["identity_guard"]["repaired"]))
+    (held, held_drift, repaired), (again, again_drift, again_repaired) = outputs
+    assert repaired == again_repaired >= 1
+    assert np.array_equal(held, again) and held_drift == again_drift
 
 
 def test_mechanism_a_worse_attempt_is_never_kept(cli, tiny_home, astronaut_path, plain, scripted, tmp_path):
@@ -277,6 +363,29 @@ def test_mechanism_hjb_is_the_first_lever_when_the_poses_give_face_boxes(cli, ti
     assert [(a["action"], a["hjb"], a["id_scale"]) for a in attempts] == expected
     in_passes = {(first, stop) for frames, first, stop in refined if frames == 16}  # the render has 28 frames
     assert in_passes == {(4, 8), (8, 12), (12, 16)}  # chunks of 4 from slot 4, the first of the window's own
+
+
+def test_mechanism_no_hjb_lever_for_a_window_without_frames_of_its_own():
+    """29 frames: window 1 (0, 13-27) shares every frame with windows 0 and 2 (0, 14-28), so a pass may change
+    none of its frames' faces through HJB: its first lever is the ID scale, not an HJB pass that refines nothing."""
+    import types
+
+    from animator_cli.guard.run import PipelineRepair, run_guard
+    from animator_cli.options import GenerateOptions, GuardOptions
+    from animator_cli.sampling.repair import free_slots
+    from animator_cli.sampling.windows import window_indices
+
+    windows = window_indices(29, 16, 4)
+    assert free_slots(windows, 1) == range(0)
+    refiner = types.SimpleNamespace(for_frames=lambda frames, span: types.SimpleNamespace(faces=len(span)))
+    repair = PipelineRepair.__new__(PipelineRepair)
+    repair.windows, repair.refiner = windows, lambda: refiner
+    tried = []
+    repair.resample = lambda index, attempt: tried.append((index, attempt.action))
+    repair.pixels = lambda index, latents: np.zeros((len(windows[index]) - 1, 2, 2, 3), np.uint8)
+    run_guard(repair, np.full(29, 0.1), 0.0, GenerateOptions(identity_guard=GuardOptions(0.5, 1)),
+              lambda frames: np.full(len(frames), 0.05))
+    assert tried == [(0, "hjb"), (1, "id_scale"), (2, "hjb")]
 
 
 # --- options, cache key, faults --------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from animator_cli.guard.drift import BackgroundMeasure, correct, frame_correctio
 from animator_cli.guard.identity import Attempt, GuardRecord, Scorer, escalation, guard_video
 from animator_cli.hjb import FaceRefiner
 from animator_cli.options import FaceOptOptions, GenerateOptions, GuardOptions
+from animator_cli.progress import stage
 from animator_cli.sampling.flops import UNetWork
 from animator_cli.sampling.pipeline import AnimationPipeline, FrameSink, PoseSource, SampledVideo
 from animator_cli.sampling.repair import WindowPass, free_slots, resample_window
@@ -43,16 +44,20 @@ ChunkSink = Callable[[int, np.ndarray], None]  # (first frame, uint8 pixels (n, 
 
 class DecodedFrames:
     """A sampled video's frames between the render and the encoder, decoded in the pipeline's chunks: held when
-    they fit HELD_FRAMES_BUDGET, else decoded again when they go out. Decoding again gives the first decode's
-    bytes except where a repair changed latents; `replace` keeps, for frames a repair leaves alone but that share
-    a decoder call with its frames (the decoder mixes a call's frames), the pixels they had."""
+    they fit HELD_FRAMES_BUDGET, else decoded again when they go out.
+
+    A repair changes its window's frames, and the decoder mixes the frames of a call: decoded again from the final
+    latents, a frame the repair left alone but that shares a call with its frames would change. So every frame
+    goes out as it was decoded when it last changed (the first decode, or its repair's), as the held path keeps
+    it: `commit` records the latents each repair replaces, on the CPU (its window's frames: a twelfth of their
+    pixels' bytes), and `emit` decodes a call once per such state of its latents that one of its frames needs."""
 
     def __init__(self, pipeline: AnimationPipeline, video: SampledVideo, chunk: int) -> None:
         self.pipeline, self.video, self.chunk = pipeline, video, chunk
         _, count, _, height, width = video.latents.shape
         held = count * height * width * 3 * 64 <= HELD_FRAMES_BUDGET  # 8×8 pixels of 3 bytes per latent cell
         self.held: list[np.ndarray] | None = [] if held else None  # the decoder calls' frames
-        self.pinned: dict[int, np.ndarray] = {}  # decoded again: frames whose pixels must not come from the decoder
+        self.replaced: list[dict[int, torch.Tensor]] = []  # per repair (decoded again): its frames' latents before
 
     def decode(self, look: ChunkSink) -> None:
         """Decode the video once, showing each call's frames to ``look`` (and holding them when they fit)."""
@@ -67,22 +72,14 @@ class DecodedFrames:
 
         self.pipeline.decode(self.video.latents, self.chunk, sink=take)
 
-    def replace(self, frames: list[int], pixels: np.ndarray) -> None:
-        """Make ``pixels`` the frames' (a repair about to commit their latents; call before it does)."""
+    def commit(self, frames: list[int], pixels: np.ndarray) -> None:
+        """A repair is about to give ``frames`` new latents, decoded to ``pixels`` (call before it does)."""
         if self.held is not None:
             for frame, image in zip(frames, pixels, strict=True):
                 self.held[frame // self.chunk][frame % self.chunk] = image
-            return
-        changed = set(frames)
-        calls = {frame - frame % self.chunk for frame in frames}
-        count = self.video.latents.shape[1]
-        neighbours = [f for start in sorted(calls) for f in range(start, min(start + self.chunk, count))
-                      if f not in changed and f not in self.pinned]
-        if neighbours:  # decoded now, with the latents they were decoded with so far
-            self.pinned.update(zip(neighbours, self.pipeline.decode_frames(self.video.latents, neighbours,
-                                                                            self.chunk), strict=True))
-        for frame in changed:
-            self.pinned.pop(frame, None)
+        else:
+            before = self.video.latents[0, frames].to("cpu", copy=True)
+            self.replaced.append(dict(zip(frames, before, strict=True)))
 
     def emit(self, out: ChunkSink) -> None:
         """Every decoder call's frames, in order, as they are final."""
@@ -90,17 +87,29 @@ class DecodedFrames:
             for index, pixels in enumerate(self.held):
                 out(index * self.chunk, pixels)
             return
-        first = 0
+        count = self.video.latents.shape[1]
+        changed = {frame: number for number, done in enumerate(self.replaced) for frame in done}  # last repair
+        calls = [(frames, [changed.get(frame, -1) for frame in frames])
+                 for frames in (range(first, min(first + self.chunk, count)) for first in range(0, count, self.chunk))]
+        decoded = self.pipeline.decode_calls(self.latents_after(state, frames)
+                                             for frames, last in calls for state in sorted(set(last)))
+        with stage("decoding"):
+            for frames, last in calls:
+                pixels = next(decoded)  # as of the earliest state its frames need; later states' frames replaced
+                for state in sorted(set(last))[1:]:
+                    slots = [slot for slot, number in enumerate(last) if number == state]
+                    pixels[slots] = next(decoded)[slots]
+                out(frames.start, pixels)
 
-        def take(pixels: np.ndarray) -> None:
-            nonlocal first
-            for frame in range(first, first + len(pixels)):
-                if frame in self.pinned:
-                    pixels[frame - first] = self.pinned[frame]
-            out(first, pixels)
-            first += len(pixels)
-
-        self.pipeline.decode(self.video.latents, self.chunk, sink=take)
+    def latents_after(self, state: int, frames: range) -> torch.Tensor:
+        """The latents (n, 4, h, w) of ``frames`` right after repair ``state`` (-1: before any): each frame's final
+        latent, or the one that the first later repair to change it replaced."""
+        call = self.video.latents[0, frames.start:frames.stop].clone()
+        for slot, frame in enumerate(frames):
+            earlier = next((done[frame] for done in self.replaced[state + 1:] if frame in done), None)
+            if earlier is not None:
+                call[slot] = earlier.to(call.device)
+        return call
 
 
 class PipelineRepair:
@@ -113,9 +122,13 @@ class PipelineRepair:
         self.windows = video.windows
         self.work: list[UNetWork] = []  # the UNet work of every pass
 
+    def window_refiner(self, index: int) -> FaceRefiner | None:
+        """The HJB refiner of window ``index``'s own frames (`sampling.repair.free_slots`), None without one."""
+        refiner = self.refiner()
+        return None if refiner is None else refiner.for_frames(self.windows[index], free_slots(self.windows, index))
+
     def resample(self, index: int, attempt: Attempt) -> torch.Tensor:
-        refiner = self.refiner() if attempt.hjb else None
-        refine = None if refiner is None else refiner.for_frames(self.windows[index], free_slots(self.windows, index))
+        refine = self.window_refiner(index) if attempt.hjb else None
         latents = resample_window(self.pipeline, self.video, index, WindowPass(attempt.id_scale, attempt.seed, refine))
         self.work.append(self.pipeline.work)
         return latents
@@ -130,7 +143,7 @@ class PipelineRepair:
             self.video.latents[:, window] = kept
 
     def commit(self, index: int, latents: torch.Tensor, pixels: np.ndarray) -> None:
-        self.frames.replace(self.changed(index), pixels)
+        self.frames.commit(self.changed(index), pixels)
         self.kept(self.changed(index), pixels)
         self.video.latents[:, self.windows[index]] = latents
 
@@ -142,12 +155,13 @@ class PipelineRepair:
 def run_guard(repair: PipelineRepair, cosines: np.ndarray, scoring_s: float, options: GenerateOptions,
               score: Scorer) -> GuardRecord:
     """The identity guard on a sampled video whose frames scored ``cosines`` (updated in place with what was kept).
-    HJB is a lever when the render did not use it and a refiner builds; a render that used it keeps it in every
-    pass."""
+    HJB is a lever when the render did not use it and the window's own frames have a face box to refine; a render
+    that used it keeps it in every pass."""
     guard = options.identity_guard or GuardOptions()
 
     def plan(window: int) -> list[Attempt]:
-        attempts = escalation(guard.retries, hjb=options.face_opt is None and repair.refiner() is not None,
+        refiner = repair.window_refiner(window) if options.face_opt is None else None
+        attempts = escalation(guard.retries, hjb=refiner is not None and refiner.faces > 0,
                               id_scale=options.sampling.id_scale, seed=options.seed, window=window)
         for attempt in attempts:  # a render with HJB is sampled again with it
             attempt.hjb |= options.face_opt is not None

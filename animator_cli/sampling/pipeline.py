@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -311,9 +311,14 @@ class AnimationPipeline:
     def _decode(self, latents: torch.Tensor, chunk: int) -> Iterator[np.ndarray]:
         """uint8 frames (n, H, W, 3) from latents (1, F, 4, h, w), ``chunk`` frames per VAE call, each call's
         frames yielded as soon as they are decoded."""
+        return self.decode_calls(latents[0, i:i + chunk] for i in range(0, latents.shape[1], chunk))
+
+    def decode_calls(self, calls: Iterable[torch.Tensor]) -> Iterator[np.ndarray]:
+        """uint8 frames (n, H, W, 3) of each latents (n, 4, h, w) of ``calls``, one VAE call each, yielded as
+        decoded (the VAE on its device for the whole run)."""
         with self._running(self.models.vae) as vae:
-            for i in range(0, latents.shape[1], chunk):
-                yield _pixels(vae, latents[0, i:i + chunk])
+            for latents in calls:
+                yield _pixels(vae, latents)
 
 
 def _pixels(vae: torch.nn.Module, latents: torch.Tensor) -> np.ndarray:
