@@ -1,7 +1,7 @@
 """What the identity guard costs (issue 21), and the docs' before/after picture.
 
     .venv/bin/python benchmarks/identity_guard.py DIR [--frames 40] [--size 64] [--steps 25] [--runs 3]
-        [--cases clean,hjb,id_scale,face_opt] [--plot docs/identity_guard.png]
+        [--cases clean,hjb,id_scale,face_opt] [--held-budget BYTES] [--plot docs/identity_guard.png]
 
 Writes a tiny weights home, DIR/poses (FRAMES skeleton frames with keypoints.npz, so HJB is a lever) and renders
 the clip through the Python API (models loaded once, the stage cache off so every call renders), in alternating
@@ -125,7 +125,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cases", default="clean,hjb,id_scale,face_opt", help="which cases, comma-separated")
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--held-budget", type=int, help="bytes of decoded frames held for the repairs (default "
+                        "guard.run.HELD_FRAMES_BUDGET; 0: every video decoded again, as a long one is)")
     args = parser.parse_args()
+    if args.held_budget is not None:
+        from animator_cli.guard import run
+
+        run.HELD_FRAMES_BUDGET = args.held_budget
     torch.set_num_threads(args.threads)
     args.dir.mkdir(parents=True, exist_ok=True)
     home = make_tiny(args.dir / "home", seed=0) if not (args.dir / "home").is_dir() else None

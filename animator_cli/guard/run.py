@@ -11,6 +11,7 @@ models stay loaded between the render and its repairs: a video that needs no rep
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -57,7 +58,9 @@ class DecodedFrames:
         _, count, _, height, width = video.latents.shape
         held = count * height * width * 3 * 64 <= HELD_FRAMES_BUDGET  # 8×8 pixels of 3 bytes per latent cell
         self.held: list[np.ndarray] | None = [] if held else None  # the decoder calls' frames
-        self.replaced: list[dict[int, torch.Tensor]] = []  # per repair (decoded again): its frames' latents before
+        self.repairs = 0  # repairs committed so far
+        # decoded again: per frame a repair changed, (repair number, the latent it replaced) in order
+        self.replaced: dict[int, list[tuple[int, torch.Tensor]]] = {}
 
     def decode(self, look: ChunkSink) -> None:
         """Decode the video once, showing each call's frames to ``look`` (and holding them when they fit)."""
@@ -78,8 +81,9 @@ class DecodedFrames:
             for frame, image in zip(frames, pixels, strict=True):
                 self.held[frame // self.chunk][frame % self.chunk] = image
         else:
-            before = self.video.latents[0, frames].to("cpu", copy=True)
-            self.replaced.append(dict(zip(frames, before, strict=True)))
+            for frame, before in zip(frames, self.video.latents[0, frames].to("cpu", copy=True), strict=True):
+                self.replaced.setdefault(frame, []).append((self.repairs, before))
+        self.repairs += 1
 
     def emit(self, out: ChunkSink) -> None:
         """Every decoder call's frames, in order, as they are final."""
@@ -88,12 +92,12 @@ class DecodedFrames:
                 out(index * self.chunk, pixels)
             return
         count = self.video.latents.shape[1]
-        changed = {frame: number for number, done in enumerate(self.replaced) for frame in done}  # last repair
-        calls = [(frames, [changed.get(frame, -1) for frame in frames])
+        last = {frame: changes[-1][0] for frame, changes in self.replaced.items()}  # the last repair to change it
+        calls = [(frames, [last.get(frame, -1) for frame in frames])
                  for frames in (range(first, min(first + self.chunk, count)) for first in range(0, count, self.chunk))]
         decoded = self.pipeline.decode_calls(self.latents_after(state, frames)
                                              for frames, last in calls for state in sorted(set(last)))
-        with stage("decoding"):
+        with stage("decoding"), contextlib.closing(decoded):  # closed: the VAE goes back when offloading
             for frames, last in calls:
                 pixels = next(decoded)  # as of the earliest state its frames need; later states' frames replaced
                 for state in sorted(set(last))[1:]:
@@ -106,7 +110,7 @@ class DecodedFrames:
         latent, or the one that the first later repair to change it replaced."""
         call = self.video.latents[0, frames.start:frames.stop].clone()
         for slot, frame in enumerate(frames):
-            earlier = next((done[frame] for done in self.replaced[state + 1:] if frame in done), None)
+            earlier = next((before for number, before in self.replaced.get(frame, ()) if number > state), None)
             if earlier is not None:
                 call[slot] = earlier.to(call.device)
         return call
