@@ -126,12 +126,12 @@ def main() -> None:
     parser.add_argument("--cases", default="clean,hjb,id_scale,face_opt", help="which cases, comma-separated")
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--held-budget", type=int, help="bytes of decoded frames held for the repairs (default "
-                        "guard.run.HELD_FRAMES_BUDGET; 0: every video decoded again, as a long one is)")
+                        "guard.frames.HELD_FRAMES_BUDGET; 0: every video decoded again, as a long one is)")
     args = parser.parse_args()
     if args.held_budget is not None:
-        from animator_cli.guard import run
+        from animator_cli.guard import frames
 
-        run.HELD_FRAMES_BUDGET = args.held_budget
+        frames.HELD_FRAMES_BUDGET = args.held_budget
     torch.set_num_threads(args.threads)
     args.dir.mkdir(parents=True, exist_ok=True)
     home = make_tiny(args.dir / "home", seed=0) if not (args.dir / "home").is_dir() else None

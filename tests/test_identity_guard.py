@@ -127,7 +127,7 @@ def frames_kept(request, monkeypatch):
     """Both ways a render keeps its frames for the repairs: held decoded, or (a budget of 0 bytes, as for a long
     video) decoded again for the encoder."""
     if request.param == "decoded again":
-        monkeypatch.setattr("animator_cli.guard.run.HELD_FRAMES_BUDGET", 0)
+        monkeypatch.setattr("animator_cli.guard.frames.HELD_FRAMES_BUDGET", 0)
     return request.param
 
 
@@ -153,7 +153,7 @@ def test_long_videos_are_decoded_again_with_the_same_bytes_and_nothing_held(cli,
     """Past HELD_FRAMES_BUDGET the repairs hold no decoded frame, only the latents the repair replaced, and the
     guard with the drift lock gives the bytes of the held path (frame 12 shares a decoder call with the repaired
     frames 13-15)."""
-    from animator_cli.guard.run import DecodedFrames
+    from animator_cli.guard.frames import DecodedFrames
 
     poses, _ = plain
     kept: dict[str, list] = {}
@@ -166,7 +166,7 @@ def test_long_videos_are_decoded_again_with_the_same_bytes_and_nothing_held(cli,
     monkeypatch.setattr(DecodedFrames, "emit", counting)
     outputs = []
     for budget, folder in ((1 << 30, tmp_path / "held"), (0, tmp_path / "again")):
-        monkeypatch.setattr("animator_cli.guard.run.HELD_FRAMES_BUDGET", budget)
+        monkeypatch.setattr("animator_cli.guard.frames.HELD_FRAMES_BUDGET", budget)
         scripted([0.9])
         record, frames = _cli_frames(cli, tiny_home, astronaut_path, poses, folder, "--identity-guard", THRESHOLD,
                                      "--drift-lock")
@@ -249,7 +249,7 @@ def test_mechanism_decoded_again_equals_held_whatever_is_repaired(monkeypatch, f
                               identity_guard=GuardOptions(0.5, 2), drift_lock=True)
     outputs = []
     for budget in (1 << 30, 0):
-        monkeypatch.setattr(run, "HELD_FRAMES_BUDGET", budget)
+        monkeypatch.setattr("animator_cli.guard.frames.HELD_FRAMES_BUDGET", budget)
         monkeypatch.setattr("animator_cli.check.timeline.IdentityScorer", lambda *a, **k: Scorer())
         latents = torch.randn(1, frames, 4, 2, 2, generator=torch.Generator().manual_seed(1))
         video = types.SimpleNamespace(latents=latents, windows=windows)
