@@ -119,26 +119,36 @@ class GuardOptions:
 
     threshold: float | None = None
     retries: int = 2
+    hjb: bool = True  # HJB on the window is a lever (not in a --draft, which renders without HJB)
 
     def validate(self) -> None:
         if self.threshold is not None and not -1 <= _finite("identity_guard", self.threshold) <= 1:
             raise option_error("identity_guard", self.threshold, "is not a cosine between -1 and 1")
-        if not isinstance(self.retries, int) or not 1 <= self.retries <= MAX_GUARD_RETRIES:
+        if (not isinstance(self.retries, int) or isinstance(self.retries, bool)
+                or not 1 <= self.retries <= MAX_GUARD_RETRIES):
             raise option_error("guard_retries", self.retries, f"must be a whole number from 1 to {MAX_GUARD_RETRIES}")
 
 
-def parse_guard(value: float | str | bool | None, retries: int) -> GuardOptions | None:
+def parse_guard(value: float | str | bool | None, retries: int, hjb: bool = True) -> GuardOptions | None:
     """``identity_guard`` as given (None/False: off; True or "auto": the video's own threshold; a number: that
     threshold) → GuardOptions."""
     if value is None or value is False:
         return None
     if value is True or value == "auto":
-        return GuardOptions(None, retries)
+        return GuardOptions(None, retries, hjb)
     try:
-        return GuardOptions(float(value), retries)
+        return GuardOptions(float(value), retries, hjb)
     except (TypeError, ValueError):
         raise option_error("identity_guard", repr(value), "is not a threshold",
                            "give a cosine between -1 and 1, or auto") from None
+
+
+def check_switches(**switches: object) -> None:
+    """Each switch (option name → value) must be True or False: from a job file or Python, "no" or 1 would
+    otherwise turn it on."""
+    for name, value in switches.items():
+        if not isinstance(value, bool):
+            raise option_error(name, repr(value), "is not true or false")
 
 
 _SAMPLING = SamplingOptions()
@@ -296,6 +306,8 @@ def generate_options(*, resolution: str = "512x512", width: int | None = None, h
     ``guidance`` is the last frame's scale, ``min_guidance`` the first's (default: ``guidance``); ``draft``: the
     preview preset of `animator_cli.draft` (smaller, fewer and cheaper steps, no HJB); ``identity_guard``: a
     threshold, True or "auto" (see `parse_guard`)."""
+    check_switches(legacy_rgb_id=legacy_rgb_id, allow_no_face=allow_no_face, face_opt=face_opt, draft=draft,
+                   drift_lock=drift_lock)
     if draft:
         steps, schedule, reuse_features = draft_sampling(
             steps, schedule, reuse_features, face_opt,
@@ -316,7 +328,8 @@ def generate_options(*, resolution: str = "512x512", width: int | None = None, h
                               face_opt=FaceOptOptions(face_opt_iters, *parse_steps(face_opt_steps), face_opt_lr,
                                                       face_opt_margin)
                               if face_opt else None,
-                              identity_guard=parse_guard(identity_guard, guard_retries), drift_lock=bool(drift_lock))
+                              identity_guard=parse_guard(identity_guard, guard_retries, hjb=not draft),
+                              drift_lock=drift_lock)
     options.validate()
     if draft:  # sized down from the requested size, once that is known to be valid
         width, height = draft_size(options.width, options.height)
@@ -331,6 +344,7 @@ def runtime_options(*, device: str | None = None, dtype: str | None = None, offl
     """A validated Runtime from options named as the CLI's flags (``split_cfg``: two UNet calls per window;
     ``window_batch`` None or 0: as many windows per call as free GPU memory holds; ``checkpoint``: a training
     run's checkpoint-N, run folder or RUN/latest instead of the released weights)."""
+    check_switches(offload=offload, vae_on_cpu=vae_on_cpu, split_cfg=split_cfg, compile=compile, fp8=fp8)
     if checkpoint is not None:
         run_folder = Path(checkpoint).parent if Path(checkpoint).name == "latest" else Path(checkpoint)
         if not run_folder.is_dir():

@@ -367,7 +367,8 @@ def test_mechanism_hjb_is_the_first_lever_when_the_poses_give_face_boxes(cli, ti
 
 def test_mechanism_no_hjb_lever_for_a_window_without_frames_of_its_own():
     """29 frames: window 1 (0, 13-27) shares every frame with windows 0 and 2 (0, 14-28), so a pass may change
-    none of its frames' faces through HJB: its first lever is the ID scale, not an HJB pass that refines nothing."""
+    none of its frames' faces through HJB: its first lever is the ID scale, not an HJB pass that refines nothing.
+    A draft's guard has no HJB lever at all."""
     import types
 
     from animator_cli.guard.run import PipelineRepair, run_guard
@@ -386,6 +387,10 @@ def test_mechanism_no_hjb_lever_for_a_window_without_frames_of_its_own():
     run_guard(repair, np.full(29, 0.1), 0.0, GenerateOptions(identity_guard=GuardOptions(0.5, 1)),
               lambda frames: np.full(len(frames), 0.05))
     assert tried == [(0, "hjb"), (1, "id_scale"), (2, "hjb")]
+    tried.clear()  # a draft's guard (GuardOptions.hjb False): no HJB lever anywhere
+    run_guard(repair, np.full(29, 0.1), 0.0, GenerateOptions(identity_guard=GuardOptions(0.5, 1, hjb=False)),
+              lambda frames: np.full(len(frames), 0.05))
+    assert tried == [(0, "id_scale"), (1, "id_scale"), (2, "id_scale")]
 
 
 # --- options, cache key, faults --------------------------------------------------------------------------------------
@@ -399,7 +404,7 @@ def test_the_cache_key_holds_the_repairs_only_when_they_are_on():
     assert "identity_guard" not in plain and "drift_lock" not in plain
     assert plain == {k: v for k, v in asdict(generate_options()).items() if k not in ("identity_guard", "drift_lock")}
     guarded = cache_options(generate_options(identity_guard=0.4, guard_retries=3, drift_lock=True))
-    assert guarded["identity_guard"] == {"threshold": 0.4, "retries": 3} and guarded["drift_lock"] is True
+    assert guarded["identity_guard"] == {"threshold": 0.4, "retries": 3, "hjb": True} and guarded["drift_lock"] is True
     assert cache_options(generate_options(identity_guard=True))["identity_guard"]["threshold"] is None
 
 
@@ -418,6 +423,64 @@ def test_a_bare_identity_guard_flag_means_the_video_s_own_threshold():
         "generate", "--identity-guard", "auto", "--drift-lock"]
     assert _fill_optional_values(["generate", "--identity-guard", "-0.2"]) == ["generate", "--identity-guard", "-0.2"]
     assert _fill_optional_values(["generate", "--identity-guard"]) == ["generate", "--identity-guard", "auto"]
+
+
+def test_an_empty_threshold_is_refused_as_a_threshold(cli, tmp_path, astronaut_path):
+    result = cli("generate", astronaut_path, tmp_path, "-o", tmp_path / "o.mp4", "--identity-guard", "")
+    assert result.exit_code == 2 and "--identity-guard '' is not a threshold" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"drift_lock": "no"}, "drift_lock 'no' is not true or false"),
+    ({"face_opt": "false"}, "face_opt 'false' is not true or false"),
+    ({"legacy_rgb_id": 1}, "legacy_rgb_id 1 is not true or false"),
+    ({"identity_guard": 0.3, "guard_retries": True}, "guard_retries True must be a whole number"),
+])
+def test_switches_take_true_or_false_only(options, message):
+    """From a job file or Python, a string such as "no" must not switch a repair (or HJB) on."""
+    from animator_cli.errors import InputError
+    from animator_cli.options import generate_options, runtime_options
+
+    with pytest.raises(InputError, match=message):
+        generate_options(**options)
+    with pytest.raises(InputError, match="offload 'yes' is not true or false"):
+        runtime_options(offload="yes")
+
+
+def test_a_batch_job_with_a_string_for_a_switch_fails_alone(tiny_home, tmp_path, astronaut_path):
+    import yaml
+
+    from animator_cli.batch import run_batch
+    from animator_cli.cache import StageCache
+
+    _skeletons(tmp_path / "poses", 3)
+    (tmp_path / "jobs.yaml").write_text(yaml.safe_dump({"defaults": {"width": 64, "height": 64, "steps": 1}, "jobs": [
+        {"reference": str(astronaut_path), "poses": "poses", "output": "a.mp4", "drift-lock": "no"},
+        {"reference": str(astronaut_path), "poses": "poses", "output": "b.mp4", "drift-lock": False}]}))
+    bad, good = run_batch(tmp_path / "jobs.yaml", Runtime(device="cpu"), weights=tiny_home,
+                          cache=StageCache(tmp_path / "cache"))
+    assert not bad.ok and "drift-lock 'no' is not true or false" in str(bad.error) and good.ok, (bad.error, good.error)
+    assert not (tmp_path / "a.mp4").exists() and (tmp_path / "b.mp4").exists()
+
+
+def test_the_guard_skips_a_window_of_frame_0_alone(cli, tiny_home, astronaut_path, tmp_path):
+    """A one-frame pose folder: its only window holds frame 0, which a repair never changes; nothing to re-render."""
+    import json
+
+    poses = _skeletons(tmp_path / "poses", 1)
+    result = cli("--weights", tiny_home.root, "--device", "cpu", "--json", "generate", astronaut_path, poses,
+                 "-o", tmp_path / "out.mp4", "--width", 64, "--height", 64, "--steps", 1, "--identity-guard", 1.0,
+                 "--drift-lock")
+    assert result.exit_code == 0, result.stderr
+    guard = json.loads(result.stdout)["identity_guard"]
+    assert guard["rendered_again"] == 0 and len(guard["windows"]) == 1
+
+
+def test_a_draft_s_guard_has_no_hjb_lever():
+    from animator_cli.options import generate_options
+
+    assert generate_options(identity_guard=True).identity_guard.hjb
+    assert not generate_options(identity_guard=True, draft=True).identity_guard.hjb
 
 
 def test_no_face_in_the_reference_skips_the_guard_or_stops_it_under_strict(tiny_home, tmp_path, caplog):

@@ -134,15 +134,15 @@ OPTIONAL_VALUES = {"--identity-guard": "auto"}
 
 
 def _fill_optional_values(argv: list[str]) -> list[str]:
-    """``argv`` with each bare option of OPTIONAL_VALUES (not followed by a number or its own value) given its
-    stand-in value; nothing after `--` is touched."""
+    """``argv`` with each bare option of OPTIONAL_VALUES (not followed by a number, an empty value or its own
+    value) given its stand-in value; nothing after `--` is touched."""
     filled: list[str] = []
     for index, arg in enumerate(argv):
         if arg == "--":
             return filled + argv[index:]
         filled.append(arg)
         following = argv[index + 1] if index + 1 < len(argv) else None
-        if arg in OPTIONAL_VALUES and not (following == OPTIONAL_VALUES[arg] or _is_number(following)):
+        if arg in OPTIONAL_VALUES and not (following in ("", OPTIONAL_VALUES[arg]) or _is_number(following)):
             filled.append(OPTIONAL_VALUES[arg])
     return filled
 

@@ -149,10 +149,10 @@ def guard_video(cosines: np.ndarray, video: Repairable, score: Scorer, options: 
         scored = real_frames(video.windows, index)
         item = WindowRecord(index, min(scored), max(scored), window_score(cosines, scored))
         record.windows.append(item)
-        if item.score is None or item.score >= record.threshold:
+        changed = [frame for frame in window if frame != 0]
+        if item.score is None or item.score >= record.threshold or not changed:  # frame 0 alone is never changed
             continue
         started = time.perf_counter()
-        changed = [frame for frame in window if frame != 0]
         best, best_score = None, item.score
         for number, attempt in enumerate(plan(index)):
             began = time.perf_counter()

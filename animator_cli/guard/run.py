@@ -79,12 +79,12 @@ class PipelineRepair:
 def run_guard(repair: PipelineRepair, cosines: np.ndarray, scoring_s: float, options: GenerateOptions,
               score: Scorer) -> GuardRecord:
     """The identity guard on a sampled video whose frames scored ``cosines`` (updated in place with what was kept).
-    HJB is a lever when the render did not use it and the window's own frames have a face box to refine; a render
-    that used it keeps it in every pass."""
+    HJB is a lever when the render did not use it, it is not a draft, and the window's own frames have a face box
+    to refine; a render that used it keeps it in every pass."""
     guard = options.identity_guard or GuardOptions()
 
     def plan(window: int) -> list[Attempt]:
-        refiner = repair.window_refiner(window) if options.face_opt is None else None
+        refiner = repair.window_refiner(window) if options.face_opt is None and guard.hjb else None
         attempts = escalation(guard.retries, hjb=refiner is not None and refiner.faces > 0,
                               id_scale=options.sampling.id_scale, seed=options.seed, window=window)
         for attempt in attempts:  # a render with HJB is sampled again with it
