@@ -2,9 +2,9 @@
 
 The preset: the requested size scaled so its short side is 256 px (long side to the nearest multiple of 64; sizes
 already that small stay), Align Your Steps' noise levels in 8 steps, the deep UNet features reused every second
-step, and no HJB face optimisation (nor as the identity guard's first lever). Each of these changes the pixels, so a draft is a preview of the motion and
-framing, not of the final quality. Its options differ from the full render's, so the stage cache keeps the two
-apart. The CLI writes it beside the requested output as ``NAME.draft.mp4``.
+step, and no HJB face optimisation (nor as the identity guard's first lever). Each of these changes the pixels,
+so a draft is a preview of the motion and framing, not of the final quality. Its options differ from the full
+render's, so the stage cache keeps the two apart. The CLI writes it beside the requested output as ``NAME.draft.mp4``.
 
 Torch-free: `animator_cli.options.generate_options` applies it while validating options.
 """

@@ -55,7 +55,7 @@ class DecodedFrames:
             for frame, image in zip(frames, pixels, strict=True):
                 self.held[frame // self.chunk][frame % self.chunk] = image
         else:
-            for frame, before in zip(frames, self.video.latents[0, frames].to("cpu", copy=True), strict=True):
+            for frame, before in zip(frames, self.video.latents[0, frames].cpu(), strict=True):  # a copy: list index
                 self.replaced.setdefault(frame, []).append((self.repairs, before))
         self.repairs += 1
 

@@ -273,11 +273,9 @@ class AnimationPipeline:
         chunks `_decode` uses (the decoder mixes the frames of a chunk): a repaired window's frames without
         decoding the video again."""
         starts = sorted({frame - frame % chunk for frame in frames})
-        decoded = {}
-        with self._running(self.models.vae) as vae:
-            for start in starts:
-                pixels = _pixels(vae, latents[0, start:start + chunk])
-                decoded.update({start + i: frame for i, frame in enumerate(pixels)})
+        calls = self.decode_calls(latents[0, start:start + chunk] for start in starts)
+        decoded = {start + i: frame for start, pixels in zip(starts, calls, strict=True)
+                   for i, frame in enumerate(pixels)}
         return np.stack([decoded[frame] for frame in frames])
 
     def _pose_features(self, poses: PoseSource, chunk: int, size: tuple[int, int]) -> PoseFeatures:
